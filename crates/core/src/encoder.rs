@@ -1,0 +1,120 @@
+//! The frozen BERT encoder (post-norm, as in the original BERT and all-MiniLM-L6-v2) with an
+//! optional soft-embedding adapter between the word-embedding lookup and the rest of the model,
+//! and mean pooling. Weights are created by [`crate::loader`]; this file only computes.
+
+use crate::adapter::SoftEmbeddingAdapter;
+use burn::nn::{Embedding, LayerNorm, Linear};
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, softmax};
+
+/// Token, position and token-type embeddings followed by LayerNorm.
+#[derive(Module, Debug)]
+pub struct BertEmbeddings {
+    pub word: Embedding,
+    pub position: Embedding,
+    pub token_type: Embedding,
+    pub layer_norm: LayerNorm,
+}
+
+/// Multi-head self-attention with its output projection and residual LayerNorm.
+#[derive(Module, Debug)]
+pub struct BertAttention {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    pub output: Linear,
+    pub layer_norm: LayerNorm,
+}
+
+/// One transformer block: attention, then the feed-forward network, each post-norm.
+#[derive(Module, Debug)]
+pub struct BertLayer {
+    pub attention: BertAttention,
+    pub intermediate: Linear,
+    pub output: Linear,
+    pub layer_norm: LayerNorm,
+}
+
+/// The whole encoder. Its weights are frozen: they are created on a device without autodiff,
+/// so no gradient is ever kept for them, even when the adapter in front of them trains.
+#[derive(Module, Debug)]
+pub struct BertEncoder {
+    pub embeddings: BertEmbeddings,
+    pub layers: Vec<BertLayer>,
+    pub num_heads: usize,
+}
+
+impl BertAttention {
+    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>, num_heads: usize) -> Tensor<3> {
+        let [b, l, d] = x.dims();
+        let dh = d / num_heads;
+        let split = |t: Tensor<3>| t.reshape([b, l, num_heads, dh]).swap_dims(1, 2);
+        let q = split(self.query.forward(x.clone()));
+        let k = split(self.key.forward(x.clone()));
+        let v = split(self.value.forward(x.clone()));
+        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((dh as f32).sqrt()) + mask_bias;
+        let probs = softmax(scores, 3);
+        let ctx = probs.matmul(v).swap_dims(1, 2).reshape([b, l, d]);
+        self.layer_norm.forward(self.output.forward(ctx) + x)
+    }
+}
+
+impl BertLayer {
+    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>, num_heads: usize) -> Tensor<3> {
+        let a = self.attention.forward(x, mask_bias, num_heads);
+        let h = gelu(self.intermediate.forward(a.clone()));
+        self.layer_norm.forward(self.output.forward(h) + a)
+    }
+}
+
+impl BertEncoder {
+    /// Hidden states `[batch, seq, hidden]` for token ids `[batch, seq]` and a 0/1 mask.
+    /// With an adapter, the word embeddings pass through it before positions are added.
+    pub fn forward(
+        &self,
+        ids: Tensor<2, Int>,
+        mask: Tensor<2>,
+        adapter: Option<&SoftEmbeddingAdapter>,
+    ) -> Tensor<3> {
+        let [b, l] = ids.dims();
+        let device = ids.device();
+        let mut words = self.embeddings.word.forward(ids);
+        if let Some(adapter) = adapter {
+            words = adapter.forward(words);
+        }
+        let positions = Tensor::<1, Int>::arange(0..l as i64, &device)
+            .reshape([1, l])
+            .expand([b, l]);
+        let types = Tensor::<2, Int>::zeros([b, l], &device);
+        let x = words
+            + self.embeddings.position.forward(positions)
+            + self.embeddings.token_type.forward(types);
+        let mut x = self.embeddings.layer_norm.forward(x);
+        // 0 for real tokens, -10000 for padding (the original BERT's additive mask).
+        let mask_bias = (mask.clone() - 1.0).mul_scalar(10000.0).reshape([b, 1, 1, l]);
+        for layer in &self.layers {
+            x = layer.forward(x, mask_bias.clone(), self.num_heads);
+        }
+        x
+    }
+
+    /// Hidden width.
+    pub fn hidden_size(&self) -> usize {
+        self.embeddings.word.weight.dims()[1]
+    }
+}
+
+/// Mean of the hidden states over real tokens, L2-normalised: `[batch, hidden]`.
+pub fn mean_pool(hidden: Tensor<3>, mask: Tensor<2>) -> Tensor<2> {
+    let [b, l, _] = hidden.dims();
+    let m = mask.reshape([b, l, 1]);
+    let summed = (hidden * m.clone()).sum_dim(1).squeeze_dim::<2>(1);
+    let count = m.sum_dim(1).squeeze_dim::<2>(1).clamp_min(1e-9);
+    l2_normalize(summed / count)
+}
+
+/// Rows scaled to unit L2 norm (rows of zeros stay zero).
+pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
+    let norm = x.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
+    x / norm
+}

@@ -1,0 +1,121 @@
+//! The sentence encoder as callers see it: model files in (as bytes, so the browser can use the
+//! same code), unit-norm embeddings out. Holds the frozen BERT, its tokenizer and the device.
+
+use crate::adapter::SoftEmbeddingAdapter;
+use crate::config::BertConfig;
+use crate::encoder::{BertEncoder, mean_pool};
+use crate::error::{CoreError, Result};
+use crate::loader::load_encoder;
+use crate::tokenizer::{TextTokenizer, TokenBatch};
+use burn::prelude::*;
+use std::path::Path;
+
+/// The three files of a Hugging Face BERT folder, as bytes.
+pub struct ModelFiles {
+    pub config_json: Vec<u8>,
+    pub safetensors: Vec<u8>,
+    pub tokenizer_json: Vec<u8>,
+}
+
+/// Default maximum sequence length (sentence-transformers' all-MiniLM-L6-v2 uses 256).
+pub const DEFAULT_MAX_LEN: usize = 256;
+
+impl ModelFiles {
+    /// Reads `config.json`, `model.safetensors` and `tokenizer.json` from a folder.
+    pub fn read_dir(dir: &Path) -> Result<Self> {
+        let read = |name: &str, make: fn(String) -> CoreError| {
+            let p = dir.join(name);
+            std::fs::read(&p).map_err(|e| make(format!("cannot read {}: {e}", p.display())))
+        };
+        Ok(Self {
+            config_json: read("config.json", CoreError::Config)?,
+            safetensors: read("model.safetensors", CoreError::Weights)?,
+            tokenizer_json: read("tokenizer.json", CoreError::Tokenizer)?,
+        })
+    }
+}
+
+/// Frozen encoder + tokenizer on one device.
+pub struct SentenceEncoder {
+    pub bert: BertEncoder,
+    pub tokenizer: TextTokenizer,
+    pub config: BertConfig,
+    device: Device,
+}
+
+impl SentenceEncoder {
+    /// Loads the model from its files; `max_len` is capped at the model's position table.
+    pub fn load(files: &ModelFiles, device: &Device, max_len: usize) -> Result<Self> {
+        let config = BertConfig::from_json_bytes(&files.config_json)?;
+        let max_len = max_len.min(config.max_position_embeddings);
+        let tokenizer = TextTokenizer::from_bytes(&files.tokenizer_json, max_len, config.vocab_size)?;
+        let bert = load_encoder(&files.safetensors, &config, device)?;
+        Ok(Self { bert, tokenizer, config, device: device.clone().without_autodiff() })
+    }
+
+    /// Embedding width.
+    pub fn dim(&self) -> usize {
+        self.config.hidden_size
+    }
+
+    /// The (non-autodiff) device the frozen weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Pooled, normalised embeddings `[batch, d]` of a token batch, through `adapter` if given.
+    /// The result carries autodiff exactly when the adapter does.
+    pub fn pooled(&self, batch: &TokenBatch, adapter: Option<&SoftEmbeddingAdapter>) -> Tensor<2> {
+        let (ids, mask) = batch_tensors(batch, &self.device);
+        let hidden = self.bert.forward(ids, mask.clone(), adapter);
+        mean_pool(hidden, mask)
+    }
+
+    /// Embeds texts in batches (row-major `[n, d]`), calling `progress(done, total)`.
+    pub async fn embed(
+        &self,
+        texts: &[&str],
+        adapter: Option<&SoftEmbeddingAdapter>,
+        batch_size: usize,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<f32>> {
+        let inference_adapter = adapter.map(|a| a.clone().valid());
+        let mut out = Vec::with_capacity(texts.len() * self.dim());
+        // Sorting by length keeps padding (and so wasted work) small within each batch.
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| texts[i].len());
+        let mut rows = vec![Vec::new(); texts.len()];
+        let mut done = 0;
+        for chunk in order.chunks(batch_size.max(1)) {
+            let chunk_texts: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
+            let batch = self.tokenizer.batch(&chunk_texts)?;
+            let pooled = self.pooled(&batch, inference_adapter.as_ref());
+            let values = read_f32(pooled).await?;
+            for (k, &i) in chunk.iter().enumerate() {
+                rows[i] = values[k * self.dim()..(k + 1) * self.dim()].to_vec();
+            }
+            done += chunk.len();
+            progress(done, texts.len());
+        }
+        for r in rows {
+            out.extend_from_slice(&r);
+        }
+        Ok(out)
+    }
+}
+
+/// Token ids and a float 0/1 mask as tensors on `device`.
+pub fn batch_tensors(batch: &TokenBatch, device: &Device) -> (Tensor<2, Int>, Tensor<2>) {
+    let shape = [batch.batch, batch.seq_len];
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(batch.ids.clone(), shape), device);
+    let mask_f: Vec<f32> = batch.mask.iter().map(|&m| m as f32).collect();
+    let mask = Tensor::<2>::from_data(TensorData::new(mask_f, shape), device);
+    (ids, mask)
+}
+
+/// Reads a float tensor back to the host without blocking (required in the browser).
+pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    let data = t.into_data_async().await?;
+    data.try_into_vec::<f32>()
+        .map_err(|e| CoreError::Backend(format!("unexpected tensor element type: {e:?}")))
+}
