@@ -8,16 +8,20 @@
 
 pub mod adapter;
 pub mod bm25;
+pub mod checkpoint;
 pub mod data;
 pub mod metrics;
 pub mod search;
 pub mod text;
+pub mod tiny;
 pub mod config;
 pub mod encoder;
 pub mod error;
 pub mod head;
 pub mod loader;
 pub mod model;
+pub mod pseudo;
 pub mod tokenizer;
+pub mod train;
 
 pub use error::{CoreError, Result};

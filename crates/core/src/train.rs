@@ -1,0 +1,267 @@
+//! The one training loop (native CLI, simulator and browser all call it): mini-batch Adam on
+//! cross-entropy over (query, document) pairs, either on cached frozen-encoder features (head
+//! only: seconds) or end-to-end through the adapter and the frozen encoder (adapter + head),
+//! with a held-out split of the pairs for early stopping and a progress callback.
+
+use crate::adapter::SoftEmbeddingAdapter;
+use crate::error::{CoreError, Result};
+use crate::head::{CarHead, cross_entropy};
+use crate::model::{SentenceEncoder, read_f32};
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use web_time::Instant;
+
+/// The trainable part of the model: adapter in front of the encoder, CaR head after it.
+#[derive(Module, Debug)]
+pub struct Retriever {
+    pub adapter: SoftEmbeddingAdapter,
+    pub head: CarHead,
+}
+
+/// Where the training queries come from.
+pub enum TrainInputs<'a> {
+    /// Pooled frozen-encoder features, row-major `[n, d]`: trains the head only.
+    Cached(&'a [f32]),
+    /// Query texts, encoded on every step through the adapter: trains adapter and head.
+    Texts { encoder: &'a SentenceEncoder, texts: &'a [String] },
+}
+
+/// Hyper-parameters of one training run.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub head_lr: f64,
+    pub adapter_lr: f64,
+    /// Fraction of the pairs held out for early stopping (0 disables it).
+    pub holdout_fraction: f64,
+    /// Epochs without a better held-out top-1 before stopping.
+    pub patience: usize,
+    pub seed: u64,
+    /// Stop after this many optimiser steps in total, whatever the epochs.
+    pub max_steps: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 30,
+            batch_size: 256,
+            head_lr: 1e-2,
+            adapter_lr: 1e-4,
+            holdout_fraction: 0.1,
+            patience: 3,
+            seed: 17,
+            max_steps: None,
+        }
+    }
+}
+
+/// What the progress callback sees after each step (and after each held-out evaluation).
+#[derive(Debug, Clone, Default)]
+pub struct TrainProgress {
+    pub step: usize,
+    pub total_steps: usize,
+    pub epoch: usize,
+    pub loss: f32,
+    pub examples_per_s: f64,
+    pub val_top1: Option<f64>,
+}
+
+/// Summary of a finished run.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct TrainReport {
+    pub steps: usize,
+    pub epochs: usize,
+    pub train_examples: usize,
+    pub holdout_examples: usize,
+    pub best_val_top1: Option<f64>,
+    pub final_loss: f32,
+    pub seconds: f64,
+    pub examples_per_s: f64,
+}
+
+/// Trains `retriever` on `(input i, targets[i])`. The callback returns `false` to cancel.
+/// `device` is the plain device of the encoder; autodiff is enabled here.
+pub async fn train(
+    retriever: Retriever,
+    inputs: TrainInputs<'_>,
+    targets: &[usize],
+    cfg: &TrainConfig,
+    device: &Device,
+    progress: &mut dyn FnMut(&TrainProgress) -> bool,
+) -> Result<(Retriever, TrainReport)> {
+    let n = match &inputs {
+        TrainInputs::Cached(f) => f.len() / retriever.adapter.dim().max(1),
+        TrainInputs::Texts { texts, .. } => texts.len(),
+    };
+    if n != targets.len() || n == 0 {
+        return Err(CoreError::Data(format!(
+            "training needs one target per example and at least one example (got {n} inputs, {} targets)",
+            targets.len()
+        )));
+    }
+    let n_docs = retriever.head.num_docs();
+    if let Some(bad) = targets.iter().find(|&&t| t >= n_docs) {
+        return Err(CoreError::Data(format!("target {bad} is outside the head's {n_docs} documents")));
+    }
+    let train_adapter = matches!(inputs, TrainInputs::Texts { .. });
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rng);
+    let n_hold = if n >= 20 { ((n as f64) * cfg.holdout_fraction) as usize } else { 0 };
+    let (holdout, train_idx) = order.split_at(n_hold);
+    let mut train_idx = train_idx.to_vec();
+    let holdout = holdout.to_vec();
+
+    let ad = device.clone().autodiff();
+    let Retriever { adapter, head } = retriever.fork(&ad).train();
+    let mut adapter = adapter;
+    let mut head = head;
+    let mut opt_head = AdamConfig::new().init();
+    let mut opt_adapter = AdamConfig::new().init();
+
+    let batch = cfg.batch_size.max(1);
+    let steps_per_epoch = train_idx.len().div_ceil(batch);
+    let mut total_steps = steps_per_epoch * cfg.epochs;
+    if let Some(m) = cfg.max_steps {
+        total_steps = total_steps.min(m);
+    }
+    let start = Instant::now();
+    let mut report = TrainReport {
+        train_examples: train_idx.len(),
+        holdout_examples: holdout.len(),
+        ..Default::default()
+    };
+    let mut best: Option<(f64, Retriever)> = None;
+    let mut since_best = 0;
+    let mut seen = 0usize;
+    'epochs: for epoch in 0..cfg.epochs {
+        train_idx.shuffle(&mut rng);
+        for chunk in train_idx.chunks(batch) {
+            if report.steps >= total_steps {
+                break 'epochs;
+            }
+            let pooled = pooled_batch(&inputs, chunk, &adapter, &ad, train_adapter)?;
+            let tgt: Vec<i64> = chunk.iter().map(|&i| targets[i] as i64).collect();
+            let tgt = Tensor::<1, Int>::from_data(TensorData::new(tgt, [chunk.len()]), &ad);
+            let loss = cross_entropy(head.forward(pooled), tgt);
+            let loss_value = read_f32(loss.clone().inner()).await?[0];
+            if !loss_value.is_finite() {
+                return Err(CoreError::Backend(format!(
+                    "the loss became {loss_value} at step {}: lower the learning rate",
+                    report.steps
+                )));
+            }
+            let mut grads = loss.backward();
+            let head_grads = GradientsParams::from_module(&mut grads, &head);
+            head = opt_head.step(cfg.head_lr, head, head_grads);
+            if train_adapter {
+                let adapter_grads = GradientsParams::from_module(&mut grads, &adapter);
+                adapter = opt_adapter.step(cfg.adapter_lr, adapter, adapter_grads);
+            }
+            report.steps += 1;
+            report.final_loss = loss_value;
+            seen += chunk.len();
+            let p = TrainProgress {
+                step: report.steps,
+                total_steps,
+                epoch,
+                loss: loss_value,
+                examples_per_s: seen as f64 / start.elapsed().as_secs_f64().max(1e-9),
+                val_top1: None,
+            };
+            if !progress(&p) {
+                return Err(CoreError::Cancelled);
+            }
+        }
+        report.epochs = epoch + 1;
+        if holdout.is_empty() {
+            continue;
+        }
+        let current = Retriever { adapter: adapter.clone(), head: head.clone() };
+        let top1 = holdout_top1(&current, &inputs, &holdout, targets, device, batch).await?;
+        let p = TrainProgress {
+            step: report.steps,
+            total_steps,
+            epoch,
+            loss: report.final_loss,
+            examples_per_s: seen as f64 / start.elapsed().as_secs_f64().max(1e-9),
+            val_top1: Some(top1),
+        };
+        if !progress(&p) {
+            return Err(CoreError::Cancelled);
+        }
+        if best.as_ref().is_none_or(|(b, _)| top1 > *b) {
+            best = Some((top1, current));
+            since_best = 0;
+        } else {
+            since_best += 1;
+            if since_best >= cfg.patience {
+                break;
+            }
+        }
+    }
+    report.seconds = start.elapsed().as_secs_f64();
+    report.examples_per_s = seen as f64 / report.seconds.max(1e-9);
+    let final_model = match best {
+        Some((top1, model)) => {
+            report.best_val_top1 = Some(top1);
+            model
+        }
+        None => Retriever { adapter, head },
+    };
+    Ok((final_model.valid(), report))
+}
+
+/// Pooled query features `[batch, d]` for the examples `idx`.
+fn pooled_batch(
+    inputs: &TrainInputs<'_>,
+    idx: &[usize],
+    adapter: &SoftEmbeddingAdapter,
+    device: &Device,
+    through_adapter: bool,
+) -> Result<Tensor<2>> {
+    match inputs {
+        TrainInputs::Cached(features) => {
+            let d = adapter.dim();
+            let mut rows = Vec::with_capacity(idx.len() * d);
+            for &i in idx {
+                rows.extend_from_slice(&features[i * d..(i + 1) * d]);
+            }
+            Ok(Tensor::from_data(TensorData::new(rows, [idx.len(), d]), device))
+        }
+        TrainInputs::Texts { encoder, texts } => {
+            let batch_texts: Vec<&str> = idx.iter().map(|&i| texts[i].as_str()).collect();
+            let tokens = encoder.tokenizer.batch(&batch_texts)?;
+            Ok(encoder.pooled(&tokens, through_adapter.then_some(adapter)))
+        }
+    }
+}
+
+/// Top-1 accuracy of the model on the held-out examples, without gradients.
+async fn holdout_top1(
+    model: &Retriever,
+    inputs: &TrainInputs<'_>,
+    holdout: &[usize],
+    targets: &[usize],
+    device: &Device,
+    batch: usize,
+) -> Result<f64> {
+    let model = model.valid();
+    let mut correct = 0usize;
+    for chunk in holdout.chunks(batch) {
+        let pooled = pooled_batch(inputs, chunk, &model.adapter, device, true)?;
+        let best = model.head.forward(pooled).argmax(1);
+        let best = best.into_data_async().await?;
+        let best: Vec<i64> = best
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .map_err(|e| CoreError::Backend(format!("{e:?}")))?;
+        correct += chunk.iter().zip(best).filter(|(i, b)| targets[**i] as i64 == *b).count();
+    }
+    Ok(correct as f64 / holdout.len().max(1) as f64)
+}

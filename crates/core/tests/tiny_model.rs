@@ -1,0 +1,197 @@
+//! Model behaviour on the tiny random BERT: loading errors, adapter identity, the training loop
+//! (head-only and adapter+head), frozen encoder weights and checkpoint round trips.
+
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use fedsearch_core::adapter::SoftEmbeddingAdapter;
+use fedsearch_core::checkpoint::{load_retriever, save_retriever};
+use fedsearch_core::head::{CarHead, cross_entropy};
+use fedsearch_core::model::{ModelFiles, SentenceEncoder, read_f32};
+use fedsearch_core::tiny::{TinyBertSpec, tiny_bert_files};
+use fedsearch_core::train::{Retriever, TrainConfig, TrainInputs, train};
+use fedsearch_core::CoreError;
+
+fn tiny() -> (SentenceEncoder, Device) {
+    let device = Device::flex();
+    let files = tiny_bert_files(&TinyBertSpec::default()).unwrap();
+    (SentenceEncoder::load(&files, &device, 64).unwrap(), device)
+}
+
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    pollster::block_on(f)
+}
+
+#[test]
+fn bad_model_files_give_typed_errors() {
+    let device = Device::flex();
+    let good = tiny_bert_files(&TinyBertSpec::default()).unwrap();
+    let corrupt = ModelFiles {
+        config_json: good.config_json.clone(),
+        safetensors: good.safetensors[..good.safetensors.len() / 2].to_vec(),
+        tokenizer_json: good.tokenizer_json.clone(),
+    };
+    assert!(matches!(SentenceEncoder::load(&corrupt, &device, 64), Err(CoreError::Weights(_))));
+
+    let other = tiny_bert_files(&TinyBertSpec { hidden: 16, heads: 2, ..Default::default() }).unwrap();
+    let mismatched = ModelFiles {
+        config_json: good.config_json.clone(),
+        safetensors: other.safetensors.clone(),
+        tokenizer_json: good.tokenizer_json.clone(),
+    };
+    match SentenceEncoder::load(&mismatched, &device, 64) {
+        Err(CoreError::Weights(msg)) => assert!(msg.contains("shape"), "{msg}"),
+        other => panic!("expected a shape error, got {:?}", other.err()),
+    }
+
+    let mut cfg: serde_json::Value = serde_json::from_slice(&good.config_json).unwrap();
+    cfg["vocab_size"] = serde_json::json!(30522);
+    let wrong_tok = ModelFiles {
+        config_json: serde_json::to_vec(&cfg).unwrap(),
+        safetensors: good.safetensors.clone(),
+        tokenizer_json: good.tokenizer_json.clone(),
+    };
+    match SentenceEncoder::load(&wrong_tok, &device, 64) {
+        Err(CoreError::Tokenizer(msg)) => assert!(msg.contains("another model"), "{msg}"),
+        other => panic!("expected a tokenizer error, got {:?}", other.err()),
+    }
+
+    let bad_cfg = ModelFiles { config_json: b"{}".to_vec(), ..good };
+    assert!(matches!(SentenceEncoder::load(&bad_cfg, &device, 64), Err(CoreError::Config(_))));
+}
+
+#[test]
+fn identity_adapter_equals_frozen_model_and_batching_is_invariant() {
+    let (enc, device) = tiny();
+    let texts = ["the king of france", "a dog is eating bread in paris", "music"];
+    let plain = block(enc.embed(&texts, None, 3, &mut |_, _| {})).unwrap();
+    let ident = SoftEmbeddingAdapter::identity(enc.dim(), &device);
+    let adapted = block(enc.embed(&texts, Some(&ident), 3, &mut |_, _| {})).unwrap();
+    let one_by_one = block(enc.embed(&texts, None, 1, &mut |_, _| {})).unwrap();
+    for ((a, b), c) in plain.iter().zip(&adapted).zip(&one_by_one) {
+        assert!((a - b).abs() < 1e-6 && (a - c).abs() < 1e-5);
+    }
+    // A non-identity adapter does change the output: the test above can fail.
+    let scaled = SoftEmbeddingAdapter::from_values(
+        (0..enc.dim() * enc.dim()).map(|i| if i % (enc.dim() + 1) == 0 { 2.0 } else { 0.01 }).collect(),
+        vec![0.1; enc.dim()],
+        &device,
+    );
+    let changed = block(enc.embed(&texts, Some(&scaled), 3, &mut |_, _| {})).unwrap();
+    assert!(plain.iter().zip(&changed).any(|(a, b)| (a - b).abs() > 1e-3));
+    // Outputs are unit norm.
+    for row in plain.chunks(enc.dim()) {
+        let n: f32 = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((n - 1.0).abs() < 1e-4);
+    }
+}
+
+#[test]
+fn encoder_weights_receive_no_gradient() {
+    let (enc, device) = tiny();
+    let ad = device.clone().autodiff();
+    let adapter = SoftEmbeddingAdapter::identity(enc.dim(), &device).fork(&ad).train();
+    let head = CarHead::zeros(enc.dim(), 3, &device).fork(&ad).train();
+    let tokens = enc.tokenizer.batch(&["the city", "a river"]).unwrap();
+    let pooled = enc.pooled(&tokens, Some(&adapter));
+    let tgt = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 2], [2]), &ad);
+    let mut grads = cross_entropy(head.forward(pooled), tgt).backward();
+    assert_eq!(GradientsParams::from_module(&mut grads, &enc.bert).len(), 0);
+    assert_eq!(GradientsParams::from_module(&mut grads, &adapter).len(), 2);
+}
+
+fn toy_pairs() -> (Vec<String>, Vec<usize>) {
+    let topics = ["river sea ship", "music band song", "football club team", "planet moon star"];
+    let mut texts = Vec::new();
+    let mut targets = Vec::new();
+    for (d, t) in topics.iter().enumerate() {
+        let w: Vec<&str> = t.split(' ').collect();
+        for k in 0..12 {
+            texts.push(format!("{} {} {}", w[k % 3], w[(k + 1) % 3], ["the", "a", "of", "in"][k % 4]));
+            targets.push(d);
+        }
+    }
+    (texts, targets)
+}
+
+#[test]
+fn head_only_training_on_cached_features_fits_the_pairs() {
+    let (enc, device) = tiny();
+    let (texts, targets) = toy_pairs();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let feats = block(enc.embed(&refs, None, 16, &mut |_, _| {})).unwrap();
+    let model = Retriever {
+        adapter: SoftEmbeddingAdapter::identity(enc.dim(), &device),
+        head: CarHead::zeros(enc.dim(), 4, &device),
+    };
+    let cfg = TrainConfig { epochs: 60, batch_size: 16, holdout_fraction: 0.0, head_lr: 5e-2, ..Default::default() };
+    let mut losses = Vec::new();
+    let (trained, report) = block(train(model, TrainInputs::Cached(&feats), &targets, &cfg, &device, &mut |p| {
+        losses.push(p.loss);
+        true
+    }))
+    .unwrap();
+    assert_eq!(report.steps, 60 * 3);
+    assert!(losses.last().unwrap() < &(0.5 * losses[0]), "loss {} → {}", losses[0], losses.last().unwrap());
+    let logits = trained.head.forward(Tensor::from_data(TensorData::new(feats.clone(), [48, enc.dim()]), &device));
+    let best: Vec<i64> = block(logits.argmax(1).into_data_async()).unwrap().convert::<i64>().try_into_vec().unwrap();
+    let correct = best.iter().zip(&targets).filter(|(b, t)| **b as usize == **t).count();
+    assert!(correct >= 40, "{correct}/48 training pairs ranked first");
+}
+
+#[test]
+fn adapter_and_head_training_lowers_loss_changes_adapter_and_can_be_cancelled() {
+    let (enc, device) = tiny();
+    let (texts, targets) = toy_pairs();
+    let model = Retriever {
+        adapter: SoftEmbeddingAdapter::identity(enc.dim(), &device),
+        head: CarHead::zeros(enc.dim(), 4, &device),
+    };
+    let before_encoder = block(read_f32(enc.bert.embeddings.word.weight.val())).unwrap();
+    let cfg = TrainConfig {
+        epochs: 15, batch_size: 16, holdout_fraction: 0.25, patience: 100,
+        head_lr: 5e-2, adapter_lr: 1e-2, ..Default::default()
+    };
+    let mut losses = Vec::new();
+    let mut saw_val = false;
+    let inputs = TrainInputs::Texts { encoder: &enc, texts: &texts };
+    let (trained, report) = block(train(model, inputs, &targets, &cfg, &device, &mut |p| {
+        if p.val_top1.is_some() { saw_val = true } else { losses.push(p.loss) }
+        true
+    }))
+    .unwrap();
+    assert!(saw_val && report.holdout_examples == 12 && report.best_val_top1.is_some());
+    let first: f32 = losses[..3].iter().sum::<f32>() / 3.0;
+    let last: f32 = losses[losses.len() - 3..].iter().sum::<f32>() / 3.0;
+    assert!(last < 0.7 * first, "loss {first} → {last}");
+    let w = block(read_f32(trained.adapter.weight.val())).unwrap();
+    let d = enc.dim();
+    let moved: f32 = w.iter().enumerate().map(|(i, v)| (v - if i % (d + 1) == 0 { 1.0 } else { 0.0 }).abs()).sum();
+    assert!(moved > 1e-3, "the adapter did not train");
+    assert_eq!(block(read_f32(enc.bert.embeddings.word.weight.val())).unwrap(), before_encoder);
+
+    let model = Retriever {
+        adapter: SoftEmbeddingAdapter::identity(enc.dim(), &device),
+        head: CarHead::zeros(enc.dim(), 4, &device),
+    };
+    let inputs = TrainInputs::Texts { encoder: &enc, texts: &texts };
+    let cancelled = block(train(model, inputs, &targets, &cfg, &device, &mut |p| p.step < 2));
+    assert!(matches!(cancelled, Err(CoreError::Cancelled)));
+}
+
+#[test]
+fn checkpoint_round_trip_and_width_check() {
+    let (enc, device) = tiny();
+    let d = enc.dim();
+    let model = Retriever {
+        adapter: SoftEmbeddingAdapter::from_values((0..d * d).map(|i| i as f32 * 1e-3).collect(), vec![0.5; d], &device),
+        head: CarHead::from_values((0..d * 3).map(|i| i as f32).collect(), vec![1.0, 2.0, 3.0], d, &device),
+    };
+    let ids = vec!["a".to_string(), "b".into(), "c".into()];
+    let bytes = block(save_retriever(&model, &ids)).unwrap();
+    let (back, back_ids) = load_retriever(&bytes, d, &device).unwrap();
+    assert_eq!(back_ids, ids);
+    assert_eq!(block(read_f32(back.adapter.weight.val())).unwrap(), block(read_f32(model.adapter.weight.val())).unwrap());
+    assert_eq!(block(read_f32(back.head.weight.val())).unwrap(), block(read_f32(model.head.weight.val())).unwrap());
+    assert!(matches!(load_retriever(&bytes, d + 1, &device), Err(CoreError::Checkpoint(_))));
+    assert!(matches!(load_retriever(&bytes[..10], d, &device), Err(CoreError::Checkpoint(_))));
+}
