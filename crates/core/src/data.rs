@@ -135,3 +135,22 @@ pub fn to_jsonl<T: Serialize>(items: &[T]) -> String {
     }
     s
 }
+
+/// A random subset of `n` documents (seeded) and the queries whose gold document is in it.
+pub fn subset(corpus: &Corpus, queries: &[QueryPair], n: usize, seed: u64) -> Result<(Corpus, Vec<QueryPair>)> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let mut order: Vec<usize> = (0..corpus.len()).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    let mut keep: Vec<usize> = order.into_iter().take(n.max(1)).collect();
+    keep.sort_unstable();
+    let docs: Vec<Document> = keep.iter().map(|&i| corpus.docs[i].clone()).collect();
+    let sub = Corpus::new(docs)?;
+    let qs = queries.iter().filter(|q| sub.position(&q.doc_id).is_some()).cloned().collect();
+    Ok((sub, qs))
+}
+
+/// Parses a queries/pairs file without resolving ids.
+pub fn parse_query_pairs(text: &str) -> Result<Vec<QueryPair>> {
+    parse_jsonl(text, "queries")
+}

@@ -18,6 +18,7 @@ pub mod config;
 pub mod encoder;
 pub mod error;
 pub mod head;
+pub mod index;
 pub mod loader;
 pub mod model;
 pub mod pseudo;

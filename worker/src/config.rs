@@ -1,0 +1,259 @@
+//! Worker configuration: the TOML file format, the built-in demo federation,
+//! defaults and sanity checks.
+
+use crate::error::{Result, WorkerError};
+use fedsearch_protocol::{
+    Encoding, FederationMode, ServerOptimizer, TensorSpec, federated_tensor_specs,
+};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Number of documents of the demo federation when no config is given.
+pub const DEMO_N_DOCS: u32 = 1000;
+/// Default cap on concurrently processed uploads (bounds memory).
+pub const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 32;
+
+/// Top-level TOML file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: Option<String>,
+    pub db: Option<PathBuf>,
+    /// Origin allowed by CORS (e.g. "https://search.example.org"); none: no CORS headers.
+    pub allowed_origin: Option<String>,
+    /// Uploads decoded/validated at the same time; others wait before their body is read.
+    #[serde(default = "default_max_uploads")]
+    pub max_concurrent_uploads: usize,
+    /// Seconds between deadline checks.
+    #[serde(default = "default_tick")]
+    pub tick_ms: u64,
+    pub federations: Vec<FederationConfig>,
+}
+
+fn default_max_uploads() -> usize {
+    DEFAULT_MAX_CONCURRENT_UPLOADS
+}
+fn default_tick() -> u64 {
+    500
+}
+
+/// Required differential-privacy parameters of a federation.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpConfig {
+    pub clip: f32,
+    pub noise_multiplier: f32,
+    #[serde(default = "default_delta")]
+    pub delta: f64,
+}
+
+fn default_delta() -> f64 {
+    1e-5
+}
+
+/// One federation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationConfig {
+    pub id: String,
+    #[serde(default = "default_model_id")]
+    pub model_id: String,
+    pub model_sha256: Option<String>,
+    pub model_url: Option<String>,
+    pub mode: FederationMode,
+    pub dim: u32,
+    #[serde(default)]
+    pub n_docs: u32,
+    pub doc_ids: Option<Vec<String>>,
+    pub dp: DpConfig,
+    pub min_clients: u64,
+    pub target_clients: u64,
+    pub round_deadline_s: u64,
+    /// Largest accepted upload; default: the f32 encoding of a full update + 64 KiB.
+    pub max_update_bytes: Option<u64>,
+    #[serde(default)]
+    pub optimizer: ServerOptimizer,
+    /// Std of central Gaussian noise added to each averaged delta (0 = none).
+    #[serde(default)]
+    pub central_noise_std: f64,
+}
+
+fn default_model_id() -> String {
+    "sentence-transformers/all-MiniLM-L6-v2".into()
+}
+
+impl FederationConfig {
+    /// The tensors this federation aggregates.
+    pub fn tensor_specs(&self) -> Vec<TensorSpec> {
+        federated_tensor_specs(self.mode, self.dim, self.n_docs)
+    }
+
+    /// Effective upload limit in bytes.
+    pub fn max_update_bytes(&self) -> u64 {
+        self.max_update_bytes.unwrap_or_else(|| {
+            let values: u64 = self.tensor_specs().iter().map(|s| s.numel() as u64).sum();
+            values * Encoding::F32.elem_size() as u64 + 64 * 1024
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |msg: String| {
+            Err(WorkerError::Config(format!(
+                "federation {:?}: {msg}",
+                self.id
+            )))
+        };
+        if self.id.is_empty()
+            || !self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return bad("id must be non-empty and use only [A-Za-z0-9_-]".into());
+        }
+        if self.dim == 0 || self.dim > 8192 {
+            return bad(format!("dim = {} must be in 1..=8192", self.dim));
+        }
+        if self.mode == FederationMode::Shared && self.n_docs == 0 {
+            return bad("shared mode needs n_docs > 0".into());
+        }
+        if let Some(ids) = &self.doc_ids
+            && ids.len() as u64 != self.n_docs as u64
+        {
+            return bad(format!(
+                "doc_ids has {} entries but n_docs = {}",
+                ids.len(),
+                self.n_docs
+            ));
+        }
+        if !(self.dp.clip > 0.0 && self.dp.clip.is_normal()) {
+            return bad(format!("dp.clip = {} must be positive", self.dp.clip));
+        }
+        if !(self.dp.noise_multiplier > 0.0 && self.dp.noise_multiplier.is_finite()) {
+            return bad(format!(
+                "dp.noise_multiplier = {} must be positive",
+                self.dp.noise_multiplier
+            ));
+        }
+        if !(self.dp.delta > 0.0 && self.dp.delta < 1.0) {
+            return bad(format!("dp.delta = {} must be in (0, 1)", self.dp.delta));
+        }
+        if self.min_clients == 0 || self.min_clients > self.target_clients {
+            return bad(format!(
+                "need 1 <= min_clients ({}) <= target_clients ({})",
+                self.min_clients, self.target_clients
+            ));
+        }
+        if self.round_deadline_s == 0 {
+            return bad("round_deadline_s must be > 0".into());
+        }
+        if !(self.central_noise_std >= 0.0 && self.central_noise_std.is_finite()) {
+            return bad(format!(
+                "central_noise_std = {} must be >= 0",
+                self.central_noise_std
+            ));
+        }
+        self.optimizer
+            .check()
+            .map_err(|e| WorkerError::Config(format!("federation {:?}: {e}", self.id)))
+    }
+}
+
+impl Config {
+    /// Reads and checks a TOML config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| WorkerError::Config(format!("cannot read {}: {e}", path.display())))?;
+        let cfg: Config = toml::from_str(&text)
+            .map_err(|e| WorkerError::Config(format!("{}: {e}", path.display())))?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// The demo setup used when no config file is given: federation "demo",
+    /// shared mode, d = 384, n_docs = 1000, clip 1, sigma 1, 1..2 clients,
+    /// 300 s deadline, FedAvg lr 1.
+    pub fn demo() -> Self {
+        Self {
+            listen: None,
+            db: None,
+            allowed_origin: None,
+            max_concurrent_uploads: DEFAULT_MAX_CONCURRENT_UPLOADS,
+            tick_ms: default_tick(),
+            federations: vec![FederationConfig {
+                id: "demo".into(),
+                model_id: default_model_id(),
+                model_sha256: None,
+                model_url: None,
+                mode: FederationMode::Shared,
+                dim: 384,
+                n_docs: DEMO_N_DOCS,
+                doc_ids: None,
+                dp: DpConfig {
+                    clip: 1.0,
+                    noise_multiplier: 1.0,
+                    delta: 1e-5,
+                },
+                min_clients: 1,
+                target_clients: 2,
+                round_deadline_s: 300,
+                max_update_bytes: None,
+                optimizer: ServerOptimizer::FedAvg { lr: 1.0 },
+                central_noise_std: 0.0,
+            }],
+        }
+    }
+
+    pub fn check(&self) -> Result<()> {
+        if self.federations.is_empty() {
+            return Err(WorkerError::Config("no [[federations]] configured".into()));
+        }
+        if self.max_concurrent_uploads == 0 {
+            return Err(WorkerError::Config(
+                "max_concurrent_uploads must be > 0".into(),
+            ));
+        }
+        for (i, f) in self.federations.iter().enumerate() {
+            f.check()?;
+            if self.federations[..i].iter().any(|g| g.id == f.id) {
+                return Err(WorkerError::Config(format!(
+                    "federation id {:?} appears twice",
+                    f.id
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_and_demo_configs_are_valid() {
+        let cfg: Config =
+            toml::from_str(include_str!("../config.example.toml")).expect("example parses");
+        cfg.check().expect("example is valid");
+        assert_eq!(cfg.federations[0].dim, 384);
+        Config::demo().check().expect("demo is valid");
+        // default upload limit fits a full f32 update
+        let f = &Config::demo().federations[0];
+        assert!(f.max_update_bytes() > (384 * 384 + 384 + 384 * 1000 + 1000) * 4);
+    }
+
+    #[test]
+    fn bad_configs_are_rejected_with_a_reason() {
+        let mut cfg = Config::demo();
+        cfg.federations[0].min_clients = 5;
+        cfg.federations[0].target_clients = 2;
+        let e = cfg.check().unwrap_err().to_string();
+        assert!(e.contains("min_clients"), "{e}");
+        let mut cfg = Config::demo();
+        cfg.federations.push(cfg.federations[0].clone());
+        assert!(cfg.check().unwrap_err().to_string().contains("twice"));
+        let mut cfg = Config::demo();
+        cfg.federations[0].doc_ids = Some(vec!["x".into()]);
+        assert!(cfg.check().unwrap_err().to_string().contains("doc_ids"));
+    }
+}

@@ -1,0 +1,720 @@
+//! The aggregation engine: one dedicated thread that owns the SQLite
+//! connection and every federation's mutable state (round, running
+//! aggregate, global model). HTTP handlers send it jobs; it group-commits
+//! accepted updates (aggregate blob + contributor rows in one transaction,
+//! durable before the reply), runs the round state machine
+//! (collecting → aggregating → published → next round) and publishes
+//! read-only snapshots handlers serve without touching the database.
+
+use crate::config::{Config, FederationConfig};
+use crate::db::{hash_secret, now_s, random_hex};
+use crate::error::{Result, WorkerError};
+use crate::metrics::Metrics;
+use axum::body::Bytes;
+use fedsearch_protocol::{
+    Encoding, FederationMode, GlobalModel, NoiseRng, OptimizerState, RoundState, RoundStatus,
+    StreamingFedAvg, TensorSpec, Update, ValidationError, decode_global_model, encode_global_model,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// Published model versions kept in the database per federation.
+const KEEP_VERSIONS: u64 = 16;
+/// Most jobs handled in one group commit.
+const MAX_BATCH: usize = 64;
+
+/// What handlers see of a federation: immutable config + the latest snapshot.
+pub struct FedShared {
+    pub cfg: FederationConfig,
+    pub specs: Vec<TensorSpec>,
+    snapshot: RwLock<Arc<Snapshot>>,
+}
+
+impl FedShared {
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        match self.snapshot.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+    fn set(&self, s: Snapshot) {
+        match self.snapshot.write() {
+            Ok(mut g) => *g = Arc::new(s),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(s),
+        }
+    }
+}
+
+/// Read-only view of a federation's current round and model.
+pub struct Snapshot {
+    pub status: RoundStatus,
+    pub model_f32: Bytes,
+    pub model_f16: Bytes,
+    pub etag: String,
+}
+
+/// Who a credential belongs to.
+#[derive(Clone, Debug)]
+pub struct ClientIdent {
+    pub client_id: String,
+    pub federation_id: String,
+}
+
+/// sha256(credential) → client, loaded at start and extended on enrolment.
+pub type Credentials = RwLock<HashMap<[u8; 32], ClientIdent>>;
+
+pub enum Job {
+    Submit {
+        update: Box<Update>,
+        reply: oneshot::Sender<Result<SubmitOutcome>>,
+    },
+    Enroll {
+        federation: String,
+        token: String,
+        reply: oneshot::Sender<Result<Enrolled>>,
+    },
+    Tick,
+}
+
+#[derive(Debug)]
+pub enum SubmitOutcome {
+    Accepted { round: u64, updates_received: u64 },
+    Duplicate { round: u64 },
+}
+
+#[derive(Debug)]
+pub struct Enrolled {
+    pub client_id: String,
+    pub credential: String,
+}
+
+struct FedState {
+    shared: Arc<FedShared>,
+    round: u64,
+    state: RoundState,
+    deadline: u64,
+    agg: StreamingFedAvg,
+    contributors: HashSet<String>,
+    model: GlobalModel,
+    opt_state: OptimizerState,
+    model_f32: Bytes,
+    model_f16: Bytes,
+}
+
+impl FedState {
+    fn cfg(&self) -> &FederationConfig {
+        &self.shared.cfg
+    }
+
+    fn publish_snapshot(&self) {
+        let cfg = self.cfg();
+        self.shared.set(Snapshot {
+            status: RoundStatus {
+                federation_id: cfg.id.clone(),
+                round: self.round,
+                state: self.state,
+                updates_received: self.agg.count(),
+                min_clients: cfg.min_clients,
+                target_clients: cfg.target_clients,
+                deadline_unix_s: self.deadline,
+                current_version: self.model.version,
+            },
+            model_f32: self.model_f32.clone(),
+            model_f16: self.model_f16.clone(),
+            etag: format!("\"{}-v{}\"", cfg.id, self.model.version),
+        });
+    }
+
+    fn encode_model(&mut self) {
+        self.model_f32 = Bytes::from(encode_global_model(&self.model, Encoding::F32));
+        self.model_f16 = Bytes::from(encode_global_model(&self.model, Encoding::F16));
+    }
+}
+
+pub struct Engine {
+    conn: Connection,
+    feds: Vec<FedState>,
+    metrics: Arc<Metrics>,
+    creds: Arc<Credentials>,
+    rng: Option<NoiseRng>,
+}
+
+/// Handles produced by [`Engine::open`] for the HTTP side.
+pub struct Opened {
+    pub engine: Engine,
+    pub feds: HashMap<String, Arc<FedShared>>,
+    pub creds: Arc<Credentials>,
+}
+
+impl Engine {
+    /// Opens the database, creates missing federations (version-0 model,
+    /// round 1) and restores any in-progress round from disk.
+    pub fn open(conn: Connection, cfg: &Config, metrics: Arc<Metrics>) -> Result<Opened> {
+        let mut feds = Vec::new();
+        let mut shared_map = HashMap::new();
+        for fc in &cfg.federations {
+            let st = load_federation(&conn, fc)?;
+            shared_map.insert(fc.id.clone(), st.shared.clone());
+            feds.push(st);
+        }
+        let mut creds = HashMap::new();
+        {
+            let mut stmt =
+                conn.prepare("SELECT credential_sha256, client_id, federation_id FROM clients")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (h, client_id, federation_id) = row?;
+                if let Ok(h) = <[u8; 32]>::try_from(h.as_slice()) {
+                    creds.insert(
+                        h,
+                        ClientIdent {
+                            client_id,
+                            federation_id,
+                        },
+                    );
+                }
+            }
+        }
+        let rng = if cfg.federations.iter().any(|f| f.central_noise_std > 0.0) {
+            Some(NoiseRng::from_os_entropy().map_err(|e| WorkerError::Config(e.to_string()))?)
+        } else {
+            None
+        };
+        let creds = Arc::new(RwLock::new(creds));
+        let mut engine = Engine {
+            conn,
+            feds,
+            metrics,
+            creds: creds.clone(),
+            rng,
+        };
+        // A crash between the last accepted update and publishing: finish now.
+        engine.tick();
+        Ok(Opened {
+            engine,
+            feds: shared_map,
+            creds,
+        })
+    }
+
+    /// Runs until every job sender is dropped.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
+            }
+            let mut submits = Vec::new();
+            let mut tick = false;
+            for job in batch {
+                match job {
+                    Job::Submit { update, reply } => submits.push((update, reply)),
+                    Job::Enroll {
+                        federation,
+                        token,
+                        reply,
+                    } => {
+                        let _ = reply.send(self.enroll(&federation, &token));
+                    }
+                    Job::Tick => tick = true,
+                }
+            }
+            if !submits.is_empty() {
+                self.submit_batch(submits);
+            }
+            if tick {
+                self.tick();
+            }
+        }
+        tracing::info!("engine stopped");
+    }
+
+    fn fed_index(&self, id: &str) -> Option<usize> {
+        self.feds.iter().position(|f| f.cfg().id == id)
+    }
+
+    fn submit_batch(
+        &mut self,
+        submits: Vec<(Box<Update>, oneshot::Sender<Result<SubmitOutcome>>)>,
+    ) {
+        let mut by_fed: HashMap<usize, Vec<_>> = HashMap::new();
+        for (u, reply) in submits {
+            match self.fed_index(&u.federation_id) {
+                Some(i) => by_fed.entry(i).or_default().push((u, reply)),
+                None => {
+                    let _ =
+                        reply.send(Err(WorkerError::UnknownFederation(u.federation_id.clone())));
+                }
+            }
+        }
+        for (i, group) in by_fed {
+            self.submit_group(i, group);
+            self.maybe_close(i, false);
+        }
+    }
+
+    /// Adds a group of validated updates to one federation's aggregate and
+    /// persists aggregate + contributor rows in one transaction before replying.
+    fn submit_group(
+        &mut self,
+        i: usize,
+        group: Vec<(Box<Update>, oneshot::Sender<Result<SubmitOutcome>>)>,
+    ) {
+        let fed = &self.feds[i];
+        let mut agg = fed.agg.clone();
+        let mut accepted = Vec::new();
+        let mut duplicates = Vec::new();
+        let mut in_batch: HashSet<String> = HashSet::new();
+        for (u, reply) in group {
+            if u.round != fed.round || fed.state != RoundState::Collecting {
+                let _ = reply.send(Err(WorkerError::WrongRound {
+                    current_round: fed.round,
+                    got: u.round,
+                }));
+                continue;
+            }
+            if fed.contributors.contains(&u.client_id) || in_batch.contains(&u.client_id) {
+                duplicates.push(reply);
+                continue;
+            }
+            if u.base_version != fed.model.version {
+                let _ = reply.send(Err(WorkerError::Invalid(
+                    ValidationError::WrongBaseVersion {
+                        expected: fed.model.version,
+                        got: u.base_version,
+                    },
+                )));
+                continue;
+            }
+            if let Err(e) = agg.add(&u, u.num_examples as f64) {
+                let _ = reply.send(Err(WorkerError::Protocol(e)));
+                continue;
+            }
+            in_batch.insert(u.client_id.clone());
+            accepted.push((
+                u.client_id.clone(),
+                u.num_examples,
+                u.dp.epsilon_spent,
+                reply,
+            ));
+        }
+        let round = fed.round;
+        let fed_id = fed.cfg().id.clone();
+        if !accepted.is_empty() {
+            let blob = agg.to_bytes();
+            let count = agg.count();
+            let res = (|| -> Result<()> {
+                let tx = self.conn.transaction()?;
+                let now = now_s() as i64;
+                tx.execute(
+                    "INSERT INTO round_aggregates (federation_id, round, num_updates, state, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (federation_id, round) DO UPDATE SET
+                       num_updates = excluded.num_updates, state = excluded.state, updated_at = excluded.updated_at",
+                    params![fed_id, round as i64, count as i64, blob, now],
+                )?;
+                {
+                    let mut stmt = tx.prepare_cached(
+                        "INSERT INTO contributions (federation_id, round, client_id, num_examples, epsilon_spent, received_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?;
+                    for (client, n, eps, _) in &accepted {
+                        let eps = if eps.is_finite() { *eps } else { -1.0 };
+                        stmt.execute(params![fed_id, round as i64, client, *n as i64, eps, now])?;
+                    }
+                }
+                tx.execute(
+                    "UPDATE rounds SET num_updates = ?3 WHERE federation_id = ?1 AND round = ?2",
+                    params![fed_id, round as i64, count as i64],
+                )?;
+                tx.commit()?;
+                Ok(())
+            })();
+            match res {
+                Ok(()) => {
+                    let fed = &mut self.feds[i];
+                    fed.agg = agg;
+                    let n = accepted.len() as u64;
+                    for (client, _, _, _) in &accepted {
+                        fed.contributors.insert(client.clone());
+                    }
+                    // Snapshot first, so a client that got 2xx sees its update counted.
+                    fed.publish_snapshot();
+                    self.metrics
+                        .updates_accepted
+                        .fetch_add(n, Ordering::Relaxed);
+                    for (_, _, _, reply) in accepted {
+                        let _ = reply.send(Ok(SubmitOutcome::Accepted {
+                            round,
+                            updates_received: count,
+                        }));
+                    }
+                    tracing::info!(
+                        federation = %fed_id, round, accepted = n, received = count,
+                        target = fed.cfg().target_clients, "updates accepted"
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(federation = %fed_id, round, error = %e, "persisting updates failed");
+                    for (_, _, _, reply) in accepted {
+                        let _ = reply.send(Err(WorkerError::Storage(e.to_string())));
+                    }
+                }
+            }
+        }
+        for reply in duplicates {
+            self.metrics
+                .updates_duplicate
+                .fetch_add(1, Ordering::Relaxed);
+            let _ = reply.send(Ok(SubmitOutcome::Duplicate { round }));
+        }
+    }
+
+    /// Deadline handling for every federation.
+    fn tick(&mut self) {
+        for i in 0..self.feds.len() {
+            self.maybe_close(i, true);
+        }
+    }
+
+    /// Closes the round when the target is reached, or at the deadline when
+    /// at least `min_clients` contributed; below the minimum at the deadline
+    /// the deadline is extended (updates are never dropped).
+    fn maybe_close(&mut self, i: usize, check_deadline: bool) {
+        let now = now_s();
+        let fed = &self.feds[i];
+        if fed.state != RoundState::Collecting {
+            return;
+        }
+        let count = fed.agg.count();
+        let cfg = fed.cfg();
+        if count >= cfg.target_clients {
+            self.close_round(i, "target reached");
+        } else if check_deadline && now >= fed.deadline {
+            if count >= cfg.min_clients {
+                self.close_round(i, "deadline");
+            } else {
+                let new_deadline = now + cfg.round_deadline_s;
+                let (id, round, min) = (cfg.id.clone(), fed.round, cfg.min_clients);
+                let res = self.conn.execute(
+                    "UPDATE rounds SET deadline = ?3 WHERE federation_id = ?1 AND round = ?2",
+                    params![id, round as i64, new_deadline as i64],
+                );
+                if let Err(e) = res {
+                    tracing::error!(federation = %id, round, error = %e, "extending deadline failed");
+                    return;
+                }
+                let fed = &mut self.feds[i];
+                fed.deadline = new_deadline;
+                fed.publish_snapshot();
+                tracing::info!(
+                    federation = %id, round, received = count, min_clients = min,
+                    new_deadline, "deadline reached below min_clients; extending"
+                );
+            }
+        }
+    }
+
+    fn close_round(&mut self, i: usize, reason: &str) {
+        let t0 = Instant::now();
+        self.feds[i].state = RoundState::Aggregating;
+        self.feds[i].publish_snapshot();
+        let fed = &self.feds[i];
+        let cfg = fed.cfg().clone();
+        let round = fed.round;
+        let count = fed.agg.count();
+        let mut model = fed.model.clone();
+        let mut opt_state = fed.opt_state.clone();
+        let result = (|| -> Result<()> {
+            let delta = fed.agg.finish()?;
+            let noise = if cfg.central_noise_std > 0.0 {
+                self.rng.as_mut().map(|r| (cfg.central_noise_std, r))
+            } else {
+                None
+            };
+            cfg.optimizer
+                .apply(&mut model, &delta, &mut opt_state, noise)?;
+            let blob = encode_global_model(&model, Encoding::F32);
+            let now = now_s();
+            let tx = self.conn.transaction()?;
+            tx.execute(
+                "INSERT INTO model_versions (federation_id, version, round, num_updates, created_at, model, optimizer_state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![cfg.id, model.version as i64, round as i64, count as i64, now as i64, blob, opt_state.to_bytes()],
+            )?;
+            tx.execute(
+                "UPDATE rounds SET state = 'published', closed_at = ?3, num_updates = ?4 WHERE federation_id = ?1 AND round = ?2",
+                params![cfg.id, round as i64, now as i64, count as i64],
+            )?;
+            tx.execute(
+                "INSERT INTO rounds (federation_id, round, state, base_version, opened_at, deadline)
+                 VALUES (?1, ?2, 'collecting', ?3, ?4, ?5)",
+                params![cfg.id, (round + 1) as i64, model.version as i64, now as i64, (now + cfg.round_deadline_s) as i64],
+            )?;
+            tx.execute(
+                "DELETE FROM round_aggregates WHERE federation_id = ?1 AND round = ?2",
+                params![cfg.id, round as i64],
+            )?;
+            tx.execute(
+                "DELETE FROM model_versions WHERE federation_id = ?1 AND version + ?3 <= ?2",
+                params![cfg.id, model.version as i64, KEEP_VERSIONS as i64],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })();
+        let fed = &mut self.feds[i];
+        match result {
+            Ok(()) => {
+                fed.model = model;
+                fed.opt_state = opt_state;
+                fed.encode_model();
+                fed.round = round + 1;
+                fed.agg = StreamingFedAvg::new(&fed.shared.specs);
+                fed.contributors.clear();
+                fed.deadline = now_s() + cfg.round_deadline_s;
+                fed.state = RoundState::Collecting;
+                fed.publish_snapshot();
+                let secs = t0.elapsed();
+                self.metrics
+                    .rounds_published
+                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics.aggregations.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .aggregation_micros
+                    .fetch_add(secs.as_micros() as u64, Ordering::Relaxed);
+                tracing::info!(
+                    federation = %cfg.id, round, updates = count, version = fed.model.version,
+                    reason, seconds = secs.as_secs_f64(), "round published"
+                );
+            }
+            Err(e) => {
+                fed.state = RoundState::Collecting;
+                fed.publish_snapshot();
+                tracing::error!(federation = %cfg.id, round, error = %e, "publishing round failed; will retry on the next tick");
+            }
+        }
+    }
+
+    fn enroll(&mut self, federation: &str, token: &str) -> Result<Enrolled> {
+        if self.fed_index(federation).is_none() {
+            return Err(WorkerError::UnknownFederation(federation.into()));
+        }
+        let token_hash = hash_secret(token);
+        let client_id = format!("c_{}", random_hex(8)?);
+        let credential = format!("fsc_{}", random_hex(32)?);
+        let cred_hash = hash_secret(&credential);
+        let tx = self.conn.transaction()?;
+        let uses: Option<i64> = tx
+            .query_row(
+                "SELECT uses_left FROM enrolment_tokens WHERE token_sha256 = ?1 AND federation_id = ?2",
+                params![token_hash.to_vec(), federation],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if !matches!(uses, Some(n) if n > 0) {
+            return Err(WorkerError::InvalidToken);
+        }
+        tx.execute(
+            "UPDATE enrolment_tokens SET uses_left = uses_left - 1 WHERE token_sha256 = ?1",
+            params![token_hash.to_vec()],
+        )?;
+        tx.execute(
+            "INSERT INTO clients (client_id, federation_id, credential_sha256, enrolled_at) VALUES (?1, ?2, ?3, ?4)",
+            params![client_id, federation, cred_hash.to_vec(), now_s() as i64],
+        )?;
+        tx.commit()?;
+        if let Ok(mut c) = self.creds.write() {
+            c.insert(
+                cred_hash,
+                ClientIdent {
+                    client_id: client_id.clone(),
+                    federation_id: federation.into(),
+                },
+            );
+        }
+        self.metrics.enrolments.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(federation, client_id = %client_id, "client enrolled");
+        Ok(Enrolled {
+            client_id,
+            credential,
+        })
+    }
+}
+
+/// Loads (or initialises) one federation's persistent state.
+fn load_federation(conn: &Connection, fc: &FederationConfig) -> Result<FedState> {
+    let now = now_s();
+    let specs = fc.tensor_specs();
+    conn.execute(
+        "INSERT OR IGNORE INTO federations (id, mode, dim, n_docs, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![fc.id, fc.mode.as_str(), fc.dim as i64, fc.n_docs as i64, now as i64],
+    )?;
+    let (mode, dim, n_docs): (String, i64, i64) = conn.query_row(
+        "SELECT mode, dim, n_docs FROM federations WHERE id = ?1",
+        params![fc.id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    if mode != fc.mode.as_str() || dim != fc.dim as i64 || n_docs != fc.n_docs as i64 {
+        return Err(WorkerError::Config(format!(
+            "federation {:?} in the database has mode {mode}, dim {dim}, n_docs {n_docs} but the config says \
+             mode {}, dim {}, n_docs {}; use a new federation id or a fresh --db",
+            fc.id, fc.mode, fc.dim, fc.n_docs
+        )));
+    }
+
+    let latest: Option<(Vec<u8>, Vec<u8>)> = conn
+        .query_row(
+            "SELECT model, optimizer_state FROM model_versions WHERE federation_id = ?1 ORDER BY version DESC LIMIT 1",
+            params![fc.id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (model, opt_state) = match latest {
+        Some((m, o)) => {
+            let model = decode_global_model(&m).map_err(|e| {
+                WorkerError::Storage(format!("stored model of {:?} is corrupt: {e}", fc.id))
+            })?;
+            let opt = OptimizerState::from_bytes(&o).map_err(|e| {
+                WorkerError::Storage(format!(
+                    "stored optimizer state of {:?} is corrupt: {e}",
+                    fc.id
+                ))
+            })?;
+            (model, opt)
+        }
+        None => {
+            let doc_ids = if fc.mode == FederationMode::Shared {
+                fc.doc_ids.clone()
+            } else {
+                None
+            };
+            let model = GlobalModel::initial(fc.id.clone(), fc.mode, fc.dim, fc.n_docs, doc_ids);
+            let opt = OptimizerState::default();
+            conn.execute(
+                "INSERT INTO model_versions (federation_id, version, round, num_updates, created_at, model, optimizer_state)
+                 VALUES (?1, 0, NULL, 0, ?2, ?3, ?4)",
+                params![fc.id, now as i64, encode_global_model(&model, Encoding::F32), opt.to_bytes()],
+            )?;
+            tracing::info!(federation = %fc.id, "initialised version 0 (identity adapter)");
+            (model, opt)
+        }
+    };
+    for s in &specs {
+        if model.tensor(&s.name).is_none_or(|t| t.shape != s.shape) {
+            return Err(WorkerError::Storage(format!(
+                "stored model of {:?} lacks tensor {} {:?}",
+                fc.id, s.name, s.shape
+            )));
+        }
+    }
+
+    let current: Option<(i64, String, i64)> = conn
+        .query_row(
+            "SELECT round, state, deadline FROM rounds WHERE federation_id = ?1 ORDER BY round DESC LIMIT 1",
+            params![fc.id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let (round, deadline) = match current {
+        Some((r, state, d)) if state != "published" => (r as u64, d as u64),
+        other => {
+            let r = other.map_or(1, |(r, _, _)| r as u64 + 1);
+            let d = now + fc.round_deadline_s;
+            conn.execute(
+                "INSERT INTO rounds (federation_id, round, state, base_version, opened_at, deadline)
+                 VALUES (?1, ?2, 'collecting', ?3, ?4, ?5)",
+                params![fc.id, r as i64, model.version as i64, now as i64, d as i64],
+            )?;
+            (r, d)
+        }
+    };
+
+    let agg_blob: Option<Vec<u8>> = conn
+        .query_row(
+            "SELECT state FROM round_aggregates WHERE federation_id = ?1 AND round = ?2",
+            params![fc.id, round as i64],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let agg = match agg_blob {
+        Some(b) => {
+            let a = StreamingFedAvg::from_bytes(&b).map_err(|e| {
+                WorkerError::Storage(format!("stored aggregate of {:?} is corrupt: {e}", fc.id))
+            })?;
+            if a.specs() != specs {
+                return Err(WorkerError::Storage(format!(
+                    "stored aggregate of {:?} has other tensors",
+                    fc.id
+                )));
+            }
+            a
+        }
+        None => StreamingFedAvg::new(&specs),
+    };
+    let mut contributors = HashSet::new();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT client_id FROM contributions WHERE federation_id = ?1 AND round = ?2",
+        )?;
+        for c in stmt.query_map(params![fc.id, round as i64], |r| r.get::<_, String>(0))? {
+            contributors.insert(c?);
+        }
+    }
+    if contributors.len() as u64 != agg.count() {
+        tracing::warn!(
+            federation = %fc.id, round, contributors = contributors.len(), aggregated = agg.count(),
+            "contributor list and aggregate disagree"
+        );
+    }
+    tracing::info!(
+        federation = %fc.id, round, version = model.version, received = agg.count(),
+        "restored round state"
+    );
+    let shared = Arc::new(FedShared {
+        cfg: fc.clone(),
+        specs: specs.clone(),
+        snapshot: RwLock::new(Arc::new(Snapshot {
+            status: RoundStatus {
+                federation_id: fc.id.clone(),
+                round,
+                state: RoundState::Collecting,
+                updates_received: 0,
+                min_clients: fc.min_clients,
+                target_clients: fc.target_clients,
+                deadline_unix_s: deadline,
+                current_version: 0,
+            },
+            model_f32: Bytes::new(),
+            model_f16: Bytes::new(),
+            etag: String::new(),
+        })),
+    });
+    let mut st = FedState {
+        shared,
+        round,
+        state: RoundState::Collecting,
+        deadline,
+        agg,
+        contributors,
+        model,
+        opt_state,
+        model_f32: Bytes::new(),
+        model_f16: Bytes::new(),
+    };
+    st.encode_model();
+    st.publish_snapshot();
+    Ok(st)
+}

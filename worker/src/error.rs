@@ -1,0 +1,154 @@
+//! The worker's single error type. Every variant maps to an HTTP status and a
+//! JSON body `{"error": "<code>", "message": "...", ...details}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use fedsearch_protocol::{ProtocolError, ValidationError};
+use serde_json::{Value, json};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("unknown federation {0:?}; check the federation id in the URL")]
+    UnknownFederation(String),
+
+    #[error("missing credential: send `Authorization: Bearer <credential>` from enrolment")]
+    MissingCredential,
+
+    #[error("credential is not valid for this federation; enrol again to get a new one")]
+    InvalidCredential,
+
+    #[error(
+        "enrolment token is unknown, used up, or for another federation; ask the operator for a new token"
+    )]
+    InvalidToken,
+
+    #[error(
+        "credential belongs to client {credential_client:?} but the update says {update_client:?}"
+    )]
+    ClientMismatch {
+        credential_client: String,
+        update_client: String,
+    },
+
+    #[error("request body exceeds the {limit}-byte limit for this federation")]
+    BodyTooLarge { limit: u64 },
+
+    #[error("could not read request body: {0}")]
+    BodyRead(String),
+
+    #[error("bad request: {0}")]
+    BadRequest(String),
+
+    #[error("update body could not be decoded: {0}")]
+    Undecodable(ProtocolError),
+
+    #[error(
+        "update is for round {got}, the current round is {current_round}; fetch /round and the current model"
+    )]
+    WrongRound { current_round: u64, got: u64 },
+
+    #[error("{0}")]
+    Invalid(ValidationError),
+
+    #[error("the aggregation engine is shutting down; retry shortly")]
+    Unavailable,
+
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+
+    #[error("storage: {0}")]
+    Storage(String),
+
+    #[error("configuration: {0}")]
+    Config(String),
+
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+
+    #[error("protocol: {0}")]
+    Protocol(#[from] ProtocolError),
+}
+
+impl WorkerError {
+    /// HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        use WorkerError::*;
+        match self {
+            UnknownFederation(_) => StatusCode::NOT_FOUND,
+            MissingCredential | InvalidCredential | InvalidToken => StatusCode::UNAUTHORIZED,
+            ClientMismatch { .. } => StatusCode::FORBIDDEN,
+            BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyRead(_) | BadRequest(_) | Undecodable(_) => StatusCode::BAD_REQUEST,
+            WrongRound { .. } => StatusCode::CONFLICT,
+            Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Db(_) | Storage(_) | Config(_) | Io(_) | Protocol(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
+    /// Machine-readable code (also the `error` field and the metrics label).
+    pub fn code(&self) -> &'static str {
+        use WorkerError::*;
+        match self {
+            UnknownFederation(_) => "unknown_federation",
+            MissingCredential => "missing_credential",
+            InvalidCredential => "invalid_credential",
+            InvalidToken => "invalid_token",
+            ClientMismatch { .. } => "client_id_mismatch",
+            BodyTooLarge { .. } => "body_too_large",
+            BodyRead(_) => "body_read_failed",
+            BadRequest(_) => "bad_request",
+            Undecodable(_) => "undecodable",
+            WrongRound { .. } => "wrong_round",
+            Invalid(v) => v.code(),
+            Unavailable => "unavailable",
+            Db(_) | Storage(_) | Protocol(_) => "internal",
+            Config(_) => "config",
+            Io(_) => "io",
+        }
+    }
+
+    /// JSON body for this error.
+    pub fn body(&self) -> Value {
+        let mut v = match self {
+            WorkerError::Invalid(e) => serde_json::to_value(e).unwrap_or_else(|_| json!({})),
+            WorkerError::UnknownFederation(id) => json!({ "federation": id }),
+            WorkerError::ClientMismatch {
+                credential_client,
+                update_client,
+            } => {
+                json!({ "credential_client_id": credential_client, "update_client_id": update_client })
+            }
+            WorkerError::BodyTooLarge { limit } => json!({ "limit_bytes": limit }),
+            WorkerError::WrongRound { current_round, got } => {
+                json!({ "current_round": current_round, "got": got })
+            }
+            _ => json!({}),
+        };
+        if let Value::Object(map) = &mut v {
+            map.insert("error".into(), Value::String(self.code().into()));
+            // Internal details stay in the logs.
+            let message =
+                if self.status().is_server_error() && !matches!(self, WorkerError::Unavailable) {
+                    "internal error; see worker logs".to_string()
+                } else {
+                    self.to_string()
+                };
+            map.insert("message".into(), Value::String(message));
+        }
+        v
+    }
+}
+
+impl IntoResponse for WorkerError {
+    fn into_response(self) -> Response {
+        if self.status().is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        (self.status(), axum::Json(self.body())).into_response()
+    }
+}
+
+pub type Result<T, E = WorkerError> = std::result::Result<T, E>;

@@ -1,0 +1,341 @@
+//! HTTP API (axum): routes, auth, upload handling and CORS. Handlers read
+//! snapshots for GETs and hand writes to the engine thread.
+
+use crate::engine::{Credentials, FedShared, Job, SubmitOutcome};
+use crate::error::{Result, WorkerError};
+use crate::metrics::Metrics;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use fedsearch_protocol::{Update, UpdateSpec, decode_update, validate_update};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub feds: Arc<HashMap<String, Arc<FedShared>>>,
+    pub jobs: mpsc::Sender<Job>,
+    pub creds: Arc<Credentials>,
+    pub metrics: Arc<Metrics>,
+    /// Bounds uploads being read/decoded/aggregated at once (memory bound).
+    pub upload_permits: Arc<Semaphore>,
+}
+
+impl AppState {
+    fn fed(&self, id: &str) -> Result<&Arc<FedShared>> {
+        self.feds
+            .get(id)
+            .ok_or_else(|| WorkerError::UnknownFederation(id.into()))
+    }
+}
+
+pub fn router(state: AppState, allowed_origin: Option<&str>) -> Result<Router> {
+    let mut app = Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/federations/{id}", get(federation_info))
+        .route("/v1/federations/{id}/model", get(model))
+        .route("/v1/federations/{id}/round", get(round))
+        .route("/v1/federations/{id}/enroll", post(enroll))
+        .route("/v1/federations/{id}/updates", post(upload))
+        .route("/metrics", get(metrics))
+        // JSON bodies (enrolment) are tiny; uploads read their body themselves.
+        .layer(DefaultBodyLimit::max(16 * 1024))
+        .with_state(state);
+    if let Some(origin) = allowed_origin {
+        let origin = HeaderValue::from_str(origin).map_err(|_| {
+            WorkerError::Config(format!(
+                "allowed_origin {origin:?} is not a valid header value"
+            ))
+        })?;
+        app = app.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::exact(origin))
+                .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    header::IF_NONE_MATCH,
+                ])
+                .expose_headers([header::ETAG, HeaderName::from_static("x-model-version")]),
+        );
+    }
+    Ok(app.layer(tower_http::trace::TraceLayer::new_for_http()))
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(),
+    )
+}
+
+async fn federation_info(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response> {
+    let fed = st.fed(&id)?;
+    let c = &fed.cfg;
+    let snap = fed.snapshot();
+    Ok(Json(json!({
+        "id": c.id,
+        "model": { "id": c.model_id, "sha256": c.model_sha256, "url": c.model_url },
+        "mode": c.mode,
+        "dim": c.dim,
+        "n_docs": c.n_docs,
+        "doc_ids": c.doc_ids,
+        "tensors": fed.specs,
+        "dp": { "clip": c.dp.clip, "noise_multiplier": c.dp.noise_multiplier, "delta": c.dp.delta },
+        "min_clients": c.min_clients,
+        "target_clients": c.target_clients,
+        "round_deadline_s": c.round_deadline_s,
+        "max_update_bytes": c.max_update_bytes(),
+        "optimizer": c.optimizer,
+        "current_version": snap.status.current_version,
+        "current_round": snap.status.round,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+struct ModelQuery {
+    encoding: Option<String>,
+}
+
+async fn model(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ModelQuery>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let snap = st.fed(&id)?.snapshot();
+    let f16 = match q.encoding.as_deref() {
+        None | Some("f32") => false,
+        Some("f16") => true,
+        Some(other) => {
+            return Err(WorkerError::BadRequest(format!(
+                "encoding {other:?}: use f32 or f16"
+            )));
+        }
+    };
+    let etag = if f16 {
+        format!("{}-f16\"", snap.etag.trim_end_matches('"'))
+    } else {
+        snap.etag.clone()
+    };
+    let version = snap.status.current_version.to_string();
+    let common = [
+        (header::ETAG, etag.clone()),
+        (HeaderName::from_static("x-model-version"), version),
+        (header::CACHE_CONTROL, "no-cache".to_string()),
+    ];
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if matches {
+        return Ok((StatusCode::NOT_MODIFIED, common).into_response());
+    }
+    let body = if f16 {
+        snap.model_f16.clone()
+    } else {
+        snap.model_f32.clone()
+    };
+    Ok((
+        common,
+        [(header::CONTENT_TYPE, "application/octet-stream".to_string())],
+        body,
+    )
+        .into_response())
+}
+
+async fn round(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response> {
+    Ok(Json(st.fed(&id)?.snapshot().status.clone()).into_response())
+}
+
+#[derive(Deserialize)]
+struct EnrollRequest {
+    token: String,
+}
+
+async fn enroll(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response> {
+    st.fed(&id)?;
+    let req: EnrollRequest = serde_json::from_slice(&body).map_err(|e| {
+        WorkerError::BadRequest(format!("expected JSON {{\"token\": \"...\"}}: {e}"))
+    })?;
+    let (reply, rx) = oneshot::channel();
+    st.jobs
+        .send(Job::Enroll {
+            federation: id,
+            token: req.token,
+            reply,
+        })
+        .await
+        .map_err(|_| WorkerError::Unavailable)?;
+    let e = rx.await.map_err(|_| WorkerError::Unavailable)??;
+    Ok(Json(json!({ "client_id": e.client_id, "credential": e.credential })).into_response())
+}
+
+async fn upload(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut body_read = false;
+    match upload_inner(&st, &id, &headers, body, &mut body_read).await {
+        Ok(r) => r,
+        Err(e) => {
+            if !e.status().is_server_error() {
+                st.metrics.reject(e.code());
+                tracing::debug!(federation = %id, error = %e, "update rejected");
+            }
+            let mut r = e.into_response();
+            if !body_read {
+                // The rest of the body is still on the wire: tell the client
+                // not to reuse this connection (hyper then closes it).
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            r
+        }
+    }
+}
+
+async fn upload_inner(
+    st: &AppState,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+    body_read: &mut bool,
+) -> Result<Response> {
+    let fed = st.fed(id)?.clone();
+    let ident = authenticate(st, id, headers)?;
+    let limit = fed.cfg.max_update_bytes();
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(WorkerError::BodyTooLarge { limit });
+    }
+    // Hold a permit from before the body is read until the engine answered:
+    // caps memory at max_concurrent_uploads bodies regardless of client count.
+    let _permit = st
+        .upload_permits
+        .acquire()
+        .await
+        .map_err(|_| WorkerError::Unavailable)?;
+    let bytes = read_limited(body, limit, declared).await?;
+    *body_read = true;
+    st.metrics
+        .bytes_received
+        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+
+    let snap = fed.snapshot();
+    let fed2 = fed.clone();
+    let (current_round, current_version) = (snap.status.round, snap.status.current_version);
+    let update: Update = tokio::task::spawn_blocking(move || -> Result<Update> {
+        let update = decode_update(&bytes).map_err(WorkerError::Undecodable)?;
+        drop(bytes);
+        if update.client_id != ident.client_id {
+            return Err(WorkerError::ClientMismatch {
+                credential_client: ident.client_id,
+                update_client: update.client_id,
+            });
+        }
+        if update.round != current_round {
+            return Err(WorkerError::WrongRound {
+                current_round,
+                got: update.round,
+            });
+        }
+        let c = &fed2.cfg;
+        let mut spec = UpdateSpec::for_federation(
+            c.id.clone(),
+            c.mode,
+            c.dim,
+            c.n_docs,
+            current_version,
+            c.dp.clip,
+            c.dp.noise_multiplier,
+        )?;
+        spec.max_delta = Some(c.dp.delta);
+        validate_update(&update, &spec).map_err(WorkerError::Invalid)?;
+        Ok(update)
+    })
+    .await
+    .map_err(|e| WorkerError::Storage(format!("validation task failed: {e}")))??;
+
+    let (reply, rx) = oneshot::channel();
+    st.jobs
+        .send(Job::Submit {
+            update: Box::new(update),
+            reply,
+        })
+        .await
+        .map_err(|_| WorkerError::Unavailable)?;
+    match rx.await.map_err(|_| WorkerError::Unavailable)?? {
+        SubmitOutcome::Accepted { round, updates_received } => Ok(Json(json!({
+            "status": "accepted", "round": round, "updates_received": updates_received
+        }))
+        .into_response()),
+        SubmitOutcome::Duplicate { round } => Ok(Json(json!({
+            "status": "duplicate", "round": round,
+            "message": "this client's update for this round was already accepted; it is counted once"
+        }))
+        .into_response()),
+    }
+}
+
+struct Ident {
+    client_id: String,
+}
+
+fn authenticate(st: &AppState, fed_id: &str, headers: &HeaderMap) -> Result<Ident> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(WorkerError::MissingCredential)?;
+    let value = value.to_str().map_err(|_| WorkerError::InvalidCredential)?;
+    let cred = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or(WorkerError::MissingCredential)?
+        .trim();
+    let h = crate::db::hash_secret(cred);
+    let creds = st.creds.read().map_err(|_| WorkerError::Unavailable)?;
+    match creds.get(&h) {
+        Some(c) if c.federation_id == fed_id => Ok(Ident {
+            client_id: c.client_id.clone(),
+        }),
+        _ => Err(WorkerError::InvalidCredential),
+    }
+}
+
+/// Reads at most `limit` bytes, failing as soon as the body grows past it.
+async fn read_limited(mut body: Body, limit: u64, declared: Option<u64>) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit) as usize);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| WorkerError::BodyRead(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() as u64 + data.len() as u64 > limit {
+                return Err(WorkerError::BodyTooLarge { limit });
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf)
+}

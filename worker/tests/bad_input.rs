@@ -1,0 +1,286 @@
+//! Every kind of bad request gets its HTTP status and a JSON error body
+//! naming the problem, and the worker keeps serving afterwards.
+
+mod common;
+use common::*;
+use fedsearch_protocol::*;
+
+async fn expect_error(r: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
+    assert_eq!(r.status().as_u16(), status, "expected {status} {code}");
+    let v = r.json_value().await;
+    assert_eq!(v["error"], code, "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_get_status_and_json_error() {
+    let dir = TempDir::new("bad");
+    let cfg = format!(
+        "{}{}",
+        federation_toml("fed", "shared", 5, 5, 300),
+        federation_toml("pers", "personal", 5, 5, 300)
+    );
+    let w = Worker::start(dir.path(), &cfg);
+    let c = client();
+    let token = create_token(&w.db, "fed", 2);
+    let ptoken = create_token(&w.db, "pers", 1);
+    let e = enroll_ok(&c, &w, "fed", &token).await;
+    let other = enroll_ok(&c, &w, "fed", &token).await;
+    let pe = enroll_ok(&c, &w, "pers", &ptoken).await;
+    let good = make_update("fed", FederationMode::Shared, &e.client_id, 1, 0, 10, 1);
+    let cred = Some(e.credential.as_str());
+
+    // 404 unknown federation (upload and info)
+    let r = post_update(&c, &w, "nope", cred, encode_update(&good, Encoding::F32)).await;
+    expect_error(r, 404, "unknown_federation").await;
+    let r = c.get(w.url("/v1/federations/nope")).send().await.unwrap();
+    expect_error(r, 404, "unknown_federation").await;
+
+    // 401 missing / invalid credential
+    let r = post_update(&c, &w, "fed", None, encode_update(&good, Encoding::F32)).await;
+    expect_error(r, 401, "missing_credential").await;
+    let r = post_update(
+        &c,
+        &w,
+        "fed",
+        Some("fsc_not-a-real-credential"),
+        encode_update(&good, Encoding::F32),
+    )
+    .await;
+    expect_error(r, 401, "invalid_credential").await;
+    // a credential of another federation is not valid here
+    let r = post_update(
+        &c,
+        &w,
+        "fed",
+        Some(&pe.credential),
+        encode_update(&good, Encoding::F32),
+    )
+    .await;
+    expect_error(r, 401, "invalid_credential").await;
+
+    // 403 credential of another client
+    let r = post_update(
+        &c,
+        &w,
+        "fed",
+        Some(&other.credential),
+        encode_update(&good, Encoding::F32),
+    )
+    .await;
+    expect_error(r, 403, "client_id_mismatch").await;
+
+    // 413 body over max_update_bytes (cut off from Content-Length)
+    let info = c
+        .get(w.url("/v1/federations/fed"))
+        .send()
+        .await
+        .unwrap()
+        .json_value()
+        .await;
+    let limit = info["max_update_bytes"].as_u64().unwrap();
+    let r = post_update(&c, &w, "fed", cred, vec![0u8; limit as usize + 1]).await;
+    let v = expect_error(r, 413, "body_too_large").await;
+    assert_eq!(v["limit_bytes"], limit);
+
+    // 400 undecodable: garbage, truncated, flipped byte
+    let r = post_update(&c, &w, "fed", cred, b"hello".to_vec()).await;
+    expect_error(r, 400, "undecodable").await;
+    let bytes = encode_update(&good, Encoding::F32);
+    let r = post_update(&c, &w, "fed", cred, bytes[..bytes.len() / 2].to_vec()).await;
+    expect_error(r, 400, "undecodable").await;
+    let mut flipped = bytes.clone();
+    flipped[40] ^= 0x10;
+    let r = post_update(&c, &w, "fed", cred, flipped).await;
+    expect_error(r, 400, "undecodable").await;
+
+    // 409 wrong round
+    let mut u = good.clone();
+    u.round = 7;
+    let r = post_update(&c, &w, "fed", cred, encode_update(&u, Encoding::F32)).await;
+    let v = expect_error(r, 409, "wrong_round").await;
+    assert_eq!(v["current_round"], 1);
+
+    // 422 validation failures
+    let mut u = good.clone();
+    let t = u
+        .tensors
+        .iter_mut()
+        .find(|t| t.name == HEAD_WEIGHT)
+        .unwrap();
+    t.shape = vec![D, N_DOCS - 1];
+    t.data.truncate((D * (N_DOCS - 1)) as usize);
+    let r = post_update(&c, &w, "fed", cred, encode_update(&u, Encoding::F32)).await;
+    let v = expect_error(r, 422, "shape_mismatch").await;
+    assert_eq!(v["tensor"], "head.weight");
+    assert_eq!(v["expected"], serde_json::json!([D, N_DOCS]));
+    assert_eq!(v["got"], serde_json::json!([D, N_DOCS - 1]));
+
+    let mut u = good.clone();
+    u.tensors.retain(|t| t.name != ADAPTER_BIAS);
+    let r = post_update(&c, &w, "fed", cred, encode_update(&u, Encoding::F32)).await;
+    expect_error(r, 422, "missing_tensor").await;
+
+    let mut u = good.clone();
+    u.tensors.push(NamedTensor::zeros("extra.weight", vec![2]));
+    let r = post_update(&c, &w, "fed", cred, encode_update(&u, Encoding::F32)).await;
+    expect_error(r, 422, "unexpected_tensor").await;
+
+    let mut u = good.clone();
+    u.base_version = 3;
+    let r = post_update(&c, &w, "fed", cred, encode_update(&u, Encoding::F32)).await;
+    let v = expect_error(r, 422, "wrong_base_version").await;
+    assert_eq!(v["expected"], 0);
+
+    let mut u = good.clone();
+    u.tensors[0].data[5] = f32::NAN;
+    let r = post_update(&c, &w, "fed", cred, encode_update(&u, Encoding::F32)).await;
+    let v = expect_error(r, 422, "non_finite").await;
+    assert_eq!(v["tensor"], ADAPTER_WEIGHT);
+    assert_eq!(v["index"], 5);
+
+    let mut u = good.clone();
+    u.tensors[0].data.iter_mut().for_each(|x| *x = 100.0);
+    let r = post_update(&c, &w, "fed", cred, encode_update(&u, Encoding::F32)).await;
+    expect_error(r, 422, "norm_too_large").await;
+
+    let mut u = good.clone();
+    u.dp.noise_multiplier = 0.5;
+    let r = post_update(&c, &w, "fed", cred, encode_update(&u, Encoding::F32)).await;
+    let v = expect_error(r, 422, "weaker_dp").await;
+    assert_eq!(v["field"], "noise_multiplier");
+
+    let mut u = good.clone();
+    u.num_examples = 0;
+    let r = post_update(&c, &w, "fed", cred, encode_update(&u, Encoding::F32)).await;
+    expect_error(r, 422, "zero_examples").await;
+
+    // head tensors in a personal-mode federation
+    let mut pu = make_update("pers", FederationMode::Shared, &pe.client_id, 1, 0, 10, 2);
+    pu.mode = FederationMode::Personal;
+    let r = post_update(
+        &c,
+        &w,
+        "pers",
+        Some(&pe.credential),
+        encode_update(&pu, Encoding::F32),
+    )
+    .await;
+    let v = expect_error(r, 422, "head_in_personal_mode").await;
+    assert!(v["tensor"].as_str().unwrap().starts_with("head."));
+
+    // bad enrolment bodies/tokens
+    let r = c
+        .post(w.url("/v1/federations/fed/enroll"))
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "bad_request").await;
+    let r = enroll(&c, &w, "fed", "fst_bogus").await;
+    expect_error(r, 401, "invalid_token").await;
+    let r = c
+        .get(w.url("/v1/federations/fed/model?encoding=f8"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "bad_request").await;
+
+    // still healthy, nothing was counted, and the good update is accepted
+    let r = c.get(w.url("/v1/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(round_status(&c, &w, "fed").await["updates_received"], 0);
+    let r = post_update(&c, &w, "fed", cred, encode_update(&good, Encoding::F32)).await;
+    assert_eq!(r.status(), 200);
+    let metrics = c
+        .get(w.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for reason in [
+        "undecodable",
+        "shape_mismatch",
+        "body_too_large",
+        "wrong_round",
+        "non_finite",
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "fedsearch_updates_rejected_total{{reason=\"{reason}\"}}"
+            )),
+            "{reason} missing from metrics:\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("fedsearch_bytes_received_total"));
+}
+
+/// A chunked upload (no Content-Length) is cut off with 413 once it passes
+/// the limit, and the worker keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_body_over_limit_is_cut_off() {
+    use std::io::{Read, Write};
+    let dir = TempDir::new("chunked");
+    let w = Worker::start(dir.path(), &federation_toml("fed", "shared", 5, 5, 300));
+    let c = client();
+    let token = create_token(&w.db, "fed", 1);
+    let e = enroll_ok(&c, &w, "fed", &token).await;
+    let info = c
+        .get(w.url("/v1/federations/fed"))
+        .send()
+        .await
+        .unwrap()
+        .json_value()
+        .await;
+    let limit = info["max_update_bytes"].as_u64().unwrap() as usize;
+    let addr = w.base.trim_start_matches("http://").to_string();
+    let cred = e.credential.clone();
+    let response = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        let head = format!(
+            "POST /v1/federations/fed/updates HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {cred}\r\n\
+             Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let chunk = vec![0u8; 16 * 1024];
+        let mut sent = 0;
+        // send up to 4× the limit; the server may stop reading early
+        while sent < limit * 4 {
+            let mut msg = format!("{:x}\r\n", chunk.len()).into_bytes();
+            msg.extend_from_slice(&chunk);
+            msg.extend_from_slice(b"\r\n");
+            if s.write_all(&msg).is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+        let _ = s.write_all(b"0\r\n\r\n");
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+            if out.windows(4).any(|w| w == b"\r\n\r\n") && out.ends_with(b"}") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&out).to_string()
+    })
+    .await
+    .unwrap();
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    assert!(
+        response.contains("\"error\":\"body_too_large\""),
+        "{response}"
+    );
+    assert_eq!(
+        c.get(w.url("/v1/health")).send().await.unwrap().status(),
+        200
+    );
+}
