@@ -2,6 +2,7 @@
 //! queries file is the test set and is never trained on), then ranks every test query and
 //! reports top-1/5/10 and MRR@10 per method, as a table and as JSON.
 
+use crate::embed::{EmbedCache, embed};
 use crate::error::{CliError, CliResult, read_input};
 use crate::progress::bar;
 use burn::prelude::*;
@@ -38,6 +39,11 @@ pub struct EvalOptions {
     /// Extra labelled training pairs (same format as queries), added to the pseudo-queries.
     pub train_pairs: Option<PathBuf>,
     pub hybrid: HybridWeights,
+    /// Start the CaR head from the document embeddings (ranks like MIPS before training)
+    /// instead of zeros.
+    pub head_from_docs: bool,
+    /// Folder caching frozen-encoder embeddings between runs.
+    pub embed_cache: Option<PathBuf>,
 }
 
 /// One method's row of the report.
@@ -47,7 +53,10 @@ pub struct MethodResult {
     pub top5: f64,
     pub top10: f64,
     pub mrr10: f64,
+    /// Seconds of training (for CaR: the optimiser on cached features, or end-to-end).
     pub train_s: f64,
+    /// Seconds spent encoding with the frozen encoder (documents for MIPS, pseudo-queries for CaR).
+    pub encode_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub examples_per_s: Option<f64>,
 }
@@ -60,13 +69,14 @@ pub struct EvalReport {
     pub methods: BTreeMap<String, MethodResult>,
 }
 
-fn row(m: Metrics, train_s: f64, report: Option<&TrainReport>) -> MethodResult {
+fn row(m: Metrics, train_s: f64, encode_s: f64, report: Option<&TrainReport>) -> MethodResult {
     MethodResult {
         top1: m.top1,
         top5: m.top5,
         top10: m.top10,
         mrr10: m.mrr10,
         train_s,
+        encode_s,
         examples_per_s: report.map(|r| r.examples_per_s),
     }
 }
@@ -77,19 +87,6 @@ fn rank_all(n_queries: usize, gold: &[usize], mut scores: impl FnMut(usize) -> V
         m.add(&top_k(&scores(q), 10), gold[q]);
     }
     m.finish()
-}
-
-async fn embed_with_bar(
-    enc: &SentenceEncoder,
-    texts: &[String],
-    adapter: Option<&SoftEmbeddingAdapter>,
-    label: &str,
-) -> CliResult<Vec<f32>> {
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let pb = bar(texts.len(), label);
-    let out = enc.embed(&refs, adapter, 32, &mut |done, _| pb.set_position(done as u64)).await?;
-    pb.finish();
-    Ok(out)
 }
 
 async fn train_with_bar(
@@ -148,6 +145,7 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
     let device = Device::flex();
     let files = ModelFiles::read_dir(&opts.model)?;
     let enc = SentenceEncoder::load(&files, &device, opts.max_len)?;
+    let cache = EmbedCache::new(opts.embed_cache.clone(), &files, opts.max_len);
     let wants = |m: &str| opts.methods.iter().any(|x| x == m);
     let needs_car = wants("car") || wants("car-adapter") || wants("hybrid");
     eprintln!("{} documents, {} test queries", corpus.len(), queries.len());
@@ -157,26 +155,24 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
         let q_texts: Vec<String> = queries.iter().map(|(q, _)| q.clone()).collect();
         let gold: Vec<usize> = queries.iter().map(|(_, d)| *d).collect();
         let t = Instant::now();
-        let index = SearchIndex::build(&enc, &corpus, 32, &mut {
-            let pb = bar(corpus.len(), "documents");
-            move |d, _| pb.set_position(d as u64)
-        })
-        .await?;
+        let doc_texts = corpus.full_texts();
+        let doc_emb = embed(&enc, &doc_texts, None, "documents", &cache).await?;
+        let index = SearchIndex::from_parts(corpus.ids(), doc_emb, enc.dim(), &doc_texts);
         let index_s = t.elapsed().as_secs_f64();
-        let q_emb = embed_with_bar(&enc, &q_texts, None, "test queries").await?;
+        let q_emb = embed(&enc, &q_texts, None, "test queries", &cache).await?;
         let d = enc.dim();
         let q_row = |q: usize| &q_emb[q * d..(q + 1) * d];
 
         if wants("mips") {
             let m = rank_all(queries.len(), &gold, |q| index.mips_scores(q_row(q)));
-            methods.insert("mips".to_string(), row(m, index_s, None));
+            methods.insert("mips".to_string(), row(m, 0.0, index_s, None));
         }
         if wants("bm25") {
             let t = Instant::now();
             let bm = fedsearch_core::bm25::Bm25::new(&corpus.full_texts(), index.bm25.k1, index.bm25.b);
             let build_s = t.elapsed().as_secs_f64();
             let m = rank_all(queries.len(), &gold, |q| bm.scores(&q_texts[q]));
-            methods.insert("bm25".to_string(), row(m, build_s, None));
+            methods.insert("bm25".to_string(), row(m, build_s, 0.0, None));
         }
         let mut pairs = pseudo_queries(&corpus, &PseudoQueryConfig { seed: opts.seed, ..Default::default() });
         if let Some(p) = &opts.train_pairs {
@@ -187,30 +183,34 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
         let mut best_logits: Option<Vec<f32>> = None;
         if needs_car {
             let t = Instant::now();
-            let p_emb = embed_with_bar(&enc, &p_texts, None, "pseudo-queries").await?;
-            let model = Retriever {
-                adapter: SoftEmbeddingAdapter::identity(d, &device),
-                head: CarHead::zeros(d, corpus.len(), &device),
+            let p_emb = embed(&enc, &p_texts, None, "pseudo-queries", &cache).await?;
+            let encode_s = t.elapsed().as_secs_f64();
+            let head = if opts.head_from_docs {
+                CarHead::from_document_embeddings(&index.doc_emb, corpus.len(), d, &device)
+            } else {
+                CarHead::zeros(d, corpus.len(), &device)
             };
+            let model = Retriever { adapter: SoftEmbeddingAdapter::identity(d, &device), head };
             let (car, rep) = train_with_bar(model, TrainInputs::Cached(&p_emb), &p_targets, &opts.head, &device, "head").await?;
-            let train_s = t.elapsed().as_secs_f64();
+            let train_s = rep.seconds;
             let logits = car_logits(&car, &q_emb, d, &device).await?;
             let n = corpus.len();
             if wants("car") {
                 let m = rank_all(queries.len(), &gold, |q| logits[q * n..(q + 1) * n].to_vec());
-                methods.insert("car".to_string(), row(m, train_s, Some(&rep)));
+                methods.insert("car".to_string(), row(m, train_s, encode_s, Some(&rep)));
             }
             best_logits = Some(logits);
             if wants("car-adapter") || wants("hybrid") {
                 let t = Instant::now();
                 let inputs = TrainInputs::Texts { encoder: &enc, texts: &p_texts };
                 let (tuned, rep2) = train_with_bar(car, inputs, &p_targets, &opts.adapter, &device, "adapter+head").await?;
-                let tuned_q = embed_with_bar(&enc, &q_texts, Some(&tuned.adapter), "test queries+adapter").await?;
+                let tuned_q = embed(&enc, &q_texts, Some(&tuned.adapter), "test queries+adapter", &cache).await?;
                 let logits = car_logits(&tuned, &tuned_q, d, &device).await?;
-                let adapter_s = train_s + t.elapsed().as_secs_f64();
+                let adapter_s = train_s + rep2.seconds;
                 if wants("car-adapter") {
                     let m = rank_all(queries.len(), &gold, |q| logits[q * n..(q + 1) * n].to_vec());
-                    methods.insert("car-adapter".to_string(), row(m, adapter_s, Some(&rep2)));
+                    let encode_all = encode_s + t.elapsed().as_secs_f64() - rep2.seconds;
+                    methods.insert("car-adapter".to_string(), row(m, adapter_s, encode_all, Some(&rep2)));
                 }
                 best_logits = Some(logits);
             }
@@ -221,8 +221,11 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
             let m = rank_all(queries.len(), &gold, |q| {
                 index.hybrid_scores(&logits[q * n..(q + 1) * n], q_row(q), &q_texts[q], opts.hybrid)
             });
-            let train_s = methods.get("car-adapter").or(methods.get("car")).map_or(0.0, |r| r.train_s);
-            methods.insert("hybrid".to_string(), row(m, train_s, None));
+            let (train_s, encode_s) = methods
+                .get("car-adapter")
+                .or(methods.get("car"))
+                .map_or((0.0, 0.0), |r| (r.train_s, r.encode_s));
+            methods.insert("hybrid".to_string(), row(m, train_s, encode_s, None));
         }
         let report = EvalReport { docs: corpus.len(), queries: queries.len(), training_pairs: pairs.len(), methods };
         print_table(&report);
@@ -236,13 +239,16 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
 
 fn print_table(r: &EvalReport) {
     println!("{} documents, {} test queries, {} training pairs", r.docs, r.queries, r.training_pairs);
-    println!("{:<12} {:>7} {:>7} {:>7} {:>7} {:>9} {:>10}", "method", "top1", "top5", "top10", "mrr10", "train_s", "ex/s");
+    println!(
+        "{:<12} {:>7} {:>7} {:>7} {:>7} {:>9} {:>9} {:>10}",
+        "method", "top1", "top5", "top10", "mrr10", "train_s", "encode_s", "ex/s"
+    );
     for name in METHODS {
         if let Some(m) = r.methods.get(name) {
             let eps = m.examples_per_s.map_or("-".to_string(), |e| format!("{e:.0}"));
             println!(
-                "{:<12} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>9.1} {:>10}",
-                name, m.top1, m.top5, m.top10, m.mrr10, m.train_s, eps
+                "{:<12} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>9.1} {:>9.1} {:>10}",
+                name, m.top1, m.top5, m.top10, m.mrr10, m.train_s, m.encode_s, eps
             );
         }
     }

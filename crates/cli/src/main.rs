@@ -2,6 +2,7 @@
 //! training, benchmark the encoder, compute privacy budgets, and fetch the model and data.
 
 mod bench;
+mod embed;
 mod error;
 mod eval;
 mod fetch;
@@ -72,6 +73,12 @@ enum Command {
         /// Stop adapter training after this many steps.
         #[arg(long)]
         adapter_steps: Option<usize>,
+        /// Cache frozen-encoder embeddings in this folder (default: $FEDSEARCH_EMBED_CACHE).
+        #[arg(long)]
+        embed_cache: Option<PathBuf>,
+        /// Initialise the CaR head from the document embeddings instead of zeros.
+        #[arg(long)]
+        head_from_docs: bool,
         /// Hybrid weights: CaR, MIPS, BM25.
         #[arg(long, value_delimiter = ',', default_values_t = [1.0f32, 1.0, 0.5])]
         hybrid_weights: Vec<f32>,
@@ -160,6 +167,7 @@ fn run(cli: Cli) -> CliResult<()> {
         Command::Eval {
             model, corpus, queries, method, docs, seed, json, train_pairs, max_len, head_epochs,
             head_lr, adapter_epochs, adapter_lr, adapter_batch, adapter_steps, hybrid_weights,
+            head_from_docs, embed_cache,
         } => {
             let methods: Vec<String> = if method == "all" {
                 eval::METHODS.iter().map(|s| s.to_string()).collect()
@@ -182,6 +190,8 @@ fn run(cli: Cli) -> CliResult<()> {
                     ..Default::default()
                 },
                 hybrid: HybridWeights { car, mips, bm25 },
+                head_from_docs,
+                embed_cache,
             };
             eval::run(&opts).map(|_| ())
         }

@@ -1,0 +1,116 @@
+//! Runs the real `fedsearch eval` binary: the JSON report's shape on a tiny model, and exit code
+//! 2 with a clear message for each kind of bad input.
+
+mod common;
+
+use common::setup;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn eval(model: &Path, corpus: &Path, queries: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fedsearch"))
+        .args(["eval", "--max-len", "64", "--head-epochs", "5", "--adapter-steps", "3"])
+        .arg("--model")
+        .arg(model)
+        .arg("--corpus")
+        .arg(corpus)
+        .arg("--queries")
+        .arg(queries)
+        .args(extra)
+        .output()
+        .expect("the fedsearch binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+#[test]
+fn eval_all_methods_writes_the_json_report() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let out = dir.path().join("report.json");
+    let o = eval(
+        &dir.path().join("model"),
+        &dir.path().join("corpus.jsonl"),
+        &dir.path().join("queries.jsonl"),
+        &["--method", "all", "--json", out.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    for m in ["mips", "bm25", "car", "car-adapter", "hybrid"] {
+        let r = &report["methods"][m];
+        for k in ["top1", "top5", "top10", "mrr10", "train_s"] {
+            let v = r[k].as_f64().unwrap_or_else(|| panic!("{m}.{k} missing in {report}"));
+            assert!(v.is_finite() && v >= 0.0);
+        }
+        assert!(r["top1"].as_f64().unwrap() <= r["top5"].as_f64().unwrap());
+        assert!(r["top5"].as_f64().unwrap() <= r["top10"].as_f64().unwrap());
+    }
+    // BM25 on these word-overlap queries must find most gold documents first.
+    assert!(report["methods"]["bm25"]["top1"].as_f64().unwrap() >= 0.75, "{report}");
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("car-adapter") && table.contains("mrr10"), "{table}");
+}
+
+#[test]
+fn bad_input_exits_with_code_2_and_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    setup(root);
+    let (model, corpus, queries) = (root.join("model"), root.join("corpus.jsonl"), root.join("queries.jsonl"));
+    let expect_2 = |o: Output, needle: &str| {
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "expected {needle:?} in {}", stderr(&o));
+    };
+
+    // A missing model file.
+    let missing = root.join("missing-model");
+    std::fs::create_dir_all(&missing).unwrap();
+    std::fs::copy(model.join("config.json"), missing.join("config.json")).unwrap();
+    expect_2(eval(&missing, &corpus, &queries, &[]), "model.safetensors");
+
+    // A corrupt safetensors file.
+    let corrupt = root.join("corrupt-model");
+    std::fs::create_dir_all(&corrupt).unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(model.join(f), corrupt.join(f)).unwrap();
+    }
+    let bytes = std::fs::read(model.join("model.safetensors")).unwrap();
+    std::fs::write(corrupt.join("model.safetensors"), &bytes[..bytes.len() / 3]).unwrap();
+    expect_2(eval(&corrupt, &corpus, &queries, &[]), "safetensors");
+
+    // A tokenizer.json of another model (a vocabulary far larger than the model's).
+    let other = root.join("other-tokenizer");
+    std::fs::create_dir_all(&other).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(model.join(f), other.join(f)).unwrap();
+    }
+    let mut tok: Value = serde_json::from_slice(&std::fs::read(model.join("tokenizer.json")).unwrap()).unwrap();
+    let vocab = tok["model"]["vocab"].as_object_mut().unwrap();
+    for i in 0..500 {
+        let n = vocab.len();
+        vocab.insert(format!("extra{i}"), Value::from(n));
+    }
+    std::fs::write(other.join("tokenizer.json"), tok.to_string()).unwrap();
+    expect_2(eval(&other, &corpus, &queries, &[]), "another model");
+
+    // An empty corpus.
+    let empty = root.join("empty.jsonl");
+    std::fs::write(&empty, "\n").unwrap();
+    expect_2(eval(&model, &empty, &queries, &[]), "no documents");
+
+    // A query whose doc_id is not in the corpus.
+    let bad_q = root.join("bad-queries.jsonl");
+    std::fs::write(&bad_q, "{\"query\": \"capital of france\", \"doc_id\": \"nowhere\"}\n").unwrap();
+    expect_2(eval(&model, &corpus, &bad_q, &[]), "\"nowhere\" is not in the corpus");
+
+    // A malformed line names its line number.
+    let broken = root.join("broken.jsonl");
+    std::fs::write(&broken, "{\"id\": \"a\", \"text\": \"x\"}\nnot json\n").unwrap();
+    expect_2(eval(&model, &broken, &queries, &[]), "corpus line 2");
+
+    // An unknown method.
+    expect_2(eval(&model, &corpus, &queries, &["--method", "magic"]), "unknown method");
+}
