@@ -1,0 +1,848 @@
+//! The client's state and everything it does with it, independent of the browser: documents,
+//! their frozen embeddings and search index, the locally trained adapter + head (kept on the
+//! host), clicks, the global model it started from, privacy accounting, and building the
+//! privatized update. The wasm layer (`wasm.rs`) adds fetch, IndexedDB and JS types on top.
+//! Everything here runs natively too, so it is unit-tested with the tiny model.
+
+use crate::text::{TextKind, chunk_text, content_id, snippet};
+use fedsearch_core::CoreError;
+use fedsearch_core::adapter::SoftEmbeddingAdapter;
+use fedsearch_core::checkpoint::{HostTensor, retriever_tensors, write_safetensors};
+use fedsearch_core::data::{Corpus, Document};
+use fedsearch_core::head::{CarHead, DEFAULT_HEAD_SCALE};
+use fedsearch_core::index::{HybridWeights, SearchIndex};
+use fedsearch_core::model::SentenceEncoder;
+use fedsearch_core::pseudo::{PseudoQueryConfig, pseudo_queries};
+use fedsearch_core::search::top_k;
+use fedsearch_core::train::{Retriever, TrainConfig, TrainInputs, TrainProgress, TrainReport, train};
+use fedsearch_privacy::{NoiseRng, RdpAccountant, privatize_update};
+use fedsearch_protocol::{
+    ADAPTER_BIAS, ADAPTER_WEIGHT, DpParams, Encoding, FederationMode, GlobalModel, HEAD_BIAS,
+    HEAD_WEIGHT, NamedTensor, Update, encode_update,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Errors of the client, each with a message a person can act on.
+#[derive(Debug)]
+pub struct ClientError(pub String);
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<CoreError> for ClientError {
+    fn from(e: CoreError) -> Self {
+        ClientError(e.to_string())
+    }
+}
+
+/// Result alias of the client.
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+fn err<T>(msg: impl Into<String>) -> Result<T> {
+    Err(ClientError(msg.into()))
+}
+
+/// Longest chunk, in words, a document is cut into (the encoder reads at most 256 tokens).
+pub const CHUNK_WORDS: usize = 150;
+
+/// One document as the user added it (after conversion to text and chunking).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredDoc {
+    pub id: String,
+    pub title: String,
+    pub text: String,
+}
+
+/// A document as the page hands it in.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NewDoc {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub text: String,
+}
+
+/// Turns raw documents into stored ones: text conversion, chunking (`id#2`, `id#3`, ... for
+/// the parts after the first), content-hash ids where none is given.
+pub fn prepare_documents(docs: Vec<NewDoc>, kind: TextKind) -> Vec<StoredDoc> {
+    let mut out = Vec::new();
+    for d in docs {
+        let text = kind.to_plain(&d.text);
+        let title = d.title.trim().to_string();
+        if text.trim().is_empty() && title.is_empty() {
+            continue;
+        }
+        let id = d.id.filter(|s| !s.trim().is_empty()).unwrap_or_else(|| content_id(&title, &text));
+        for (i, chunk) in chunk_text(&text, CHUNK_WORDS).into_iter().enumerate() {
+            let id = if i == 0 { id.clone() } else { format!("{id}#{}", i + 1) };
+            out.push(StoredDoc { id, title: title.clone(), text: chunk });
+        }
+    }
+    out
+}
+
+/// Adapter + head on the host, the head's columns in document order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostModel {
+    pub dim: usize,
+    /// `[d, d]` row-major.
+    pub adapter_w: Vec<f32>,
+    pub adapter_b: Vec<f32>,
+    /// `[d, n]` row-major.
+    pub head_w: Vec<f32>,
+    pub head_b: Vec<f32>,
+}
+
+impl HostModel {
+    /// Identity adapter, zero head of `n` columns.
+    pub fn initial(dim: usize, n: usize) -> Self {
+        let mut adapter_w = vec![0.0; dim * dim];
+        for i in 0..dim {
+            adapter_w[i * dim + i] = 1.0;
+        }
+        Self { dim, adapter_w, adapter_b: vec![0.0; dim], head_w: vec![0.0; dim * n], head_b: vec![0.0; n] }
+    }
+
+    /// Number of head columns.
+    pub fn n_docs(&self) -> usize {
+        self.head_b.len()
+    }
+
+    /// Column `j` of the head weight.
+    pub fn column(&self, j: usize) -> Vec<f32> {
+        let n = self.n_docs();
+        (0..self.dim).map(|r| self.head_w[r * n + j]).collect()
+    }
+
+    /// Appends head columns (weights `[d]` each, and a bias each).
+    pub fn push_columns(&mut self, cols: &[(Vec<f32>, f32)]) {
+        let (d, n) = (self.dim, self.n_docs());
+        let m = n + cols.len();
+        let mut w = vec![0.0; d * m];
+        for r in 0..d {
+            w[r * m..r * m + n].copy_from_slice(&self.head_w[r * n..(r + 1) * n]);
+            for (k, (c, _)) in cols.iter().enumerate() {
+                w[r * m + n + k] = c[r];
+            }
+        }
+        self.head_w = w;
+        self.head_b.extend(cols.iter().map(|(_, b)| *b));
+    }
+
+    /// Sets column `j` (weights and bias).
+    pub fn set_column(&mut self, j: usize, col: &[f32], bias: f32) {
+        let n = self.n_docs();
+        for (r, v) in col.iter().enumerate() {
+            self.head_w[r * n + j] = *v;
+        }
+        self.head_b[j] = bias;
+    }
+
+    /// The burn modules on `device`.
+    pub fn to_retriever(&self, device: &burn::prelude::Device) -> Retriever {
+        let mut head = CarHead::from_values(self.head_w.clone(), self.head_b.clone(), self.dim, device);
+        head.scale = DEFAULT_HEAD_SCALE;
+        Retriever {
+            adapter: SoftEmbeddingAdapter::from_values(self.adapter_w.clone(), self.adapter_b.clone(), device),
+            head,
+        }
+    }
+
+    /// Reads a trained retriever back to the host (asynchronously: browser-safe).
+    pub async fn from_retriever(r: &Retriever) -> Result<Self> {
+        let t = retriever_tensors(r).await?;
+        let dim = r.adapter.dim();
+        let mut by_name: HashMap<String, Vec<f32>> = t.into_iter().map(|t| (t.name, t.data)).collect();
+        let mut take = |n: &str| by_name.remove(n).unwrap_or_default();
+        Ok(Self {
+            dim,
+            adapter_w: take("adapter.weight"),
+            adapter_b: take("adapter.bias"),
+            head_w: take("head.weight"),
+            head_b: take("head.bias"),
+        })
+    }
+
+    /// CaR logits for one pooled query (computed on the host: `d × n` multiply-adds).
+    pub fn logits(&self, q: &[f32]) -> Vec<f32> {
+        let n = self.n_docs();
+        let mut out = self.head_b.clone();
+        for (r, qv) in q.iter().enumerate() {
+            let row = &self.head_w[r * n..(r + 1) * n];
+            for (o, w) in out.iter_mut().zip(row) {
+                *o += DEFAULT_HEAD_SCALE * qv * w;
+            }
+        }
+        out
+    }
+
+    fn tensors(&self, prefix: &str) -> Vec<HostTensor> {
+        let (d, n) = (self.dim, self.n_docs());
+        vec![
+            HostTensor { name: format!("{prefix}adapter.weight"), shape: vec![d, d], data: self.adapter_w.clone() },
+            HostTensor { name: format!("{prefix}adapter.bias"), shape: vec![d], data: self.adapter_b.clone() },
+            HostTensor { name: format!("{prefix}head.weight"), shape: vec![d, n], data: self.head_w.clone() },
+            HostTensor { name: format!("{prefix}head.bias"), shape: vec![n], data: self.head_b.clone() },
+        ]
+    }
+
+    fn from_tensors(map: &mut HashMap<String, (Vec<usize>, Vec<f32>)>, prefix: &str) -> Option<Self> {
+        let mut take = |n: &str| map.remove(&format!("{prefix}{n}"));
+        let (aws, adapter_w) = take("adapter.weight")?;
+        let (_, adapter_b) = take("adapter.bias")?;
+        let (_, head_w) = take("head.weight")?;
+        let (_, head_b) = take("head.bias")?;
+        Some(Self { dim: aws[0], adapter_w, adapter_b, head_w, head_b })
+    }
+}
+
+/// One recorded click: the query and the document the user chose.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Click {
+    pub query: String,
+    pub doc_id: String,
+}
+
+/// The global model the local model started from (what a delta is measured against).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GlobalMeta {
+    pub federation_id: String,
+    pub version: u64,
+    pub mode: FederationMode,
+    /// The federation's head columns (shared mode): document ids in column order.
+    pub doc_ids: Vec<String>,
+    #[serde(default)]
+    pub n_docs: usize,
+}
+
+/// What the worker's `GET /v1/federations/{id}` says (the fields the client uses).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FederationInfo {
+    pub id: String,
+    pub mode: FederationMode,
+    pub dim: u32,
+    #[serde(default)]
+    pub n_docs: u32,
+    #[serde(default)]
+    pub doc_ids: Option<Vec<String>>,
+    pub dp: FederationDp,
+    #[serde(default)]
+    pub current_version: u64,
+    #[serde(default)]
+    pub current_round: u64,
+    #[serde(default)]
+    pub max_update_bytes: Option<u64>,
+}
+
+/// The DP parameters a federation requires of every update.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FederationDp {
+    pub clip: f32,
+    pub noise_multiplier: f32,
+    pub delta: f64,
+}
+
+/// Privacy spent and traffic sent so far.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PrivacyState {
+    pub accountant: RdpAccountant,
+    pub delta: Option<f64>,
+    pub contributions: u64,
+    pub rounds: Vec<u64>,
+    pub bytes_sent: u64,
+    pub last_clip: Option<f32>,
+    pub last_noise_multiplier: Option<f32>,
+}
+
+impl PrivacyState {
+    /// ε at the federation's δ after everything contributed so far (0 before any).
+    pub fn epsilon(&self) -> f64 {
+        match self.delta {
+            Some(d) => self.accountant.epsilon(d).map(|(e, _)| e).unwrap_or(f64::INFINITY),
+            None => 0.0,
+        }
+    }
+
+    /// ε if one more contribution with `sigma` (at δ `delta`) were made.
+    pub fn epsilon_after(&self, sigma: f32, delta: f64) -> Result<f64> {
+        let mut a = self.accountant.clone();
+        a.step(f64::from(sigma), 1.0, 1).map_err(|e| ClientError(format!("privacy accounting: {e}")))?;
+        a.epsilon(delta).map(|(e, _)| e).map_err(|e| ClientError(format!("privacy accounting: {e}")))
+    }
+}
+
+/// Enrolment with a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Enrolment {
+    pub client_id: String,
+    pub credential: String,
+}
+
+/// The small, JSON-persisted part of the state (documents, embeddings and weights are
+/// stored as separate blobs).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Meta {
+    pub clicks: Vec<Click>,
+    pub global: Option<GlobalMeta>,
+    pub privacy: PrivacyState,
+    pub enrolment: Option<Enrolment>,
+    pub trained_steps: u64,
+    /// Width of the model the embeddings were computed with (refuses a mismatched store).
+    pub dim: usize,
+}
+
+/// Search methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Car,
+    Mips,
+    Hybrid,
+    Bm25,
+}
+
+impl Method {
+    /// Parses `"car"`, `"mips"`, `"hybrid"` or `"bm25"`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "car" => Ok(Self::Car),
+            "mips" => Ok(Self::Mips),
+            "hybrid" | "" => Ok(Self::Hybrid),
+            "bm25" => Ok(Self::Bm25),
+            other => err(format!("unknown search method {other:?}: use car, mips, hybrid or bm25")),
+        }
+    }
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    pub id: String,
+    pub title: String,
+    pub score: f32,
+    pub snippet: String,
+}
+
+/// Training options (from the page).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TrainOptions {
+    /// `"head"` or `"adapter+head"`.
+    pub mode: String,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub head_lr: f64,
+    pub adapter_lr: f64,
+    pub max_steps: Option<usize>,
+    pub seed: u64,
+    /// How many times each recorded click counts as a training pair.
+    pub click_weight: usize,
+    pub holdout_fraction: f64,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            mode: "head".into(),
+            epochs: 20,
+            batch_size: 32,
+            head_lr: 1e-2,
+            adapter_lr: 1e-3,
+            max_steps: None,
+            seed: 17,
+            click_weight: 3,
+            holdout_fraction: 0.1,
+        }
+    }
+}
+
+/// Everything the client holds, except the encoder.
+pub struct State {
+    pub docs: Vec<StoredDoc>,
+    /// Frozen-encoder embeddings `[n, d]` of every document's full text.
+    pub doc_emb: Vec<f32>,
+    pub index: SearchIndex,
+    pub model: HostModel,
+    /// The weights the local model started from (delta = model − base).
+    pub base: HostModel,
+    pub meta: Meta,
+    adapter_cache: Option<SoftEmbeddingAdapter>,
+}
+
+impl State {
+    /// An empty state for an encoder of width `dim`.
+    pub fn empty(dim: usize) -> Self {
+        Self {
+            docs: Vec::new(),
+            doc_emb: Vec::new(),
+            index: SearchIndex::from_parts(Vec::new(), Vec::new(), dim, &[]),
+            model: HostModel::initial(dim, 0),
+            base: HostModel::initial(dim, 0),
+            meta: Meta { dim, ..Default::default() },
+            adapter_cache: None,
+        }
+    }
+
+    /// Width of the model.
+    pub fn dim(&self) -> usize {
+        self.model.dim
+    }
+
+    /// Restores a state from its persisted parts; `None` parts mean "nothing stored".
+    pub fn restore(
+        dim: usize,
+        docs: Vec<StoredDoc>,
+        doc_emb: Vec<f32>,
+        weights: Option<&[u8]>,
+        meta: Option<Meta>,
+    ) -> Result<Self> {
+        let mut s = Self::empty(dim);
+        if let Some(meta) = meta {
+            if meta.dim != 0 && meta.dim != dim {
+                return err(format!(
+                    "the stored data was made with a model of width {} but this model's is {dim}: \
+                     delete the local data or use the same model",
+                    meta.dim
+                ));
+            }
+            s.meta = meta;
+            s.meta.dim = dim;
+        }
+        if doc_emb.len() != docs.len() * dim {
+            return err("the stored embeddings do not match the stored documents: delete the local data");
+        }
+        if let Some(bytes) = weights {
+            let mut map = read_safetensors(bytes)?;
+            let model = HostModel::from_tensors(&mut map, "");
+            let base = HostModel::from_tensors(&mut map, "base.");
+            match (model, base) {
+                (Some(m), Some(b)) if m.dim == dim && m.n_docs() == docs.len() && b.n_docs() == docs.len() => {
+                    s.model = m;
+                    s.base = b;
+                }
+                _ => return err("the stored model does not match the stored documents: delete the local data"),
+            }
+        } else {
+            s.model = HostModel::initial(dim, docs.len());
+            s.base = s.model.clone();
+        }
+        s.docs = docs;
+        s.doc_emb = doc_emb;
+        s.rebuild_index();
+        Ok(s)
+    }
+
+    /// The weights (model and base) as safetensors bytes.
+    pub fn weights_bytes(&self) -> Result<Vec<u8>> {
+        let mut t = self.model.tensors("");
+        t.extend(self.base.tensors("base."));
+        Ok(write_safetensors(&t, HashMap::new())?)
+    }
+
+    /// Embeddings as little-endian bytes.
+    pub fn emb_bytes(&self) -> Vec<u8> {
+        self.doc_emb.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    fn rebuild_index(&mut self) {
+        let texts: Vec<String> = self.docs.iter().map(|d| full_text(d)).collect();
+        let ids = self.docs.iter().map(|d| d.id.clone()).collect();
+        self.index = SearchIndex::from_parts(ids, self.doc_emb.clone(), self.dim(), &texts);
+    }
+
+    /// Position of each local document in the federation's head (shared mode).
+    fn federated_columns(&self) -> Vec<Option<usize>> {
+        let Some(g) = &self.meta.global else { return vec![None; self.docs.len()] };
+        if g.mode != FederationMode::Shared {
+            return vec![None; self.docs.len()];
+        }
+        if g.doc_ids.is_empty() {
+            // A federation without doc ids: columns are positions in the shared corpus.
+            return (0..self.docs.len()).map(|i| (i < g.n_docs).then_some(i)).collect();
+        }
+        let pos: HashMap<&str, usize> = g.doc_ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+        self.docs.iter().map(|d| pos.get(d.id.as_str()).copied()).collect()
+    }
+
+    /// Adds documents (skipping ids already present), embeds the new ones with the frozen
+    /// encoder, extends the head (zeros, or the global column for a federated document) and
+    /// rebuilds the index. Returns how many were added.
+    pub async fn add_documents(
+        &mut self,
+        encoder: &SentenceEncoder,
+        docs: Vec<StoredDoc>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<usize> {
+        let mut seen: std::collections::HashSet<String> = self.docs.iter().map(|d| d.id.clone()).collect();
+        let new: Vec<StoredDoc> = docs.into_iter().filter(|d| seen.insert(d.id.clone())).collect();
+        if new.is_empty() {
+            return Ok(0);
+        }
+        let texts: Vec<String> = new.iter().map(full_text).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let emb = encoder.embed(&refs, None, 16, progress).await?;
+        let d = self.dim();
+        let zero = vec![(vec![0.0; d], 0.0); new.len()];
+        self.model.push_columns(&zero);
+        self.base.push_columns(&zero);
+        self.docs.extend(new.iter().cloned());
+        self.doc_emb.extend(emb);
+        self.rebuild_index();
+        Ok(new.len())
+    }
+
+    /// Deletes everything local (documents, clicks, training; the enrolment and privacy
+    /// accounting too when `everything`).
+    pub fn clear(&mut self, everything: bool) {
+        let meta = std::mem::take(&mut self.meta);
+        let dim = self.dim();
+        *self = Self::empty(dim);
+        if !everything {
+            self.meta.privacy = meta.privacy;
+            self.meta.enrolment = meta.enrolment;
+            self.meta.global = meta.global;
+        }
+    }
+
+    /// Applies a global model: the adapter (always) and the federated head columns (shared
+    /// mode) are replaced; local-only columns keep their values. The result becomes the base
+    /// later deltas are measured against.
+    pub fn apply_global(&mut self, g: &GlobalModel) -> Result<()> {
+        let d = self.dim();
+        let get = |name: &str| g.tensor(name);
+        let (Some(aw), Some(ab)) = (get(ADAPTER_WEIGHT), get(ADAPTER_BIAS)) else {
+            return err("the global model has no adapter tensors");
+        };
+        if aw.shape != [d as u32, d as u32] || ab.data.len() != d {
+            return err(format!(
+                "the federation's adapter is {:?} but this model's width is {d}: the federation uses another model",
+                aw.shape
+            ));
+        }
+        let n_fed = get(HEAD_BIAS).map_or(0, |t| t.data.len());
+        self.meta.global = Some(GlobalMeta {
+            federation_id: g.federation_id.clone(),
+            version: g.version,
+            mode: g.mode,
+            doc_ids: g.doc_ids.clone().unwrap_or_default(),
+            n_docs: n_fed,
+        });
+        self.model.adapter_w = aw.data.clone();
+        self.model.adapter_b = ab.data.clone();
+        if g.mode == FederationMode::Shared
+            && let (Some(hw), Some(hb)) = (get(HEAD_WEIGHT), get(HEAD_BIAS))
+        {
+            if hw.shape != [d as u32, n_fed as u32] {
+                return err(format!("the global head has shape {:?}, expected [{d}, {n_fed}]", hw.shape));
+            }
+            for (i, col) in self.federated_columns().into_iter().enumerate() {
+                if let Some(j) = col {
+                    let c: Vec<f32> = (0..d).map(|r| hw.data[r * n_fed + j]).collect();
+                    self.model.set_column(i, &c, hb.data[j]);
+                }
+            }
+        }
+        self.base = self.model.clone();
+        self.adapter_cache = None;
+        Ok(())
+    }
+
+    /// Marks a never-synced state as starting from the federation's version 0, which is the
+    /// known initial model (identity adapter, zero head): the local weights need no reset, so
+    /// training done before the first sync still counts. Later versions must be downloaded.
+    pub fn adopt_initial(&mut self, info: &FederationInfo) -> Result<()> {
+        if self.meta.global.is_some() {
+            return Ok(());
+        }
+        if info.current_version != 0 {
+            return err(format!(
+                "the federation is at version {}: download the global model (syncGlobal), train, then contribute",
+                info.current_version
+            ));
+        }
+        if self.base != HostModel::initial(self.dim(), self.docs.len()) {
+            return err("the local model did not start from the initial model: download the global model (syncGlobal) and train again");
+        }
+        self.meta.global = Some(GlobalMeta {
+            federation_id: info.id.clone(),
+            version: 0,
+            mode: info.mode,
+            doc_ids: info.doc_ids.clone().unwrap_or_default(),
+            n_docs: info.n_docs as usize,
+        });
+        Ok(())
+    }
+
+    /// Records a click (query → document); it becomes a training pair.
+    pub fn record_click(&mut self, query: &str, doc_id: &str) -> Result<()> {
+        if query.trim().is_empty() {
+            return err("the query is empty");
+        }
+        if !self.docs.iter().any(|d| d.id == doc_id) {
+            return err(format!("document {doc_id:?} is not in the local index"));
+        }
+        self.meta.clicks.push(Click { query: query.trim().to_string(), doc_id: doc_id.to_string() });
+        Ok(())
+    }
+
+    /// Training pairs: pseudo-queries of every document plus the recorded clicks.
+    pub fn training_pairs(&self, opts: &TrainOptions) -> Result<(Vec<String>, Vec<usize>)> {
+        let docs: Vec<Document> = self
+            .docs
+            .iter()
+            .map(|d| Document { id: d.id.clone(), title: d.title.clone(), text: d.text.clone() })
+            .collect();
+        let corpus = Corpus::new(docs)?;
+        let cfg = PseudoQueryConfig { seed: opts.seed, ..Default::default() };
+        let mut pairs = pseudo_queries(&corpus, &cfg);
+        for c in &self.meta.clicks {
+            if let Some(p) = corpus.position(&c.doc_id) {
+                for _ in 0..opts.click_weight.max(1) {
+                    pairs.push((c.query.clone(), p));
+                }
+            }
+        }
+        Ok(pairs.into_iter().unzip())
+    }
+
+    /// Trains the local model (head only on cached features, or adapter + head end to end)
+    /// with core's training loop. `progress` returns false to cancel.
+    pub async fn train(
+        &mut self,
+        encoder: &SentenceEncoder,
+        opts: &TrainOptions,
+        progress: &mut dyn FnMut(&TrainProgress) -> bool,
+    ) -> Result<TrainReport> {
+        if self.docs.is_empty() {
+            return err("add documents before training");
+        }
+        let (queries, targets) = self.training_pairs(opts)?;
+        let device = encoder.device().clone();
+        let retriever = self.model.to_retriever(&device);
+        let cfg = TrainConfig {
+            epochs: opts.epochs.max(1),
+            batch_size: opts.batch_size.max(1),
+            head_lr: opts.head_lr,
+            adapter_lr: opts.adapter_lr,
+            holdout_fraction: opts.holdout_fraction,
+            patience: 3,
+            seed: opts.seed,
+            max_steps: opts.max_steps,
+        };
+        let (trained, report) = match opts.mode.as_str() {
+            "head" => {
+                let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
+                let adapter = self.adapter(&device);
+                let features = encoder.embed(&refs, Some(&adapter), 32, &mut |_, _| {}).await?;
+                train(retriever, TrainInputs::Cached(&features), &targets, &cfg, &device, progress).await?
+            }
+            "adapter+head" => {
+                let inputs = TrainInputs::Texts { encoder, texts: &queries };
+                train(retriever, inputs, &targets, &cfg, &device, progress).await?
+            }
+            other => return err(format!("unknown training mode {other:?}: use \"head\" or \"adapter+head\"")),
+        };
+        self.model = HostModel::from_retriever(&trained).await?;
+        self.adapter_cache = None;
+        self.meta.trained_steps += report.steps as u64;
+        Ok(report)
+    }
+
+    fn adapter(&mut self, device: &burn::prelude::Device) -> SoftEmbeddingAdapter {
+        self.adapter_cache
+            .get_or_insert_with(|| {
+                SoftEmbeddingAdapter::from_values(self.model.adapter_w.clone(), self.model.adapter_b.clone(), device)
+            })
+            .clone()
+    }
+
+    /// The top `k` documents for `query` by `method`, computed locally.
+    pub async fn search(&mut self, encoder: &SentenceEncoder, query: &str, k: usize, method: Method) -> Result<Vec<Hit>> {
+        if self.docs.is_empty() || query.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        let device = encoder.device().clone();
+        let scores = match method {
+            Method::Bm25 => self.index.bm25_scores(query),
+            Method::Mips => self.index.mips_scores(&embed_one(encoder, query, None).await?),
+            Method::Car => {
+                let q = embed_one(encoder, query, Some(self.adapter(&device))).await?;
+                self.model.logits(&q)
+            }
+            Method::Hybrid => {
+                let q_mips = embed_one(encoder, query, None).await?;
+                let q_car = embed_one(encoder, query, Some(self.adapter(&device))).await?;
+                let car = self.model.logits(&q_car);
+                self.index.hybrid_scores(&car, &q_mips, query, HybridWeights::default())
+            }
+        };
+        Ok(top_k(&scores, k.max(1))
+            .into_iter()
+            .map(|i| {
+                let d = &self.docs[i];
+                Hit { id: d.id.clone(), title: d.title.clone(), score: scores[i], snippet: snippet(&d.text, query, 200) }
+            })
+            .collect())
+    }
+}
+
+async fn embed_one(encoder: &SentenceEncoder, query: &str, adapter: Option<SoftEmbeddingAdapter>) -> Result<Vec<f32>> {
+    Ok(encoder.embed(&[query], adapter.as_ref(), 1, &mut |_, _| {}).await?)
+}
+
+fn full_text(d: &StoredDoc) -> String {
+    Document { id: d.id.clone(), title: d.title.clone(), text: d.text.clone() }.full_text()
+}
+
+fn read_safetensors(bytes: &[u8]) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>> {
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| ClientError(format!("the stored model is corrupt ({e}): delete the local data")))?;
+    Ok(st
+        .tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            let data = v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            (name, (v.shape().to_vec(), data))
+        })
+        .collect())
+}
+
+/// Bytes → f32 values (little-endian).
+pub fn f32s_from_bytes(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// What [`build_update`] produced, besides the body.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContributionReport {
+    pub round: u64,
+    pub base_version: u64,
+    pub bytes: usize,
+    pub norm_before_clip: f64,
+    pub norm_after_clip: f64,
+    pub noise_std: f64,
+    pub epsilon_before: f64,
+    pub epsilon: f64,
+    pub delta: f64,
+    pub tensors: Vec<String>,
+}
+
+/// The delta of the local model against its base, privatized (clip to the federation's C,
+/// add N(0, (σC)²) noise from a CSPRNG) and encoded as the worker's binary `Update`.
+/// In personal mode only the adapter is sent. It contains numbers only: no text, no document
+/// ids, no queries. `num_examples` is always 1 (uniform weights: each client's influence on
+/// the average is bounded by C, which is what the DP accounting assumes).
+pub fn build_update(
+    state: &State,
+    info: &FederationInfo,
+    client_id: &str,
+    rng: &mut NoiseRng,
+) -> Result<(Vec<u8>, Update, ContributionReport)> {
+    let d = state.dim();
+    if info.dim as usize != d {
+        return err(format!(
+            "the federation's model width is {} but this model's is {d}: the federation uses another model",
+            info.dim
+        ));
+    }
+    let Some(global) = &state.meta.global else {
+        return err("sync with the federation (syncGlobal) before contributing");
+    };
+    if global.federation_id != info.id {
+        return err(format!(
+            "the local model started from federation {:?}, not {:?}",
+            global.federation_id, info.id
+        ));
+    }
+    if global.version != info.current_version {
+        return err(format!(
+            "the federation moved on to version {} since this model started from version {}: \
+             sync (syncGlobal), train again, then contribute",
+            info.current_version, global.version
+        ));
+    }
+    let (m, b) = (&state.model, &state.base);
+    let sub = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(a, b)| a - b).collect::<Vec<f32>>();
+    let mut tensors = vec![
+        NamedTensor::new(ADAPTER_WEIGHT, vec![d as u32, d as u32], sub(&m.adapter_w, &b.adapter_w)),
+        NamedTensor::new(ADAPTER_BIAS, vec![d as u32], sub(&m.adapter_b, &b.adapter_b)),
+    ];
+    if info.mode == FederationMode::Shared {
+        let n_fed = info.n_docs as usize;
+        let mut hw = vec![0.0f32; d * n_fed];
+        let mut hb = vec![0.0f32; n_fed];
+        let n_local = m.n_docs();
+        for (i, col) in state.federated_columns().into_iter().enumerate() {
+            let Some(j) = col.filter(|&j| j < n_fed) else { continue };
+            for r in 0..d {
+                hw[r * n_fed + j] = m.head_w[r * n_local + i] - b.head_w[r * n_local + i];
+            }
+            hb[j] = m.head_b[i] - b.head_b[i];
+        }
+        tensors.push(NamedTensor::new(HEAD_WEIGHT, vec![d as u32, n_fed as u32], hw));
+        tensors.push(NamedTensor::new(HEAD_BIAS, vec![n_fed as u32], hb));
+    }
+    // Clip and noise the whole flattened delta at once (client-level DP).
+    let mut flat: Vec<f32> = tensors.iter().flat_map(|t| t.data.iter().copied()).collect();
+    let rep = privatize_update(&mut flat, info.dp.clip, info.dp.noise_multiplier, rng)
+        .map_err(|e| ClientError(format!("cannot privatize the update: {e}")))?;
+    let mut off = 0;
+    for t in &mut tensors {
+        let n = t.data.len();
+        t.data.copy_from_slice(&flat[off..off + n]);
+        off += n;
+    }
+    let epsilon_before = state.meta.privacy.epsilon();
+    let epsilon = state.meta.privacy.epsilon_after(info.dp.noise_multiplier, info.dp.delta)?;
+    let update = Update {
+        federation_id: info.id.clone(),
+        round: info.current_round,
+        client_id: client_id.to_string(),
+        base_version: global.version,
+        num_examples: 1,
+        mode: info.mode,
+        dp: DpParams {
+            clip: info.dp.clip,
+            noise_multiplier: info.dp.noise_multiplier,
+            delta: info.dp.delta,
+            epsilon_spent: epsilon,
+        },
+        tensors,
+    };
+    let body = encode_update(&update, Encoding::F32);
+    let report = ContributionReport {
+        round: info.current_round,
+        base_version: global.version,
+        bytes: body.len(),
+        norm_before_clip: rep.norm_before_clip,
+        norm_after_clip: rep.norm_after_clip,
+        noise_std: rep.noise_std,
+        epsilon_before,
+        epsilon,
+        delta: info.dp.delta,
+        tensors: update.tensors.iter().map(|t| t.name.clone()).collect(),
+    };
+    Ok((body, update, report))
+}
+
+/// Books an accepted contribution in the privacy state.
+pub fn record_contribution(state: &mut State, info: &FederationInfo, report: &ContributionReport) -> Result<()> {
+    let p = &mut state.meta.privacy;
+    p.accountant
+        .step(f64::from(info.dp.noise_multiplier), 1.0, 1)
+        .map_err(|e| ClientError(format!("privacy accounting: {e}")))?;
+    p.delta = Some(info.dp.delta);
+    p.contributions += 1;
+    p.rounds.push(report.round);
+    p.bytes_sent += report.bytes as u64;
+    p.last_clip = Some(info.dp.clip);
+    p.last_noise_multiplier = Some(info.dp.noise_multiplier);
+    Ok(())
+}

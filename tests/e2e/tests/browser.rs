@@ -1,0 +1,231 @@
+//! End to end: the real aggregation worker and www server on loopback with the TINY model,
+//! two headless Chromium sessions (separate profiles = separate devices) that each add the
+//! demo corpus, train, and contribute; the worker must publish a version from both; then
+//! search gives the expected document first, and after the servers stop, a reload still
+//! searches offline (service worker + Cache Storage + IndexedDB).
+//!
+//! Needs: chromium + chromedriver (PATH, or CHROME_BIN / CHROMEDRIVER), the wasm package in
+//! `pkg/` (or FEDSEARCH_PKG_DIR), and the `fedsearch-worker` and `fedsearch-www` binaries
+//! built into the same target dir (or FEDSEARCH_WORKER_BIN / FEDSEARCH_WWW_BIN). Without
+//! Chromium or pkg/ the test is SKIPPED with a loud message, unless FEDSEARCH_E2E_REQUIRED=1
+//! (CI), which turns a skip into a failure.
+//! Screenshots of every step: `target/e2e-screenshots/` (or FEDSEARCH_E2E_SHOTS).
+
+use fedsearch_core::tiny::{TinyBertSpec, tiny_bert_files};
+use fedsearch_e2e::{Proc, Session, find_program, free_port, start_listening};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// `target/<profile>/` of this test binary (`target/<profile>/deps/browser-HASH`).
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+}
+
+fn binary(env: &str, name: &str) -> PathBuf {
+    let p = std::env::var(env).map(PathBuf::from).unwrap_or_else(|_| bin_dir().join(name));
+    assert!(
+        p.is_file(),
+        "{} not found: build it first (`cargo build -p {name}` with the same CARGO_TARGET_DIR) or set {env}",
+        p.display()
+    );
+    p
+}
+
+fn skip(why: &str) {
+    let msg = format!(
+        "\n\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+         !!! fedsearch-e2e SKIPPED: {why}\n\
+         !!! to run it: apt-get install chromium chromium-driver; build pkg/ (crates/client/README.md)\n\
+         !!! CI sets FEDSEARCH_E2E_REQUIRED=1 so that this can never skip there\n\
+         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+    );
+    if std::env::var("FEDSEARCH_E2E_REQUIRED").is_ok_and(|v| v == "1") {
+        panic!("{msg}(FEDSEARCH_E2E_REQUIRED=1)");
+    }
+    eprintln!("{msg}");
+}
+
+fn chrome_args(profile: &Path) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--enable-unsafe-webgpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1200,1600",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.push(format!("--user-data-dir={}", profile.display()));
+    a
+}
+
+const LONG: Duration = Duration::from_secs(600);
+
+async fn device_round(s: &Session, page: &str) {
+    s.goto(page).await;
+    s.wait_for("the client to load", "document.body.dataset.state === 'ready'", LONG).await;
+    s.screenshot("loaded").await;
+    s.click("#add-demo").await;
+    s.wait_for("30 documents", "document.getElementById('doc-count').textContent === '30'", LONG).await;
+    s.screenshot("documents").await;
+    s.type_into("#epochs", "30").await;
+    s.click("#train-btn").await;
+    s.wait_for("training to finish", "document.body.dataset.trained === 'yes'", LONG).await;
+    s.screenshot("trained").await;
+    s.click("#consent").await;
+    s.wait_for("the contribute button", "!document.getElementById('contribute-btn').disabled", Duration::from_secs(30)).await;
+    s.click("#contribute-btn").await;
+    s.wait_for("the contribution", "document.body.dataset.contributed !== undefined", LONG).await;
+    s.screenshot("contributed").await;
+    let eps = s.js("return document.getElementById('p-epsilon').textContent", json!([])).await;
+    assert_ne!(eps, json!("0.000"), "[{}] ε must be spent after contributing", s.label);
+}
+
+async fn search_first(s: &Session, query: &str) -> String {
+    s.type_into("#search-input", query).await;
+    s.js("document.body.dataset.results = ''", json!([])).await;
+    s.click("#search-btn").await;
+    s.wait_for("results", "document.body.dataset.results", Duration::from_secs(120)).await;
+    let first = s.js("return document.querySelector('#results li')?.dataset.id || ''", json!([])).await;
+    first.as_str().unwrap_or("").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_train_contribute_and_search_offline() {
+    let (Some(chrome), Some(driver)) = (
+        find_program("CHROME_BIN", &["chromium", "chromium-browser", "google-chrome"]),
+        find_program("CHROMEDRIVER", &["chromedriver"]),
+    ) else {
+        skip("chromium and/or chromedriver are not installed");
+        return;
+    };
+    let root = repo_root();
+    let pkg = std::env::var("FEDSEARCH_PKG_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("pkg"));
+    if !pkg.join("fedsearch_client_bg.wasm").is_file() {
+        skip(&format!(
+            "{}/fedsearch_client_bg.wasm is missing: build the wasm package first (crates/client/README.md, \"Build\")",
+            pkg.display()
+        ));
+        return;
+    }
+    let worker_bin = binary("FEDSEARCH_WORKER_BIN", "fedsearch-worker");
+    let www_bin = binary("FEDSEARCH_WWW_BIN", "fedsearch-www");
+    let shots = std::env::var("FEDSEARCH_E2E_SHOTS").map(PathBuf::from).unwrap_or_else(|_| bin_dir().join("../e2e-screenshots"));
+    let _ = std::fs::remove_dir_all(&shots);
+
+    // The tiny model, served under /models/tiny/.
+    let tmp = std::env::temp_dir().join(format!("fedsearch-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let model_dir = tmp.join("models/tiny");
+    std::fs::create_dir_all(&model_dir).unwrap();
+    let files = tiny_bert_files(&TinyBertSpec::default()).unwrap();
+    std::fs::write(model_dir.join("config.json"), &files.config_json).unwrap();
+    std::fs::write(model_dir.join("model.safetensors"), &files.safetensors).unwrap();
+    std::fs::write(model_dir.join("tokenizer.json"), &files.tokenizer_json).unwrap();
+    let dim = 32;
+
+    // A shared-mode federation over the demo corpus, published when 2 clients have sent. The
+    // noise is tiny (σ = 0.001) so that two clients' average carries signal: this checks the
+    // plumbing, not a realistic privacy level.
+    let corpus: serde_json::Value = serde_json::from_slice(&std::fs::read(root.join("web/demo-corpus.json")).unwrap()).unwrap();
+    let ids: Vec<String> = corpus.as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_string()).collect();
+    let db = tmp.join("worker.db");
+    let cfg = format!(
+        "listen = \"127.0.0.1:0\"\ndb = {db:?}\ntick_ms = 200\n\n[[federations]]\nid = \"e2e\"\nmode = \"shared\"\ndim = {dim}\n\
+         n_docs = {}\ndoc_ids = {:?}\nmin_clients = 2\ntarget_clients = 2\nround_deadline_s = 3600\n\n[federations.dp]\n\
+         clip = 1.0\nnoise_multiplier = 0.001\ndelta = 1e-5\n\n[federations.optimizer]\nkind = \"fed_avg\"\nlr = 1.0\n",
+        ids.len(),
+        ids
+    );
+    std::fs::write(tmp.join("worker.toml"), cfg).unwrap();
+    let mut cmd = Command::new(&worker_bin);
+    cmd.arg("--config").arg(tmp.join("worker.toml"));
+    let (mut worker, worker_addr) = start_listening("fedsearch-worker", cmd);
+    let out = Command::new(&worker_bin)
+        .args(["token", "create", "--federation", "e2e", "--uses", "2", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+
+    let mut cmd = Command::new(&www_bin);
+    cmd.args(["--listen", "127.0.0.1:0", "--worker-url", &format!("http://{worker_addr}")])
+        .arg("--web")
+        .arg(root.join("web"))
+        .arg("--pkg")
+        .arg(&pkg)
+        .arg("--models")
+        .arg(tmp.join("models"));
+    let (mut www, www_addr) = start_listening("fedsearch-www", cmd);
+
+    let port = free_port();
+    let mut chromedriver = Proc {
+        child: Command::new(&driver).arg(format!("--port={port}")).stdout(std::process::Stdio::null()).spawn().unwrap(),
+        name: "chromedriver",
+    };
+    let driver_url = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{driver_url}/status")).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let page = format!("http://{www_addr}/?model=models/tiny&federation=e2e&token={token}&backend=cpu");
+    let a = Session::new(&driver_url, &chrome, &chrome_args(&tmp.join("profile-a")), &shots, "a").await;
+    let b = Session::new(&driver_url, &chrome, &chrome_args(&tmp.join("profile-b")), &shots, "b").await;
+    device_round(&a, &page).await;
+    // Device B lets the page pick its backend (WebGPU when the browser has it).
+    device_round(&b, &page.replace("backend=cpu", "backend=auto")).await;
+
+    // Both updates are in: round 0 closed and version 1 was published.
+    let http = reqwest::Client::new();
+    let round: serde_json::Value = serde_json::from_slice(
+        &http.get(format!("http://{worker_addr}/v1/federations/e2e/round")).send().await.unwrap().bytes().await.unwrap(),
+    )
+    .unwrap();
+    assert_eq!(round["current_version"], 1, "the worker must publish version 1 from both updates: {round}");
+    let metrics = http.get(format!("http://{worker_addr}/metrics")).send().await.unwrap().text().await.unwrap();
+    eprintln!("worker metrics:\n{}", metrics.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n"));
+
+    // Device A applies the new global model and searches.
+    a.click("#sync-btn").await;
+    a.wait_for("version 1", "/version 1/.test(document.getElementById('fed-status').textContent)", Duration::from_secs(120)).await;
+    let first = search_first(&a, "Mount Everest").await;
+    a.screenshot("search").await;
+    assert_eq!(first, "everest", "the expected document must rank first");
+    a.click("#results li a").await;
+    a.wait_for("the click to be stored", "document.getElementById('p-clicks').textContent === '1'", Duration::from_secs(30)).await;
+    let errors = a.console_errors().await;
+    assert!(errors.is_empty(), "console errors on device A: {errors:#?}");
+
+    // Offline: stop both servers, reload, search again.
+    www.stop();
+    worker.stop();
+    a.goto(&page).await;
+    a.wait_for("the client to load offline", "document.body.dataset.state === 'ready'", LONG).await;
+    let first = search_first(&a, "Mount Everest").await;
+    a.screenshot("offline-search").await;
+    assert_eq!(first, "everest", "offline search must still rank the expected document first");
+    let count = a.js("return document.getElementById('doc-count').textContent", json!([])).await;
+    assert_eq!(count, json!("30"));
+
+    a.quit().await;
+    b.quit().await;
+    chromedriver.stop();
+    eprintln!("screenshots in {}", shots.display());
+    let _ = std::fs::remove_dir_all(&tmp);
+}

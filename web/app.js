@@ -1,0 +1,290 @@
+// fedsearch page: wires the wasm client (pkg/fedsearch_client.js) to the UI.
+// Configuration: config.json next to this page, overridden by URL parameters
+// (?federation=&model=&worker=&token=&backend=).
+import init, { FedsearchClient } from './pkg/fedsearch_client.js';
+
+const $ = (id) => document.getElementById(id);
+const state = { client: null, busy: false, losses: [], lastQuery: '', info: null };
+window.fedsearch = state; // for tests and the curious
+
+function setState(s) { document.body.dataset.state = s; }
+function status(msg) { $('status').textContent = msg; }
+function showError(e) {
+  const msg = e && e.message ? e.message : String(e);
+  $('error').textContent = msg;
+  $('error').hidden = false;
+  state.lastError = msg;
+  console.warn('fedsearch:', msg);
+}
+function clearError() { $('error').hidden = true; $('error').textContent = ''; }
+const fmtBytes = (n) => n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / (1 << 20)).toFixed(1)} MiB`;
+
+async function loadConfig() {
+  let cfg = { workerUrl: '', federation: 'demo', modelBaseUrl: 'models/all-MiniLM-L6-v2', backend: 'auto', enrollToken: '' };
+  try {
+    const r = await fetch('config.json', { cache: 'no-cache' });
+    if (r.ok) cfg = { ...cfg, ...(await r.json()) };
+  } catch (_) { /* offline or absent: defaults */ }
+  const p = new URLSearchParams(location.search);
+  const map = { federation: 'federation', model: 'modelBaseUrl', worker: 'workerUrl', token: 'enrollToken', backend: 'backend', db: 'dbName' };
+  for (const [k, v] of Object.entries(map)) if (p.has(k)) cfg[v] = p.get(k);
+  return cfg;
+}
+
+function setBusy(busy) {
+  state.busy = busy;
+  const ready = !!state.client;
+  for (const id of ['add-demo', 'train-btn', 'sync-btn', 'delete-all', 'search-btn', 'search-input', 'search-method']) {
+    $(id).disabled = !ready || (busy && id !== 'search-input' && id !== 'search-method');
+  }
+  $('contribute-btn').disabled = !ready || busy || !$('consent').checked;
+  $('cancel-btn').disabled = !busy || !state.training;
+}
+
+async function run(label, fn) {
+  if (state.busy) return;
+  clearError();
+  setBusy(true);
+  try { return await fn(); } catch (e) { showError(e); } finally { setBusy(false); refreshPrivacy(); }
+}
+
+// ---------- start-up ----------
+async function main() {
+  window.addEventListener('online', updateOnline);
+  window.addEventListener('offline', updateOnline);
+  updateOnline();
+  if ('serviceWorker' in navigator) {
+    navigator.serviceWorker.register('sw.js').catch((e) => console.info('fedsearch: no service worker:', e.message));
+  }
+  const cfg = await loadConfig();
+  state.cfg = cfg;
+  status('Loading WebAssembly…');
+  await init();
+  status('Loading the model…');
+  const files = {};
+  const client = await FedsearchClient.create(cfg, (file, loaded, total, cached) => {
+    files[file] = { loaded, total: total || loaded };
+    const sum = Object.values(files).reduce((a, f) => [a[0] + f.loaded, a[1] + f.total], [0, 0]);
+    $('model-progress').value = sum[1] ? sum[0] / sum[1] : 0;
+    status(cached ? `Model: ${file} from this device's cache` : `Downloading ${file}: ${fmtBytes(loaded)}${total ? ' of ' + fmtBytes(total) : ''}`);
+  });
+  state.client = client;
+  $('model-progress').value = 1;
+  $('backend').textContent = client.backend() === 'webgpu' ? 'WebGPU' : 'CPU';
+  $('footer-backend').textContent = client.backend() === 'webgpu' ? ' + WebGPU' : ', CPU';
+  status(`Ready — model width ${client.dim()}, ${client.documentCount()} documents on this device.`);
+  setBusy(false);
+  refreshDocs();
+  refreshPrivacy();
+  loadFederation();
+  setState('ready');
+}
+
+function updateOnline() {
+  const on = navigator.onLine;
+  $('online').textContent = on ? 'online' : 'offline';
+  $('online').classList.toggle('offline', !on);
+}
+
+async function loadFederation() {
+  if (!state.client) return;
+  try {
+    const info = await state.client.federationInfo();
+    state.info = info;
+    $('fed-status').textContent = `Federation “${info.id}” (${info.mode}): version ${info.current_version}, round ${info.current_round}; each update is clipped to C = ${info.dp.clip} and noised with σ = ${info.dp.noise_multiplier}.`;
+    // A device that never synced starts from the current global model.
+    const p = state.client.privacyReport();
+    if (p.globalVersion == null && info.current_version > 0) {
+      await run('sync', async () => { await state.client.syncGlobal(); });
+    }
+  } catch (e) {
+    $('fed-status').textContent = `The federation is not reachable (${e.message}). Search and training still work on this device.`;
+  }
+}
+
+// ---------- documents ----------
+function refreshDocs() {
+  const n = state.client ? state.client.documentCount() : 0;
+  $('doc-count').textContent = n;
+}
+
+async function addDocs(docs, kind) {
+  await run('add', async () => {
+    $('index-progress').hidden = false;
+    $('index-progress').value = 0;
+    $('docs-status').textContent = `Embedding ${docs.length} documents…`;
+    const r = await state.client.addDocuments(docs, kind, (done, total) => { $('index-progress').value = total ? done / total : 1; });
+    $('docs-status').textContent = `Added ${r.added} (chunks), ${r.total} on this device.`;
+    $('index-progress').hidden = true;
+    refreshDocs();
+  });
+}
+
+async function addFiles(files) {
+  const groups = { text: [], markdown: [], html: [] };
+  for (const f of files) {
+    const text = await f.text();
+    const name = f.name.toLowerCase();
+    if (name.endsWith('.json') || name.endsWith('.jsonl')) {
+      try {
+        const items = name.endsWith('.jsonl') ? text.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l)) : JSON.parse(text);
+        groups.text.push(...(Array.isArray(items) ? items : [items]));
+      } catch (e) { showError(new Error(`${f.name} is not valid JSON: ${e.message}`)); return; }
+      continue;
+    }
+    const kind = /\.(md|markdown)$/.test(name) ? 'markdown' : /\.html?$/.test(name) ? 'html' : 'text';
+    groups[kind].push({ title: f.name.replace(/\.[^.]+$/, ''), text });
+  }
+  for (const [kind, docs] of Object.entries(groups)) if (docs.length) await addDocs(docs, kind);
+}
+
+$('file-input').addEventListener('change', (e) => addFiles([...e.target.files]));
+const dz = $('drop-zone');
+dz.addEventListener('dragover', (e) => { e.preventDefault(); dz.classList.add('over'); });
+dz.addEventListener('dragleave', () => dz.classList.remove('over'));
+dz.addEventListener('drop', (e) => { e.preventDefault(); dz.classList.remove('over'); addFiles([...e.dataTransfer.files]); });
+dz.addEventListener('keydown', (e) => { if (e.target === dz && (e.key === 'Enter' || e.key === ' ')) { e.preventDefault(); $('file-input').click(); } });
+$('add-demo').addEventListener('click', async () => {
+  const r = await fetch('demo-corpus.json');
+  await addDocs(await r.json(), 'text');
+});
+
+// ---------- training ----------
+function drawLoss() {
+  const c = $('loss-chart');
+  const ctx = c.getContext('2d');
+  const w = c.width, h = c.height, pad = 24;
+  ctx.clearRect(0, 0, w, h);
+  const ls = state.losses;
+  ctx.fillStyle = '#5b6470';
+  ctx.font = '12px system-ui';
+  if (!ls.length) { ctx.fillText('loss per step appears here', pad, h / 2); return; }
+  const max = Math.max(...ls), min = Math.min(...ls, 0);
+  ctx.fillText(max.toFixed(2), 2, 12);
+  ctx.fillText(min.toFixed(2), 2, h - 4);
+  ctx.strokeStyle = '#2457c5';
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  ls.forEach((l, i) => {
+    const x = pad + (i / Math.max(1, ls.length - 1)) * (w - 2 * pad);
+    const y = h - pad / 2 - ((l - min) / (max - min || 1)) * (h - pad);
+    i ? ctx.lineTo(x, y) : ctx.moveTo(x, y);
+  });
+  ctx.stroke();
+}
+
+$('train-btn').addEventListener('click', () => run('train', async () => {
+  state.losses = [];
+  state.training = true;
+  $('cancel-btn').disabled = false;
+  $('train-progress').value = 0;
+  const opts = { mode: $('train-mode').value, epochs: Number($('epochs').value) || 20 };
+  $('train-stats').textContent = 'Preparing pseudo-queries…';
+  let lastDraw = 0;
+  try {
+    const r = await state.client.train(opts, (step, total, loss, eps, epoch, val) => {
+      $('train-progress').max = total;
+      $('train-progress').value = step;
+      if (val === null || val === undefined) state.losses.push(loss);
+      $('train-stats').textContent = `step ${step}/${total} · epoch ${epoch + 1} · loss ${loss.toFixed(3)} · ${eps.toFixed(0)} examples/s${val != null ? ` · held-out top-1 ${(val * 100).toFixed(0)} %` : ''}`;
+      const now = performance.now();
+      if (now - lastDraw > 100) { drawLoss(); lastDraw = now; }
+    });
+    drawLoss();
+    $('train-stats').textContent = `Done: ${r.steps} steps, ${r.epochs} epochs, final loss ${r.final_loss.toFixed(3)}, ${r.examples_per_s.toFixed(0)} examples/s${r.best_val_top1 != null ? `, held-out top-1 ${(r.best_val_top1 * 100).toFixed(0)} %` : ''}.`;
+    document.body.dataset.trained = 'yes';
+  } catch (e) {
+    if (/cancelled/.test(e.message)) { $('train-stats').textContent = 'Training cancelled; the previous model is kept.'; drawLoss(); }
+    else throw e;
+  } finally { state.training = false; }
+}));
+$('cancel-btn').addEventListener('click', () => state.client && state.client.cancel());
+
+// ---------- federation ----------
+$('consent').addEventListener('change', () => setBusy(state.busy));
+$('sync-btn').addEventListener('click', () => run('sync', async () => {
+  const r = await state.client.syncGlobal();
+  $('fed-status').textContent = `Global model version ${r.version} (${r.mode}) applied, ${fmtBytes(r.bytes)}.`;
+  loadFederation();
+}));
+$('contribute-btn').addEventListener('click', () => run('contribute', async () => {
+  if (!$('consent').checked) throw new Error('Turn on the consent switch first.');
+  $('contribute-result').textContent = 'Clipping, noising and sending…';
+  const r = await state.client.contribute();
+  $('contribute-result').textContent = `Sent ${fmtBytes(r.bytes)} to round ${r.round} (${r.status}). ε ${r.epsilonBefore.toFixed(2)} → ${r.epsilon.toFixed(2)} at δ = ${r.delta}. Norm ${r.normBeforeClip.toFixed(3)} clipped to ${r.normAfterClip.toFixed(3)}, noise σC = ${r.noiseStd.toFixed(3)}.`;
+  document.body.dataset.contributed = String(r.round);
+  loadFederation();
+}));
+
+// ---------- search ----------
+$('search-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const q = $('search-input').value.trim();
+  if (!q || !state.client) return;
+  clearError();
+  try {
+    const hits = await state.client.search(q, 10, $('search-method').value);
+    state.lastQuery = q;
+    renderResults(hits);
+  } catch (err) { showError(err); }
+});
+
+function renderResults(hits) {
+  const ol = $('results');
+  ol.replaceChildren();
+  if (!hits.length) { const li = document.createElement('li'); li.textContent = 'No results (add documents first).'; ol.append(li); }
+  for (const h of hits) {
+    const li = document.createElement('li');
+    li.dataset.id = h.id;
+    const a = document.createElement('a');
+    a.href = '#';
+    a.textContent = h.title || h.id;
+    a.addEventListener('click', async (e) => {
+      e.preventDefault();
+      try {
+        await state.client.recordClick(state.lastQuery, h.id);
+        a.setAttribute('aria-describedby', 'clicked-' + h.id);
+        li.querySelector('.snippet').textContent = h.snippet + ' ✓ remembered for training';
+        refreshPrivacy();
+      } catch (err) { showError(err); }
+    });
+    const score = document.createElement('span');
+    score.className = 'score';
+    score.textContent = h.score.toFixed(2);
+    const sn = document.createElement('span');
+    sn.className = 'snippet';
+    sn.textContent = h.snippet;
+    li.append(a, score, sn);
+    ol.append(li);
+  }
+  document.body.dataset.results = String(hits.length);
+}
+
+// ---------- privacy ----------
+function refreshPrivacy() {
+  if (!state.client || state.busy) return;
+  let p;
+  try { p = state.client.privacyReport(); } catch (_) { return; }
+  $('p-epsilon').textContent = p.epsilon.toFixed(3);
+  $('p-delta').textContent = p.delta ?? '–';
+  $('p-rounds').textContent = p.rounds.length ? `${p.contributions} (${p.rounds.join(', ')})` : '0';
+  $('p-bytes').textContent = fmtBytes(p.bytesSent);
+  $('p-dp').textContent = p.clip != null ? `${p.clip} / ${p.noiseMultiplier}` : '–';
+  $('p-version').textContent = p.globalVersion ?? '–';
+  $('p-clicks').textContent = p.clicks;
+  $('eps-budget').value = Math.min(p.epsilon, 10);
+  const ul = $('leaves');
+  ul.replaceChildren(...p.leavesDevice.map((t) => { const li = document.createElement('li'); li.textContent = t; return li; }));
+  refreshDocs();
+}
+
+$('delete-all').addEventListener('click', () => run('delete', async () => {
+  if (!confirm('Delete all documents, clicks, the trained model, enrolment and privacy records from this device?')) return;
+  await state.client.clearLocalData(true);
+  $('results').replaceChildren();
+  state.losses = []; drawLoss();
+  $('docs-status').textContent = 'All local data deleted.';
+}));
+
+drawLoss();
+main().catch((e) => { showError(e); status('Could not start.'); setState('error'); });
