@@ -320,28 +320,13 @@ pub(crate) fn open_frame<'a>(
     verify_crc: bool,
 ) -> Result<(Reader<'a>, Encoding), ProtocolError> {
     let mut header = Reader::new(data);
-    let magic: [u8; 4] = header.array("magic")?;
-    if magic != MAGIC {
-        return Err(ProtocolError::BadMagic {
-            found: magic,
-            expected: MAGIC,
-        });
-    }
-    let schema = u16::from_le_bytes(header.array("schema version")?);
-    if schema != SCHEMA_VERSION {
-        return Err(ProtocolError::UnsupportedVersion {
-            found: schema,
-            supported: SCHEMA_VERSION,
-        });
-    }
-    let found_kind = header.u8("message kind")?;
+    let (found_kind, enc) = read_header(&mut header)?;
     if found_kind != kind {
         return Err(ProtocolError::WrongKind {
             expected: kind_name,
             found: found_kind,
         });
     }
-    let enc = Encoding::from_byte(header.u8("encoding")?)?;
     if header.remaining() < TRAILER_LEN {
         return Err(ProtocolError::Truncated {
             what: "checksum",
@@ -363,7 +348,12 @@ pub(crate) fn open_frame<'a>(
 
 /// The payload encoding a message declares, after checking magic and schema.
 pub fn peek_encoding(data: &[u8]) -> Result<Encoding, ProtocolError> {
-    let mut r = Reader::new(data);
+    read_header(&mut Reader::new(data)).map(|(_, enc)| enc)
+}
+
+/// Reads and checks the fixed header (magic, schema version); returns the kind byte and the
+/// payload encoding.
+fn read_header(r: &mut Reader<'_>) -> Result<(u8, Encoding), ProtocolError> {
     let magic: [u8; 4] = r.array("magic")?;
     if magic != MAGIC {
         return Err(ProtocolError::BadMagic {
@@ -378,8 +368,8 @@ pub fn peek_encoding(data: &[u8]) -> Result<Encoding, ProtocolError> {
             supported: SCHEMA_VERSION,
         });
     }
-    let _kind = r.u8("message kind")?;
-    Encoding::from_byte(r.u8("encoding")?)
+    let kind = r.u8("message kind")?;
+    Ok((kind, Encoding::from_byte(r.u8("encoding")?)?))
 }
 
 // ---------------------------------------------------------------- Update
