@@ -14,11 +14,14 @@ pub fn tiny_files() -> ModelFiles {
 
 pub const GOLDEN_TEXT: &str = "The city of Paris is the capital of France!";
 /// Token ids of [`GOLDEN_TEXT`] by the tiny model's tokenizer (native `tokenizers`).
-pub const GOLDEN_IDS: &[u32] = &[];
+pub const GOLDEN_IDS: &[u32] = &[2, 5, 13, 6, 35, 9, 5, 33, 6, 34, 129, 3];
 
 pub const POOL_TEXTS: [&str; 2] = ["A man is eating food.", "The girl is carrying a baby."];
 /// First 8 values of each pooled, normalised embedding of [`POOL_TEXTS`] (native flex CPU).
-pub const GOLDEN_POOLED: [[f32; 8]; 2] = [[0.0; 8]; 2];
+pub const GOLDEN_POOLED: [[f32; 8]; 2] = [
+    [0.10383089, 0.19254631, 0.14253591, -0.20589447, -0.016985534, -0.29647148, 0.20015535, -0.17309915],
+    [0.15895624, 0.22380151, 0.11546448, -0.16305082, -0.019556204, -0.24238071, 0.21432737, -0.20545681],
+];
 
 /// A small corpus whose documents are easy to tell apart with the tiny vocabulary.
 pub fn corpus() -> Vec<NewDoc> {
