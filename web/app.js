@@ -2,6 +2,7 @@
 // Configuration: config.json next to this page, overridden by URL parameters
 // (?federation=&model=&worker=&token=&backend=).
 import init, { FedsearchClient } from './pkg/fedsearch_client.js';
+import { loadConfig } from './config.js';
 
 const $ = (id) => document.getElementById(id);
 const state = { client: null, busy: false, losses: [], lastQuery: '', info: null };
@@ -17,19 +18,9 @@ function showError(e) {
   console.warn('fedsearch:', msg);
 }
 function clearError() { $('error').hidden = true; $('error').textContent = ''; }
+const num = (x) => Number(Number(x).toPrecision(3)); // 0.0010000000474974513 → 0.001
+const fmtEps = (e) => e >= 1000 ? e.toExponential(2) : e.toFixed(3);
 const fmtBytes = (n) => n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / (1 << 20)).toFixed(1)} MiB`;
-
-async function loadConfig() {
-  let cfg = { workerUrl: '', federation: 'demo', modelBaseUrl: 'models/all-MiniLM-L6-v2', backend: 'auto', enrollToken: '' };
-  try {
-    const r = await fetch('config.json', { cache: 'no-cache' });
-    if (r.ok) cfg = { ...cfg, ...(await r.json()) };
-  } catch (_) { /* offline or absent: defaults */ }
-  const p = new URLSearchParams(location.search);
-  const map = { federation: 'federation', model: 'modelBaseUrl', worker: 'workerUrl', token: 'enrollToken', backend: 'backend', db: 'dbName' };
-  for (const [k, v] of Object.entries(map)) if (p.has(k)) cfg[v] = p.get(k);
-  return cfg;
-}
 
 function setBusy(busy) {
   state.busy = busy;
@@ -56,6 +47,11 @@ async function main() {
   if ('serviceWorker' in navigator) {
     navigator.serviceWorker.register('sw.js').catch((e) => console.info('fedsearch: no service worker:', e.message));
   }
+  // The explanation is open on the first visit, folded afterwards.
+  try {
+    $('intro').open = !localStorage.getItem('fedsearch-seen');
+    localStorage.setItem('fedsearch-seen', '1');
+  } catch (_) { $('intro').open = true; }
   const cfg = await loadConfig();
   state.cfg = cfg;
   status('Loading WebAssembly…');
@@ -91,7 +87,7 @@ async function loadFederation() {
   try {
     const info = await state.client.federationInfo();
     state.info = info;
-    $('fed-status').textContent = `Federation “${info.id}” (${info.mode}): version ${info.current_version}, round ${info.current_round}; each update is clipped to C = ${info.dp.clip} and noised with σ = ${info.dp.noise_multiplier}.`;
+    $('fed-status').textContent = `Federation “${info.id}” (${info.mode}): version ${info.current_version}, round ${info.current_round}; each update is clipped to C = ${num(info.dp.clip)} and noised with σ = ${num(info.dp.noise_multiplier)}.`;
     // A device that never synced starts from the current global model.
     const p = state.client.privacyReport();
     if (p.globalVersion == null && info.current_version > 0) {
@@ -106,6 +102,9 @@ async function loadFederation() {
 function refreshDocs() {
   const n = state.client ? state.client.documentCount() : 0;
   $('doc-count').textContent = n;
+  if (state.client && document.body.dataset.state === 'ready' && !state.busy) {
+    status(`Ready — model width ${state.client.dim()}, ${n} document${n === 1 ? '' : 's'} on this device.`);
+  }
 }
 
 async function addDocs(docs, kind) {
@@ -191,6 +190,7 @@ $('train-btn').addEventListener('click', () => run('train', async () => {
       if (now - lastDraw > 100) { drawLoss(); lastDraw = now; }
     });
     drawLoss();
+    $('train-progress').value = $('train-progress').max; // early stopping ends before the planned steps
     $('train-stats').textContent = `Done: ${r.steps} steps, ${r.epochs} epochs, final loss ${r.final_loss.toFixed(3)}, ${r.examples_per_s.toFixed(0)} examples/s${r.best_val_top1 != null ? `, held-out top-1 ${(r.best_val_top1 * 100).toFixed(0)} %` : ''}.`;
     document.body.dataset.trained = 'yes';
   } catch (e) {
@@ -211,7 +211,7 @@ $('contribute-btn').addEventListener('click', () => run('contribute', async () =
   if (!$('consent').checked) throw new Error('Turn on the consent switch first.');
   $('contribute-result').textContent = 'Clipping, noising and sending…';
   const r = await state.client.contribute();
-  $('contribute-result').textContent = `Sent ${fmtBytes(r.bytes)} to round ${r.round} (${r.status}). ε ${r.epsilonBefore.toFixed(2)} → ${r.epsilon.toFixed(2)} at δ = ${r.delta}. Norm ${r.normBeforeClip.toFixed(3)} clipped to ${r.normAfterClip.toFixed(3)}, noise σC = ${r.noiseStd.toFixed(3)}.`;
+  $('contribute-result').textContent = `Sent ${fmtBytes(r.bytes)} to round ${r.round} (${r.status}). ε ${fmtEps(r.epsilonBefore)} → ${fmtEps(r.epsilon)} at δ = ${r.delta}. Norm ${r.normBeforeClip.toFixed(3)} clipped to ${r.normAfterClip.toFixed(3)}, noise σC = ${num(r.noiseStd)}.`;
   document.body.dataset.contributed = String(r.round);
   loadFederation();
 }));
@@ -265,11 +265,11 @@ function refreshPrivacy() {
   if (!state.client || state.busy) return;
   let p;
   try { p = state.client.privacyReport(); } catch (_) { return; }
-  $('p-epsilon').textContent = p.epsilon.toFixed(3);
+  $('p-epsilon').textContent = fmtEps(p.epsilon);
   $('p-delta').textContent = p.delta ?? '–';
   $('p-rounds').textContent = p.rounds.length ? `${p.contributions} (${p.rounds.join(', ')})` : '0';
   $('p-bytes').textContent = fmtBytes(p.bytesSent);
-  $('p-dp').textContent = p.clip != null ? `${p.clip} / ${p.noiseMultiplier}` : '–';
+  $('p-dp').textContent = p.clip != null ? `${num(p.clip)} / ${num(p.noiseMultiplier)}` : '–';
   $('p-version').textContent = p.globalVersion ?? '–';
   $('p-clicks').textContent = p.clicks;
   $('eps-budget').value = Math.min(p.epsilon, 10);

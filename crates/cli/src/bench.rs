@@ -1,7 +1,8 @@
 //! `fedsearch bench encode`: encoder throughput (sentences/s) at batch sizes 1 and 32 on the
-//! same sentences in the same process, reported with their ratio.
+//! same sentences in the same process, reported with their ratio. `fedsearch bench throughput`:
+//! the browser benchmark page's workload (`fedsearch_core::bench`) natively.
 
-use crate::error::{CliResult, read_input};
+use crate::error::{CliError, CliResult, read_input};
 use burn::prelude::*;
 use fedsearch_core::data::Corpus;
 use fedsearch_core::model::{ModelFiles, SentenceEncoder};
@@ -36,4 +37,29 @@ pub fn encode(model: &Path, corpus: Option<&Path>, n: usize, max_len: usize) -> 
     }
     println!("batch 32 / batch 1 throughput ratio: {:.2}", out[1].1 / out[0].1);
     Ok(out)
+}
+
+/// Runs `fedsearch_core::bench::throughput` on the flex CPU backend, prints it, and writes it as
+/// JSON (with `"backend": "native"`) when `json` is given.
+pub fn throughput(
+    model: &Path,
+    cfg: &fedsearch_core::bench::ThroughputConfig,
+    max_len: usize,
+    json: Option<&Path>,
+) -> CliResult<fedsearch_core::bench::Throughput> {
+    let device = Device::flex();
+    let enc = SentenceEncoder::load(&ModelFiles::read_dir(model)?, &device, max_len)?;
+    let t = pollster::block_on(fedsearch_core::bench::throughput(&enc, cfg, &mut |s| eprintln!("{s}…")))?;
+    println!(
+        "native (flex CPU), {} sentences, max_len {}: encoder {:.1} sentences/s, head training {:.0} examples/s, adapter+head training {:.1} examples/s",
+        t.sentences, t.max_len, t.encode_sentences_per_s, t.head_examples_per_s, t.adapter_examples_per_s
+    );
+    if let Some(p) = json {
+        let mut v = serde_json::to_value(&t).map_err(|e| CliError::Tool(e.to_string()))?;
+        v["backend"] = "native".into();
+        std::fs::write(p, serde_json::to_vec_pretty(&v).unwrap_or_default())
+            .map_err(|e| CliError::Io(format!("cannot write {}: {e}", p.display())))?;
+        println!("wrote {}", p.display());
+    }
+    Ok(t)
 }

@@ -128,6 +128,24 @@ enum BenchCommand {
         #[arg(long, default_value_t = DEFAULT_MAX_LEN)]
         max_len: usize,
     },
+    /// The browser benchmark's workload natively (flex CPU backend): encoder sentences/s and
+    /// training examples/s (head; adapter + head). `--json` writes the figures for the browser
+    /// benchmark page (`web/bench.html`) to show next to its own, e.g.
+    /// `--json models/all-MiniLM-L6-v2/native-bench.json`.
+    Throughput {
+        #[arg(long, default_value = "models/all-MiniLM-L6-v2")]
+        model: PathBuf,
+        #[arg(long, default_value_t = 64)]
+        sentences: usize,
+        #[arg(long, default_value_t = 20)]
+        head_steps: usize,
+        #[arg(long, default_value_t = 4)]
+        adapter_steps: usize,
+        #[arg(long, default_value_t = DEFAULT_MAX_LEN)]
+        max_len: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -197,6 +215,10 @@ fn run(cli: Cli) -> CliResult<()> {
         }
         Command::Bench { command: BenchCommand::Encode { model, corpus, n, max_len } } => {
             bench::encode(&model, corpus.as_deref(), n, max_len).map(|_| ())
+        }
+        Command::Bench { command: BenchCommand::Throughput { model, sentences, head_steps, adapter_steps, max_len, json } } => {
+            let cfg = fedsearch_core::bench::ThroughputConfig { sentences, head_steps, adapter_steps, ..Default::default() };
+            bench::throughput(&model, &cfg, max_len, json.as_deref()).map(|_| ())
         }
         Command::Simulate(args) => simulate::run(&args),
         Command::Privacy { command } => {

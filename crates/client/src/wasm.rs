@@ -364,6 +364,27 @@ impl FedsearchClient {
         })
     }
 
+    /// `benchmark({sentences, encodeBatch, headSteps, adapterSteps, trainBatch}, onStage?(name))`:
+    /// runs the shared throughput workload (`fedsearch_core::bench`, the same as
+    /// `fedsearch bench throughput` natively) on this client's backend without touching its
+    /// documents or model; resolves to `{backend, encodeSentencesPerS, headExamplesPerS,
+    /// adapterExamplesPerS, sentences, maxLen, dim}`.
+    pub fn benchmark(&self, options: JsValue, on_stage: Option<Function>) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let cfg: fedsearch_core::bench::ThroughputConfig = if options.is_undefined() || options.is_null() {
+                Default::default()
+            } else {
+                serde_wasm_bindgen::from_value(options).map_err(|e| js_error(format!("benchmark(options): {e}")))?
+            };
+            let mut stage = |s: &str| net::call(on_stage.as_ref(), &[s.into()]);
+            let t = fedsearch_core::bench::throughput(&inner.encoder, &cfg, &mut stage).await.map_err(|e| js_error(e.to_string()))?;
+            let mut v = serde_json::to_value(&t).map_err(|e| js_error(e.to_string()))?;
+            v["backend"] = inner.backend.into();
+            to_js(&v)
+        })
+    }
+
     /// Asks a running `train` to stop after its current step.
     pub fn cancel(&self) {
         self.inner.cancel.set(true);

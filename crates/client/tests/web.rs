@@ -8,7 +8,7 @@ mod common;
 
 use burn::prelude::Device;
 use common::*;
-use fedsearch_client::engine::{FederationDp, FederationInfo, Method, State, TrainOptions, build_update, prepare_documents};
+use fedsearch_client::engine::{FederationDp, FederationInfo, State, TrainOptions, build_update, prepare_documents};
 use fedsearch_client::text::TextKind;
 use fedsearch_client::wasm::{FedsearchClient, pick_device};
 use fedsearch_core::model::SentenceEncoder;

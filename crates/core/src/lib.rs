@@ -7,6 +7,7 @@
 //! browser), and never updates the encoder's weights.
 
 pub mod adapter;
+pub mod bench;
 pub mod bm25;
 pub mod checkpoint;
 pub mod data;

@@ -76,7 +76,7 @@ pub struct Session {
 }
 
 /// The W3C element reference key.
-const ELEMENT: &str = "element-6066-11e4-a52f-4a7c5d8b1c9e";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 impl Session {
     /// A new Chromium session with `args`.
@@ -150,6 +150,11 @@ impl Session {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// Resizes the browser window (CSS pixels), e.g. to a phone's width.
+    pub async fn set_window_size(&self, width: u32, height: u32) {
+        self.cmd("/window/rect", json!({ "width": width, "height": height })).await;
     }
 
     /// Saves a PNG screenshot as `<shots>/<label>-NN-<name>.png`.

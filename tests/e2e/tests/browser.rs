@@ -2,7 +2,9 @@
 //! two headless Chromium sessions (separate profiles = separate devices) that each add the
 //! demo corpus, train, and contribute; the worker must publish a version from both; then
 //! search gives the expected document first, and after the servers stop, a reload still
-//! searches offline (service worker + Cache Storage + IndexedDB).
+//! searches offline (service worker + Cache Storage + IndexedDB). On the way, the benchmark
+//! page runs the shared throughput workload on WebGPU and the CPU in the browser, next to the
+//! native figure measured by this test in the same run.
 //!
 //! Needs: chromium + chromedriver (PATH, or CHROME_BIN / CHROMEDRIVER), the wasm package in
 //! `pkg/` (or FEDSEARCH_PKG_DIR), and the `fedsearch-worker` and `fedsearch-www` binaries
@@ -11,7 +13,10 @@
 //! (CI), which turns a skip into a failure.
 //! Screenshots of every step: `target/e2e-screenshots/` (or FEDSEARCH_E2E_SHOTS).
 
+use fedsearch_core::bench::{ThroughputConfig, throughput};
+use fedsearch_core::model::{DEFAULT_MAX_LEN, SentenceEncoder};
 use fedsearch_core::tiny::{TinyBertSpec, tiny_bert_files};
+use burn::prelude::Device;
 use fedsearch_e2e::{Proc, Session, find_program, free_port, start_listening};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -211,6 +216,32 @@ async fn two_browsers_train_contribute_and_search_offline() {
     a.wait_for("the click to be stored", "document.getElementById('p-clicks').textContent === '1'", Duration::from_secs(30)).await;
     let errors = a.console_errors().await;
     assert!(errors.is_empty(), "console errors on device A: {errors:#?}");
+
+    // The page at a phone's width.
+    a.set_window_size(390, 1400).await;
+    a.screenshot("phone-width").await;
+    a.set_window_size(1200, 1600).await;
+
+    // The benchmark page, with the native figure of this machine measured now (same workload).
+    let bench_cfg = ThroughputConfig { sentences: 16, head_steps: 5, adapter_steps: 2, ..Default::default() };
+    let native_enc = SentenceEncoder::load(&files, &Device::flex(), DEFAULT_MAX_LEN).unwrap();
+    let native = throughput(&native_enc, &bench_cfg, &mut |_| {}).await.unwrap();
+    let mut native_json = serde_json::to_value(&native).unwrap();
+    native_json["backend"] = "native".into();
+    std::fs::write(model_dir.join("native-bench.json"), native_json.to_string()).unwrap();
+    b.goto(&format!("http://{www_addr}/bench.html?model=models/tiny&sentences=16&headSteps=5&adapterSteps=2")).await;
+    b.wait_for("the benchmark", "document.body.dataset.state === 'done'", LONG).await;
+    b.screenshot("benchmark").await;
+    let rows = b.js("return window.fedsearchBench", json!([])).await;
+    eprintln!("benchmark rows (native, then the browser): {rows:#}");
+    let rows = rows.as_array().cloned().unwrap_or_default();
+    for backend in ["native", "webgpu", "cpu"] {
+        let row = rows.iter().find(|r| r["backend"] == backend).unwrap_or_else(|| panic!("no {backend} row: {rows:?}"));
+        for k in ["encodeSentencesPerS", "headExamplesPerS", "adapterExamplesPerS"] {
+            let v = row[k].as_f64().unwrap_or_else(|| panic!("{backend} has no {k}: {row}"));
+            assert!(v.is_finite() && v > 0.0, "{backend} {k} = {v}");
+        }
+    }
 
     // Offline: stop both servers, reload, search again.
     www.stop();

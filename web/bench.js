@@ -1,0 +1,85 @@
+// Benchmark page: runs the shared throughput workload (fedsearch_core::bench, through
+// FedsearchClient.benchmark) on each requested backend and shows it next to the native figure
+// written by `fedsearch bench throughput --json <model folder>/native-bench.json`.
+import init, { FedsearchClient } from './pkg/fedsearch_client.js';
+import { loadConfig } from './config.js';
+
+const $ = (id) => document.getElementById(id);
+const rows = [];
+window.fedsearchBench = rows; // for tests
+
+function fmt(v, ref) {
+  if (v == null) return '–';
+  const s = v >= 100 ? v.toFixed(0) : v.toFixed(1);
+  if (!ref) return s;
+  const r = v / ref;
+  return `${s} (${r >= 0.1 ? r.toFixed(2) : r.toPrecision(2)}×)`;
+}
+
+function render() {
+  const native = rows.find((r) => r.backend === 'native');
+  const tbody = $('bench-table').querySelector('tbody');
+  tbody.replaceChildren(...rows.map((r) => {
+    const tr = document.createElement('tr');
+    tr.dataset.backend = r.backend;
+    const th = document.createElement('th');
+    th.scope = 'row';
+    th.textContent = r.label;
+    tr.append(th);
+    if (r.error) {
+      const td = document.createElement('td');
+      td.colSpan = 3;
+      td.textContent = r.error;
+      tr.append(td);
+      return tr;
+    }
+    const ref = native && r !== native ? native : null;
+    for (const k of ['encodeSentencesPerS', 'headExamplesPerS', 'adapterExamplesPerS']) {
+      const td = document.createElement('td');
+      td.textContent = r[k] == null ? r.stage || '…' : fmt(r[k], ref && ref[k]);
+      tr.append(td);
+    }
+    return tr;
+  }));
+}
+
+async function main() {
+  const cfg = await loadConfig();
+  const p = new URLSearchParams(location.search);
+  const opts = {};
+  for (const k of ['sentences', 'headSteps', 'adapterSteps', 'encodeBatch', 'trainBatch']) if (p.has(k)) opts[k] = Number(p.get(k));
+  const backends = (p.get('backends') || 'webgpu,cpu').split(',').map((s) => s.trim()).filter(Boolean);
+  $('status').textContent = 'Loading WebAssembly…';
+  await init();
+
+  try {
+    const r = await fetch(`${cfg.modelBaseUrl.replace(/\/$/, '')}/native-bench.json`, { cache: 'no-cache' });
+    if (!r.ok) throw new Error(`HTTP ${r.status}`);
+    rows.push({ ...(await r.json()), backend: 'native', label: 'native CPU (server machine)' });
+    $('native-hint').textContent = 'Native: written by fedsearch bench throughput on the machine serving this page.';
+  } catch (_) {
+    $('native-hint').textContent = `No native figure: run \`fedsearch bench throughput --model <folder> --json <folder>/native-bench.json\` for ${cfg.modelBaseUrl}.`;
+  }
+  render();
+
+  for (const backend of backends) {
+    const row = { backend, label: backend === 'webgpu' ? 'this browser, WebGPU' : 'this browser, CPU (wasm)', stage: 'loading the model' };
+    rows.push(row);
+    render();
+    try {
+      $('status').textContent = `Loading the model for ${backend}…`;
+      const client = await FedsearchClient.create({ ...cfg, backend, dbName: 'fedsearch-bench', workerUrl: '' });
+      const r = await client.benchmark(opts, (stage) => { row.stage = stage; $('status').textContent = `${row.label}: ${stage}…`; render(); });
+      Object.assign(row, r);
+      $('workload').textContent = `${r.sentences} sentences, max ${r.maxLen} tokens, width ${r.dim}`;
+      client.free();
+    } catch (e) {
+      row.error = `unavailable: ${e && e.message ? e.message : e}`;
+    }
+    render();
+  }
+  $('status').textContent = 'Done.';
+  document.body.dataset.state = 'done';
+}
+
+main().catch((e) => { $('error').textContent = e && e.message ? e.message : String(e); $('error').hidden = false; document.body.dataset.state = 'error'; });
