@@ -1,25 +1,40 @@
 #!/usr/bin/env bash
 # Starts the demo on this machine: fetches the default model (all-MiniLM-L6-v2) if missing,
-# builds the release binaries, starts the aggregation worker (SQLite) on loopback and prints
-# its URL. The browser page is not part of main yet (see README "What works today").
+# builds the binaries and the wasm client, starts the aggregation worker (SQLite, federation
+# "demo" from scripts/demo-worker.toml) and the www server (page + pkg/ + models, /v1 proxied
+# to the worker), creates an enrolment token and prints the page's URL.
+# Needs the tools scripts/setup.sh installs (wasm32 target, wasm-bindgen-cli 0.2.130).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+WWW_ADDR="${WWW_ADDR:-127.0.0.1:8080}"
 WORKER_ADDR="${WORKER_ADDR:-127.0.0.1:8787}"
-DB="${DB:-data/worker.db}"
+DB="${DB:-data/demo-worker.db}"
+bin="${CARGO_TARGET_DIR:-$PWD/target}/debug"
 
-cargo build --release -p fedsearch-cli -p fedsearch-worker
-target/release/fedsearch fetch-model --dir models/all-MiniLM-L6-v2
+echo "== building the native binaries"
+cargo build -p fedsearch-cli -p fedsearch-worker -p fedsearch-www
+echo "== the default model"
+"$bin/fedsearch" fetch-model --dir models/all-MiniLM-L6-v2
+echo "== building the wasm client into pkg/"
+bash scripts/build-wasm.sh
+
 mkdir -p "$(dirname "$DB")"
-target/release/fedsearch-worker --listen "$WORKER_ADDR" --db "$DB" &
+"$bin/fedsearch-worker" --config scripts/demo-worker.toml --listen "$WORKER_ADDR" --db "$DB" &
 worker=$!
-trap 'kill $worker 2>/dev/null' EXIT INT TERM
-for _ in $(seq 1 50); do
-  curl -fsS "http://$WORKER_ADDR/v1/health" >/dev/null 2>&1 && break
+"$bin/fedsearch-www" --listen "$WWW_ADDR" --web web --pkg pkg --models models --worker-url "http://$WORKER_ADDR" &
+www=$!
+trap 'kill $worker $www 2>/dev/null' EXIT INT TERM
+for _ in $(seq 1 100); do
+  curl -fsS "http://$WORKER_ADDR/v1/health" >/dev/null 2>&1 && curl -fsS "http://$WWW_ADDR/" >/dev/null 2>&1 && break
   sleep 0.2
 done
+token=$("$bin/fedsearch-worker" token create --db "$DB" --federation demo --uses 1000)
 echo
-echo "fedsearch worker is running: http://$WORKER_ADDR/v1/federations/demo"
-echo "  enrol a client:  target/release/fedsearch-worker token create --db $DB --federation demo"
-echo "  evaluate:        target/release/fedsearch eval --corpus data/wiki-1000/corpus.jsonl --queries data/wiki-1000/queries.jsonl"
+echo "fedsearch is running. Open this in a browser (Chrome/Edge for WebGPU; others use the CPU):"
+echo
+echo "    http://$WWW_ADDR/?token=$token"
+echo
+echo "  benchmark page:  http://$WWW_ADDR/bench.html  (native figure: $bin/fedsearch bench throughput --json models/all-MiniLM-L6-v2/native-bench.json)"
+echo "  worker:          http://$WORKER_ADDR/v1/federations/demo   metrics: http://$WORKER_ADDR/metrics"
 echo "press Ctrl-C to stop"
-wait $worker
+wait $worker $www

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what building and testing need, skipping what is already there: Debian's chromium,
+# chromium-driver and mesa-vulkan-drivers (headless browser tests; lavapipe for native wgpu),
+# the wasm32 Rust target and wasm-bindgen-cli 0.2.130 (the version crates/client pins).
+set -euo pipefail
+packages=()
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || packages+=(chromium-driver)
+dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || packages+=(mesa-vulkan-drivers)
+command -v curl >/dev/null 2>&1 || packages+=(curl)
+if ((${#packages[@]})); then
+  echo "== apt-get install ${packages[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+fi
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  echo "== rustup target add wasm32-unknown-unknown"
+  rustup target add wasm32-unknown-unknown
+fi
+if ! wasm-bindgen --version 2>/dev/null | grep -q ' 0\.2\.130'; then
+  echo "== cargo install wasm-bindgen-cli 0.2.130"
+  # Without --locked: with it the install fails (see DEVELOPERS.md).
+  cargo install wasm-bindgen-cli --version 0.2.130
+fi
