@@ -35,11 +35,19 @@ impl ModelFiles {
     }
 }
 
+/// The largest storage-buffer binding every WebGPU device supports (the spec's default
+/// `maxStorageBufferBindingSize`, 128 MiB). Batches are sized so that no activation tensor
+/// exceeds it, on every backend, so the same run fits any browser.
+pub const WEBGPU_MIN_STORAGE_BINDING_BYTES: u64 = 128 << 20;
+
 /// Frozen encoder + tokenizer on one device.
 pub struct SentenceEncoder {
     pub bert: BertEncoder,
     pub tokenizer: TextTokenizer,
     pub config: BertConfig,
+    /// Largest tensor, in bytes, a batch may create ([`WEBGPU_MIN_STORAGE_BINDING_BYTES`]
+    /// unless changed).
+    pub storage_binding_limit: u64,
     device: Device,
 }
 
@@ -50,7 +58,30 @@ impl SentenceEncoder {
         let max_len = max_len.min(config.max_position_embeddings);
         let tokenizer = TextTokenizer::from_bytes(&files.tokenizer_json, max_len, config.vocab_size)?;
         let bert = load_encoder(&files.safetensors, &config, device)?;
-        Ok(Self { bert, tokenizer, config, device: device.clone().without_autodiff() })
+        Ok(Self {
+            bert,
+            tokenizer,
+            config,
+            storage_binding_limit: WEBGPU_MIN_STORAGE_BINDING_BYTES,
+            device: device.clone().without_autodiff(),
+        })
+    }
+
+    /// Bytes of the largest activation tensor one example of `seq_len` tokens creates in the
+    /// encoder: attention scores `[heads, L, L]`, the feed-forward `[L, intermediate]` or the
+    /// hidden states `[L, hidden]`, in f32.
+    pub fn activation_bytes_per_example(&self, seq_len: usize) -> u64 {
+        let c = &self.config;
+        let l = seq_len as u64;
+        let largest = (c.num_attention_heads as u64 * l * l).max(l * c.intermediate_size as u64).max(l * c.hidden_size as u64);
+        largest * 4
+    }
+
+    /// `requested` lowered (to at least 1) so that one batch of `seq_len`-token sequences keeps
+    /// every activation tensor within `storage_binding_limit`.
+    pub fn fit_batch(&self, requested: usize, seq_len: usize) -> usize {
+        let per = self.activation_bytes_per_example(seq_len).max(1);
+        requested.min((self.storage_binding_limit / per) as usize).max(1)
     }
 
     /// Embedding width.
@@ -86,7 +117,8 @@ impl SentenceEncoder {
         order.sort_by_key(|&i| texts[i].len());
         let mut rows = vec![Vec::new(); texts.len()];
         let mut done = 0;
-        for chunk in order.chunks(batch_size.max(1)) {
+        let batch_size = self.fit_batch(batch_size.max(1), self.tokenizer.max_len());
+        for chunk in order.chunks(batch_size) {
             let chunk_texts: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
             let batch = self.tokenizer.batch(&chunk_texts)?;
             let pooled = self.pooled(&batch, inference_adapter.as_ref());

@@ -46,3 +46,20 @@ fn minilm_golden_ids_embedding_and_cosines() {
         assert!((x - y).abs() < 1e-5);
     }
 }
+
+/// all-MiniLM-L6-v2 at 256 tokens: the attention scores (12 heads × 256 × 256 × 4 bytes = 3 MiB
+/// per example) are the largest activation, so at most 42 examples fit one 128 MiB WebGPU
+/// storage binding; larger requested batches are lowered, smaller ones kept.
+#[test]
+fn minilm_batches_fit_the_webgpu_storage_binding_limit() {
+    let Some(dir) = common::real_model_dir() else { return };
+    let enc = SentenceEncoder::load(&ModelFiles::read_dir(&dir).unwrap(), &Device::flex(), DEFAULT_MAX_LEN).unwrap();
+    assert_eq!(enc.activation_bytes_per_example(256), 12 * 256 * 256 * 4);
+    assert_eq!(enc.fit_batch(64, 256), 42);
+    assert_eq!(enc.fit_batch(32, 256), 32);
+    assert_eq!(enc.fit_batch(64, 64), 64);
+    let largest = enc.fit_batch(1000, 256) as u64 * enc.activation_bytes_per_example(256);
+    assert!(largest <= fedsearch_core::model::WEBGPU_MIN_STORAGE_BINDING_BYTES);
+    // The word-embedding table (the largest weight) fits one binding too.
+    assert!((enc.config.vocab_size * enc.config.hidden_size * 4) as u64 <= fedsearch_core::model::WEBGPU_MIN_STORAGE_BINDING_BYTES);
+}

@@ -195,3 +195,40 @@ fn checkpoint_round_trip_and_width_check() {
     assert!(matches!(load_retriever(&bytes, d + 1, &device), Err(CoreError::Checkpoint(_))));
     assert!(matches!(load_retriever(&bytes[..10], d, &device), Err(CoreError::Checkpoint(_))));
 }
+
+/// A batch too large for the storage-binding limit is encoded in parts (embedding and
+/// adapter+head training) and gives the same numbers as one batch under a generous limit.
+#[test]
+fn batches_over_the_storage_binding_limit_are_split_with_the_same_result() {
+    let (mut enc, device) = tiny();
+    let (texts, targets) = toy_pairs();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let run = |enc: &SentenceEncoder| {
+        let emb = block(enc.embed(&refs, None, 48, &mut |_, _| {})).unwrap();
+        let model = Retriever {
+            adapter: SoftEmbeddingAdapter::identity(enc.dim(), &device),
+            head: CarHead::zeros(enc.dim(), 4, &device),
+        };
+        let cfg = TrainConfig { epochs: 2, batch_size: 16, holdout_fraction: 0.0, adapter_lr: 1e-2, ..Default::default() };
+        let mut losses = Vec::new();
+        let inputs = TrainInputs::Texts { encoder: enc, texts: &texts };
+        block(train(model, inputs, &targets, &cfg, &device, &mut |p| {
+            losses.push(p.loss);
+            true
+        }))
+        .unwrap();
+        (emb, losses)
+    };
+    let (emb_whole, loss_whole) = run(&enc);
+    // Room for 5 examples of the longest sequence: batches of 48 and 16 must be split.
+    enc.storage_binding_limit = 5 * enc.activation_bytes_per_example(enc.tokenizer.max_len());
+    assert_eq!(enc.fit_batch(16, enc.tokenizer.max_len()), 5);
+    let (emb_split, loss_split) = run(&enc);
+    for (a, b) in emb_whole.iter().zip(&emb_split) {
+        assert!((a - b).abs() < 1e-5, "embedding {a} vs {b}");
+    }
+    assert_eq!(loss_whole.len(), loss_split.len());
+    for (a, b) in loss_whole.iter().zip(&loss_split) {
+        assert!((a - b).abs() < 1e-4, "loss {a} vs {b}");
+    }
+}

@@ -65,6 +65,45 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Headless Chromium arguments (WebGPU on, window 1200×1600) with its own profile folder
+/// (a separate profile is a separate device: its own IndexedDB and caches).
+pub fn chrome_args(profile: &Path) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--enable-unsafe-webgpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1200,1600",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.push(format!("--user-data-dir={}", profile.display()));
+    a
+}
+
+/// Starts `driver` (chromedriver) on a free port; returns it and its URL once it answers.
+pub async fn start_chromedriver(driver: &Path) -> (Proc, String) {
+    let port = free_port();
+    let child = Command::new(driver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", driver.display()));
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{url}/status")).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (Proc { child, name: "chromedriver" }, url)
+}
+
 /// One WebDriver session.
 pub struct Session {
     http: reqwest::Client,

@@ -17,7 +17,7 @@ use fedsearch_core::bench::{ThroughputConfig, throughput};
 use fedsearch_core::model::{DEFAULT_MAX_LEN, SentenceEncoder};
 use fedsearch_core::tiny::{TinyBertSpec, tiny_bert_files};
 use burn::prelude::Device;
-use fedsearch_e2e::{Proc, Session, find_program, free_port, start_listening};
+use fedsearch_e2e::{Session, chrome_args, find_program, start_chromedriver, start_listening};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -55,25 +55,6 @@ fn skip(why: &str) {
         panic!("{msg}(FEDSEARCH_E2E_REQUIRED=1)");
     }
     eprintln!("{msg}");
-}
-
-fn chrome_args(profile: &Path) -> Vec<String> {
-    let mut a: Vec<String> = [
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--enable-unsafe-webgpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1200,1600",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    a.push(format!("--user-data-dir={}", profile.display()));
-    a
 }
 
 const LONG: Duration = Duration::from_secs(600);
@@ -176,18 +157,7 @@ async fn two_browsers_train_contribute_and_search_offline() {
         .arg(tmp.join("models"));
     let (mut www, www_addr) = start_listening("fedsearch-www", cmd);
 
-    let port = free_port();
-    let mut chromedriver = Proc {
-        child: Command::new(&driver).arg(format!("--port={port}")).stdout(std::process::Stdio::null()).spawn().unwrap(),
-        name: "chromedriver",
-    };
-    let driver_url = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if reqwest::get(format!("{driver_url}/status")).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (mut chromedriver, driver_url) = start_chromedriver(&driver).await;
 
     let page = format!("http://{www_addr}/?model=models/tiny&federation=e2e&token={token}&backend=cpu");
     let a = Session::new(&driver_url, &chrome, &chrome_args(&tmp.join("profile-a")), &shots, "a").await;

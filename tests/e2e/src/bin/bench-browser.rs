@@ -1,0 +1,100 @@
+//! `cargo run -p fedsearch-e2e --bin bench-browser -- [MODEL_DIR] [SENTENCES] [HEAD_STEPS] [ADAPTER_STEPS]`:
+//! the throughput benchmark in headless Chromium (web/bench.html: WebGPU and CPU) next to the
+//! native figure measured in this process on the same workload (`fedsearch_core::bench`).
+//! Needs pkg/ (scripts/build-wasm.sh), chromium + chromedriver and the fedsearch-www binary
+//! (`cargo build -p fedsearch-www`). Prints one line per backend and the ratios to native.
+
+use burn::prelude::Device;
+use fedsearch_core::bench::{ThroughputConfig, throughput};
+use fedsearch_core::model::{DEFAULT_MAX_LEN, ModelFiles, SentenceEncoder};
+use fedsearch_e2e::{Session, chrome_args, find_program, start_chromedriver, start_listening};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+fn fail(msg: String) -> ! {
+    eprintln!("bench-browser: {msg}");
+    std::process::exit(2)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.to_string());
+    let model = PathBuf::from(arg(0, "models/all-MiniLM-L6-v2"));
+    let num = |i: usize, default: &str| arg(i, default).parse::<usize>().unwrap_or_else(|e| fail(format!("argument {}: {e}", i + 1)));
+    let cfg = ThroughputConfig { sentences: num(1, "16"), head_steps: num(2, "5"), adapter_steps: num(3, "2"), ..Default::default() };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let pkg = root.join("pkg");
+    if !pkg.join("fedsearch_client_bg.wasm").is_file() {
+        fail("pkg/ is missing: run scripts/build-wasm.sh".into());
+    }
+    let exe = std::env::current_exe().unwrap();
+    let www_bin = exe.parent().unwrap().join("fedsearch-www");
+    if !www_bin.is_file() {
+        fail(format!("{} is missing: cargo build -p fedsearch-www", www_bin.display()));
+    }
+    let (Some(chrome), Some(driver)) =
+        (find_program("CHROME_BIN", &["chromium", "chromium-browser", "google-chrome"]), find_program("CHROMEDRIVER", &["chromedriver"]))
+    else {
+        fail("chromium and chromedriver are needed (scripts/setup.sh installs them)".into())
+    };
+
+    // Native first, in this process.
+    let files = ModelFiles::read_dir(&model).unwrap_or_else(|e| fail(e.to_string()));
+    let enc = SentenceEncoder::load(&files, &Device::flex(), DEFAULT_MAX_LEN).unwrap_or_else(|e| fail(e.to_string()));
+    eprintln!("native (flex CPU)…");
+    let native = throughput(&enc, &cfg, &mut |s| eprintln!("  {s}")).await.unwrap_or_else(|e| fail(e.to_string()));
+    drop(enc);
+
+    // The model folder as /models/m/, with the native figure next to it.
+    let tmp = std::env::temp_dir().join(format!("fedsearch-bench-{}", std::process::id()));
+    let served = tmp.join("models/m");
+    std::fs::create_dir_all(&served).unwrap();
+    std::fs::write(served.join("config.json"), &files.config_json).unwrap();
+    std::fs::write(served.join("tokenizer.json"), &files.tokenizer_json).unwrap();
+    std::fs::write(served.join("model.safetensors"), &files.safetensors).unwrap();
+    let mut native_json = serde_json::to_value(&native).unwrap();
+    native_json["backend"] = "native".into();
+    std::fs::write(served.join("native-bench.json"), native_json.to_string()).unwrap();
+
+    let mut cmd = Command::new(&www_bin);
+    cmd.args(["--listen", "127.0.0.1:0"]).arg("--web").arg(root.join("web")).arg("--pkg").arg(&pkg).arg("--models").arg(tmp.join("models"));
+    let (_www, addr) = start_listening("fedsearch-www", cmd);
+    let (_driver, driver_url) = start_chromedriver(&driver).await;
+    let s = Session::new(&driver_url, &chrome, &chrome_args(&tmp.join("profile")), &tmp.join("shots"), "bench").await;
+    s.goto(&format!(
+        "http://{addr}/bench.html?model=models/m&sentences={}&headSteps={}&adapterSteps={}",
+        cfg.sentences, cfg.head_steps, cfg.adapter_steps
+    ))
+    .await;
+    eprintln!("browser (WebGPU, then CPU)…");
+    s.wait_for("the benchmark", "document.body.dataset.state === 'done'", Duration::from_secs(3600)).await;
+    let rows = s.js("return window.fedsearchBench", json!([])).await;
+    s.quit().await;
+    let _ = std::fs::remove_dir_all(&tmp);
+
+    let rows = rows.as_array().cloned().unwrap_or_default();
+    let get = |r: &Value, k: &str| r[k].as_f64();
+    println!("{} sentences, max_len {}, model {}", native.sentences, native.max_len, model.display());
+    println!("{:<28} {:>14} {:>16} {:>18}", "where", "sentences/s", "head ex/s", "adapter+head ex/s");
+    for r in &rows {
+        let label = r["label"].as_str().unwrap_or("?");
+        if let Some(e) = r["error"].as_str() {
+            println!("{label:<28} {e}");
+            continue;
+        }
+        let cell = |k: &str, base: f64| match get(r, k) {
+            Some(v) if r["backend"] != "native" => format!("{v:.1} ({:.3}×)", v / base),
+            Some(v) => format!("{v:.1}"),
+            None => "–".into(),
+        };
+        println!(
+            "{label:<28} {:>14} {:>16} {:>18}",
+            cell("encodeSentencesPerS", native.encode_sentences_per_s),
+            cell("headExamplesPerS", native.head_examples_per_s),
+            cell("adapterExamplesPerS", native.adapter_examples_per_s)
+        );
+    }
+}
