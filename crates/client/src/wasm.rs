@@ -358,7 +358,18 @@ impl FedsearchClient {
                 );
                 !cancel.get()
             };
-            let report = st.train(&inner.encoder, &opts, &mut progress).await?;
+            let report = match st.train(&inner.encoder, &opts, &mut progress).await {
+                Ok(r) => r,
+                // Known: adapter + head training of the real model can diverge on WebGPU
+                // (seen on SwiftShader) while the CPU backend trains it; say so.
+                Err(e) if inner.backend == "webgpu" && e.0.contains("the loss became") => {
+                    return Err(js_error(format!(
+                        "{} (on WebGPU; the CPU backend trains this model: try mode \"head\", or reload with ?backend=cpu)",
+                        e.0
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            };
             inner.persist(&st, &["weights", "meta"]).await?;
             to_js(&report)
         })

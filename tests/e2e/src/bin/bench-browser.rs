@@ -1,4 +1,5 @@
-//! `cargo run -p fedsearch-e2e --bin bench-browser -- [MODEL_DIR] [SENTENCES] [HEAD_STEPS] [ADAPTER_STEPS]`:
+//! `cargo run -p fedsearch-e2e --bin bench-browser -- [MODEL_DIR] [SENTENCES] [HEAD_STEPS] [ADAPTER_STEPS] [BACKENDS]`
+//! (BACKENDS: `webgpu,cpu` by default):
 //! the throughput benchmark in headless Chromium (web/bench.html: WebGPU and CPU) next to the
 //! native figure measured in this process on the same workload (`fedsearch_core::bench`).
 //! Needs pkg/ (scripts/build-wasm.sh), chromium + chromedriver and the fedsearch-www binary
@@ -65,11 +66,14 @@ async fn main() {
     let (_driver, driver_url) = start_chromedriver(&driver).await;
     let s = Session::new(&driver_url, &chrome, &chrome_args(&tmp.join("profile")), &tmp.join("shots"), "bench").await;
     s.goto(&format!(
-        "http://{addr}/bench.html?model=models/m&sentences={}&headSteps={}&adapterSteps={}",
-        cfg.sentences, cfg.head_steps, cfg.adapter_steps
+        "http://{addr}/bench.html?model=models/m&sentences={}&headSteps={}&adapterSteps={}&backends={}",
+        cfg.sentences,
+        cfg.head_steps,
+        cfg.adapter_steps,
+        arg(4, "webgpu,cpu")
     ))
     .await;
-    eprintln!("browser (WebGPU, then CPU)…");
+    eprintln!("browser ({})…", arg(4, "webgpu,cpu"));
     s.wait_for("the benchmark", "document.body.dataset.state === 'done'", Duration::from_secs(3600)).await;
     let rows = s.js("return window.fedsearchBench", json!([])).await;
     s.quit().await;
