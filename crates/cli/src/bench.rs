@@ -9,12 +9,8 @@ use fedsearch_core::model::{ModelFiles, SentenceEncoder};
 use std::path::Path;
 use web_time::Instant;
 
-const SAMPLE: &[&str] = &[
-    "A man is eating food.",
-    "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France.",
-    "Photosynthesis is the process by which plants use sunlight, water and carbon dioxide to make oxygen and energy in the form of sugar.",
-    "The girl is carrying a baby.",
-];
+/// The first four of the throughput benchmark's sentences.
+const SAMPLE: &[&str] = fedsearch_core::bench::SAMPLE.split_at(4).0;
 
 /// Measures and prints sentences/s for each batch size; returns `(batch, sentences/s)`.
 pub fn encode(model: &Path, corpus: Option<&Path>, n: usize, max_len: usize) -> CliResult<Vec<(usize, f64)>> {
@@ -55,9 +51,7 @@ pub fn throughput(
         t.sentences, t.max_len, t.encode_sentences_per_s, t.head_examples_per_s, t.adapter_examples_per_s
     );
     if let Some(p) = json {
-        let mut v = serde_json::to_value(&t).map_err(|e| CliError::Tool(e.to_string()))?;
-        v["backend"] = "native".into();
-        std::fs::write(p, serde_json::to_vec_pretty(&v).unwrap_or_default())
+        std::fs::write(p, serde_json::to_vec_pretty(&t.to_json("native")).unwrap_or_default())
             .map_err(|e| CliError::Io(format!("cannot write {}: {e}", p.display())))?;
         println!("wrote {}", p.display());
     }

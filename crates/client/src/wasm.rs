@@ -390,9 +390,7 @@ impl FedsearchClient {
             };
             let mut stage = |s: &str| net::call(on_stage.as_ref(), &[s.into()]);
             let t = fedsearch_core::bench::throughput(&inner.encoder, &cfg, &mut stage).await.map_err(|e| js_error(e.to_string()))?;
-            let mut v = serde_json::to_value(&t).map_err(|e| js_error(e.to_string()))?;
-            v["backend"] = inner.backend.into();
-            to_js(&v)
+            to_js(&t.to_json(inner.backend))
         })
     }
 

@@ -11,7 +11,7 @@ use crate::train::{Retriever, TrainConfig, TrainInputs, train};
 use web_time::Instant;
 
 /// Sentences of varied length (short to a long paragraph), cycled to the requested count.
-const SAMPLE: &[&str] = &[
+pub const SAMPLE: &[&str] = &[
     "A man is eating food.",
     "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France.",
     "Photosynthesis is the process by which plants use sunlight, water and carbon dioxide to make oxygen and energy in the form of sugar.",
@@ -59,6 +59,19 @@ pub struct Throughput {
     pub encode_sentences_per_s: f64,
     pub head_examples_per_s: f64,
     pub adapter_examples_per_s: f64,
+}
+
+/// Name of the native figure in a model folder, which the benchmark page shows next to its own.
+pub const NATIVE_BENCH_FILE: &str = "native-bench.json";
+
+impl Throughput {
+    /// The figures as the benchmark page reads them, tagged with where they were measured
+    /// (`"native"`, `"webgpu"`, `"cpu"`).
+    pub fn to_json(&self, backend: &str) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        v["backend"] = backend.into();
+        v
+    }
 }
 
 /// Runs the workload on `encoder`'s device. `stage` is told which part is running.

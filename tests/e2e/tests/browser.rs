@@ -13,7 +13,7 @@
 //! (CI), which turns a skip into a failure.
 //! Screenshots of every step: `target/e2e-screenshots/` (or FEDSEARCH_E2E_SHOTS).
 
-use fedsearch_core::bench::{ThroughputConfig, throughput};
+use fedsearch_core::bench::{NATIVE_BENCH_FILE, ThroughputConfig, throughput};
 use fedsearch_core::model::{DEFAULT_MAX_LEN, SentenceEncoder};
 use fedsearch_core::tiny::{TinyBertSpec, tiny_bert_files};
 use burn::prelude::Device;
@@ -196,9 +196,7 @@ async fn two_browsers_train_contribute_and_search_offline() {
     let bench_cfg = ThroughputConfig { sentences: 16, head_steps: 5, adapter_steps: 2, ..Default::default() };
     let native_enc = SentenceEncoder::load(&files, &Device::flex(), DEFAULT_MAX_LEN).unwrap();
     let native = throughput(&native_enc, &bench_cfg, &mut |_| {}).await.unwrap();
-    let mut native_json = serde_json::to_value(&native).unwrap();
-    native_json["backend"] = "native".into();
-    std::fs::write(model_dir.join("native-bench.json"), native_json.to_string()).unwrap();
+    std::fs::write(model_dir.join(NATIVE_BENCH_FILE), native.to_json("native").to_string()).unwrap();
     b.goto(&format!("http://{www_addr}/bench.html?model=models/tiny&sentences=16&headSteps=5&adapterSteps=2")).await;
     b.wait_for("the benchmark", "document.body.dataset.state === 'done'", LONG).await;
     b.screenshot("benchmark").await;

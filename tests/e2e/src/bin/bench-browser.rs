@@ -6,7 +6,7 @@
 //! (`cargo build -p fedsearch-www`). Prints one line per backend and the ratios to native.
 
 use burn::prelude::Device;
-use fedsearch_core::bench::{ThroughputConfig, throughput};
+use fedsearch_core::bench::{NATIVE_BENCH_FILE, ThroughputConfig, throughput};
 use fedsearch_core::model::{DEFAULT_MAX_LEN, ModelFiles, SentenceEncoder};
 use fedsearch_e2e::{Session, chrome_args, find_program, start_chromedriver, start_listening};
 use serde_json::{Value, json};
@@ -56,9 +56,7 @@ async fn main() {
     std::fs::write(served.join("config.json"), &files.config_json).unwrap();
     std::fs::write(served.join("tokenizer.json"), &files.tokenizer_json).unwrap();
     std::fs::write(served.join("model.safetensors"), &files.safetensors).unwrap();
-    let mut native_json = serde_json::to_value(&native).unwrap();
-    native_json["backend"] = "native".into();
-    std::fs::write(served.join("native-bench.json"), native_json.to_string()).unwrap();
+    std::fs::write(served.join(NATIVE_BENCH_FILE), native.to_json("native").to_string()).unwrap();
 
     let mut cmd = Command::new(&www_bin);
     cmd.args(["--listen", "127.0.0.1:0"]).arg("--web").arg(root.join("web")).arg("--pkg").arg(&pkg).arg("--models").arg(tmp.join("models"));
