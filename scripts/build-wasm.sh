@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # Builds the browser client (crates/client) for wasm32 and runs wasm-bindgen into pkg/ — what
-# `wasm-pack build --target web --dev --no-opt` does, without wasm-pack's downloads. The dev
-# profile optimises dependencies (Burn, tokenizers) at opt-level 2, and shares its build with
-# the browser tests (scripts/test.sh).
+# `wasm-pack build --target web --dev --no-opt` does, without wasm-pack's downloads.
+#   scripts/build-wasm.sh           both steps
+#   scripts/build-wasm.sh compile   cargo build for wasm32 only
+#   scripts/build-wasm.sh bindgen   wasm-bindgen into pkg/ only (after compile)
+# The wasm32 build has a target dir of its own ($CARGO_TARGET_DIR/wasm, default target/wasm), so
+# it can run at the same time as the native build (cargo locks a target dir per build), and the
+# browser tests (scripts/test.sh) reuse it. Profiles: see Cargo.toml ([profile.dev.package.*]).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --target wasm32-unknown-unknown -p fedsearch-client
-wasm-bindgen --target web --out-dir pkg "$target_dir/wasm32-unknown-unknown/debug/fedsearch_client.wasm"
-echo "built pkg/ ($(du -sh pkg/fedsearch_client_bg.wasm | cut -f1) wasm)"
+wasm_target_dir="${CARGO_TARGET_DIR:-$PWD/target}/wasm"
+what="${1:-all}"
+if [ "$what" = all ] || [ "$what" = compile ]; then
+  CARGO_TARGET_DIR="$wasm_target_dir" cargo build --target wasm32-unknown-unknown -p fedsearch-client
+fi
+if [ "$what" = all ] || [ "$what" = bindgen ]; then
+  wasm-bindgen --target web --out-dir pkg "$wasm_target_dir/wasm32-unknown-unknown/debug/fedsearch_client.wasm"
+  echo "built pkg/ ($(du -sh pkg/fedsearch_client_bg.wasm | cut -f1) wasm)"
+fi

@@ -3,7 +3,8 @@
 # builds the binaries and the wasm client, starts the aggregation worker (SQLite, federation
 # "demo" from scripts/demo-worker.toml) and the www server (page + pkg/ + models, /v1 proxied
 # to the worker), creates an enrolment token and prints the page's URL.
-# Needs the tools scripts/setup.sh installs (wasm32 target, wasm-bindgen-cli 0.2.130).
+# Installs what is missing first (scripts/setup.sh: chromium is not needed for the demo itself,
+# but the one setup keeps the demo and the tests on the same tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WWW_ADDR="${WWW_ADDR:-127.0.0.1:8080}"
@@ -11,8 +12,12 @@ WORKER_ADDR="${WORKER_ADDR:-127.0.0.1:8787}"
 DB="${DB:-data/demo-worker.db}"
 bin="${CARGO_TARGET_DIR:-$PWD/target}/debug"
 
+echo "== tools"
+bash scripts/setup.sh
 echo "== building the native binaries"
-cargo build -p fedsearch-cli -p fedsearch-worker -p fedsearch-www
+# The same cargo invocation as scripts/test.sh, so the demo reuses the tests' build instead of
+# resolving other features and rebuilding Burn (scripts/CI.md).
+cargo test --workspace --no-run
 echo "== the default model"
 "$bin/fedsearch" fetch-model --dir models/all-MiniLM-L6-v2
 echo "== building the wasm client into pkg/"

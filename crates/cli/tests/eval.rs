@@ -41,7 +41,7 @@ fn eval_all_methods_writes_the_json_report() {
     let report: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     for m in ["mips", "bm25", "car", "car-adapter", "hybrid"] {
         let r = &report["methods"][m];
-        for k in ["top1", "top5", "top10", "mrr10", "train_s"] {
+        for k in ["top1", "top5", "top10", "mrr10", "train_s", "pq_top1"] {
             let v = r[k].as_f64().unwrap_or_else(|| panic!("{m}.{k} missing in {report}"));
             assert!(v.is_finite() && v >= 0.0);
         }
@@ -50,8 +50,30 @@ fn eval_all_methods_writes_the_json_report() {
     }
     // BM25 on these word-overlap queries must find most gold documents first.
     assert!(report["methods"]["bm25"]["top1"].as_f64().unwrap() >= 0.75, "{report}");
+    assert!(report["heldout_pseudo_queries"].as_u64().unwrap() > 0, "{report}");
     let table = String::from_utf8_lossy(&o.stdout);
-    assert!(table.contains("car-adapter") && table.contains("mrr10"), "{table}");
+    assert!(table.contains("car-adapter") && table.contains("mrr10") && table.contains("pq_top1"), "{table}");
+}
+
+#[test]
+fn queries_with_several_gold_documents_count_a_hit_on_any_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let run = |name: &str, lines: &str| -> Value {
+        let q = dir.path().join(format!("{name}.jsonl"));
+        std::fs::write(&q, lines).unwrap();
+        let out = dir.path().join(format!("{name}.json"));
+        let o = eval(&dir.path().join("model"), &dir.path().join("corpus.jsonl"), &q, &["--method", "bm25", "--json", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
+    };
+    // BM25 ranks "paris" first for this query; with "moon" alone as gold it misses at 1, with
+    // "moon" or "paris" as gold it hits.
+    let single = run("single", "{\"query\": \"capital of france\", \"doc_id\": \"moon\"}\n");
+    let multi = run("multi", "{\"query\": \"capital of france\", \"doc_ids\": [\"moon\", \"paris\"]}\n");
+    assert_eq!(single["methods"]["bm25"]["top1"].as_f64(), Some(0.0), "{single}");
+    assert_eq!(multi["methods"]["bm25"]["top1"].as_f64(), Some(1.0), "{multi}");
+    assert_eq!(multi["queries"].as_u64(), Some(1));
 }
 
 #[test]
@@ -106,6 +128,20 @@ fn bad_input_exits_with_code_2_and_a_message() {
     std::fs::write(&bad_q, "{\"query\": \"capital of france\", \"doc_id\": \"nowhere\"}\n").unwrap();
     expect_2(eval(&model, &corpus, &bad_q, &[]), "\"nowhere\" is not in the corpus");
 
+    // Several gold documents: an empty list, an unknown title, both fields at once.
+    let cases = [
+        ("{\"query\": \"capital of france\", \"doc_ids\": []}\n", "doc_ids is empty"),
+        ("{\"query\": \"capital of france\", \"doc_ids\": [\"paris\", \"atlantis\"]}\n", "\"atlantis\" is not in the corpus"),
+        ("{\"query\": \"x\", \"doc_id\": \"paris\", \"doc_ids\": [\"rome\"]}\n", "not both"),
+        ("{\"query\": \"x\"}\n", "no doc_id or doc_ids"),
+        ("\n", "no queries"),
+    ];
+    for (i, (line, needle)) in cases.into_iter().enumerate() {
+        let f = root.join(format!("bad-gold-{i}.jsonl"));
+        std::fs::write(&f, line).unwrap();
+        expect_2(eval(&model, &corpus, &f, &[]), needle);
+    }
+
     // A malformed line names its line number.
     let broken = root.join("broken.jsonl");
     std::fs::write(&broken, "{\"id\": \"a\", \"text\": \"x\"}\nnot json\n").unwrap();
@@ -113,4 +149,60 @@ fn bad_input_exits_with_code_2_and_a_message() {
 
     // An unknown method.
     expect_2(eval(&model, &corpus, &queries, &["--method", "magic"]), "unknown method");
+}
+
+/// `fedsearch data wiki --include-gold`: a subset that holds every gold article of a query file.
+#[test]
+fn data_wiki_subset_includes_every_gold_article() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut summaries = serde_json::Map::new();
+    for i in 0..40 {
+        summaries.insert(
+            format!("Article {i}"),
+            serde_json::json!({"extract": format!("Article {i} is a test article number {i}."), "description": format!("test article {i}")}),
+        );
+    }
+    let source = root.join("summaries.json");
+    std::fs::write(&source, Value::Object(summaries).to_string()).unwrap();
+    let gold = root.join("gold.jsonl");
+    std::fs::write(
+        &gold,
+        "{\"query\": \"which articles?\", \"doc_ids\": [\"Article 3\", \"Article 17\"]}\n{\"query\": \"q\", \"doc_id\": \"Article 31\"}\n",
+    )
+    .unwrap();
+    let wiki = |out: &str, docs: &str, gold: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_fedsearch"))
+            .args(["data", "wiki", "--docs", docs, "--out"])
+            .arg(root.join(out))
+            .arg("--source")
+            .arg(&source)
+            .arg("--include-gold")
+            .arg(gold)
+            .output()
+            .unwrap()
+    };
+    for seed_dir in ["a", "b"] {
+        let o = wiki(seed_dir, "10", &gold);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let corpus = std::fs::read_to_string(root.join(seed_dir).join("corpus.jsonl")).unwrap();
+        let ids: Vec<String> =
+            corpus.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_str().unwrap().to_string()).collect();
+        assert_eq!(ids.len(), 10);
+        for g in ["Article 3", "Article 17", "Article 31"] {
+            assert!(ids.iter().any(|i| i == g), "{g} missing from {ids:?}");
+        }
+        // The descriptions file follows the subset.
+        let queries = std::fs::read_to_string(root.join(seed_dir).join("queries.jsonl")).unwrap();
+        assert_eq!(queries.lines().count(), 10);
+    }
+    // Too few documents for the gold articles, and a gold title that is not in the summaries.
+    let o = wiki("c", "2", &gold);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("at least 3 documents"), "{}", stderr(&o));
+    let unknown = root.join("unknown.jsonl");
+    std::fs::write(&unknown, "{\"query\": \"q\", \"doc_ids\": [\"Atlantis\"]}\n").unwrap();
+    let o = wiki("d", "10", &unknown);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("\"Atlantis\" is not in the wiki summaries"), "{}", stderr(&o));
 }

@@ -635,6 +635,7 @@ impl State {
             patience: 3,
             seed: opts.seed,
             max_steps: opts.max_steps,
+            pull_to_init: 0.0,
         };
         let (trained, report) = match opts.mode.as_str() {
             "head" => {

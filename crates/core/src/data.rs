@@ -26,13 +26,6 @@ impl Document {
     }
 }
 
-/// A query labelled with the id of the document that answers it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QueryPair {
-    pub query: String,
-    pub doc_id: String,
-}
-
 /// Documents with an id → position index.
 #[derive(Debug, Clone, Default)]
 pub struct Corpus {
@@ -92,25 +85,66 @@ impl Corpus {
     }
 }
 
-/// Parses a queries/pairs file and resolves every `doc_id` against the corpus.
-pub fn parse_queries(text: &str, corpus: &Corpus) -> Result<Vec<(String, usize)>> {
-    let pairs: Vec<QueryPair> = parse_jsonl(text, "queries")?;
-    if pairs.is_empty() {
-        return Err(CoreError::Data("the queries file has no queries".into()));
+/// A labelled query: its text and the positions of every document that answers it (one or more).
+pub type LabelledQuery = (String, Vec<usize>);
+
+/// One line of a queries/pairs file as written: `{"query", "doc_id"}` (one gold document) or
+/// `{"query", "doc_ids": [...]}` (several; a hit is any of them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryLine {
+    pub query: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doc_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doc_ids: Option<Vec<String>>,
+}
+
+impl QueryLine {
+    /// The gold ids of line `line` (1-based, for messages): `doc_id` or `doc_ids`, never both,
+    /// never none, never an empty list.
+    pub fn gold_ids(&self, line: usize) -> Result<Vec<&str>> {
+        match (&self.doc_id, &self.doc_ids) {
+            (Some(id), None) => Ok(vec![id.as_str()]),
+            (None, Some(ids)) if ids.is_empty() => {
+                Err(CoreError::Data(format!("queries line {line}: doc_ids is empty (name at least one document)")))
+            }
+            (None, Some(ids)) => Ok(ids.iter().map(String::as_str).collect()),
+            (Some(_), Some(_)) => Err(CoreError::Data(format!("queries line {line}: give doc_id or doc_ids, not both"))),
+            (None, None) => Err(CoreError::Data(format!("queries line {line}: no doc_id or doc_ids"))),
+        }
     }
-    pairs
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| match corpus.position(&p.doc_id) {
-            Some(pos) if !p.query.trim().is_empty() => Ok((p.query, pos)),
-            Some(_) => Err(CoreError::Data(format!("queries line {}: the query is empty", i + 1))),
-            None => Err(CoreError::Data(format!(
-                "queries line {}: doc_id {:?} is not in the corpus",
-                i + 1,
-                p.doc_id
-            ))),
-        })
-        .collect()
+}
+
+/// Parses a queries/pairs file and resolves every gold id against the corpus. Every line must
+/// have a non-empty query and gold documents that are all in the corpus.
+pub fn parse_queries(text: &str, corpus: &Corpus) -> Result<Vec<LabelledQuery>> {
+    let lines = parse_query_lines(text)?;
+    if lines.is_empty() {
+        return Err(CoreError::NoQueries);
+    }
+    let mut out = Vec::with_capacity(lines.len());
+    for (i, l) in lines.into_iter().enumerate() {
+        let line = i + 1;
+        let mut gold = Vec::new();
+        for id in l.gold_ids(line)? {
+            let pos = corpus
+                .position(id)
+                .ok_or_else(|| CoreError::Data(format!("queries line {line}: doc_id {id:?} is not in the corpus")))?;
+            if !gold.contains(&pos) {
+                gold.push(pos);
+            }
+        }
+        if l.query.trim().is_empty() {
+            return Err(CoreError::Data(format!("queries line {line}: the query is empty")));
+        }
+        out.push((l.query, gold));
+    }
+    Ok(out)
+}
+
+/// Training pairs from labelled queries: one `(query, document)` pair per gold document.
+pub fn training_pairs(queries: Vec<LabelledQuery>) -> Vec<(String, usize)> {
+    queries.into_iter().flat_map(|(q, gold)| gold.into_iter().map(move |g| (q.clone(), g))).collect()
 }
 
 fn parse_jsonl<T: for<'de> Deserialize<'de>>(text: &str, what: &str) -> Result<Vec<T>> {
@@ -136,21 +170,48 @@ pub fn to_jsonl<T: Serialize>(items: &[T]) -> String {
     s
 }
 
-/// A random subset of `n` documents (seeded) and the queries whose gold document is in it.
-pub fn subset(corpus: &Corpus, queries: &[QueryPair], n: usize, seed: u64) -> Result<(Corpus, Vec<QueryPair>)> {
+/// A seeded subset of `n` documents that contains every document in `must` (ids), and the
+/// queries that keep at least one gold document in it (their gold lists cut to the subset).
+pub fn subset(corpus: &Corpus, queries: &[QueryLine], n: usize, must: &[String], seed: u64) -> Result<(Corpus, Vec<QueryLine>)> {
     use rand::SeedableRng;
     use rand::seq::SliceRandom;
-    let mut order: Vec<usize> = (0..corpus.len()).collect();
+    let mut keep: Vec<usize> = Vec::new();
+    for id in must {
+        let pos = corpus
+            .position(id)
+            .ok_or_else(|| CoreError::Data(format!("gold document {id:?} is not in the corpus")))?;
+        if !keep.contains(&pos) {
+            keep.push(pos);
+        }
+    }
+    if keep.len() > n {
+        return Err(CoreError::Data(format!(
+            "{} gold documents do not fit in a subset of {n}: ask for at least {} documents",
+            keep.len(),
+            keep.len()
+        )));
+    }
+    let mut order: Vec<usize> = (0..corpus.len()).filter(|i| !keep.contains(i)).collect();
     order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
-    let mut keep: Vec<usize> = order.into_iter().take(n.max(1)).collect();
+    let others = n.max(1) - keep.len().min(n.max(1));
+    keep.extend(order.into_iter().take(others));
     keep.sort_unstable();
     let docs: Vec<Document> = keep.iter().map(|&i| corpus.docs[i].clone()).collect();
     let sub = Corpus::new(docs)?;
-    let qs = queries.iter().filter(|q| sub.position(&q.doc_id).is_some()).cloned().collect();
+    let mut qs = Vec::new();
+    for (i, q) in queries.iter().enumerate() {
+        let gold: Vec<String> =
+            q.gold_ids(i + 1)?.into_iter().filter(|id| sub.position(id).is_some()).map(str::to_string).collect();
+        match gold.len() {
+            0 => {}
+            _ if q.doc_id.is_some() => qs.push(q.clone()),
+            _ => qs.push(QueryLine { query: q.query.clone(), doc_id: None, doc_ids: Some(gold) }),
+        }
+    }
     Ok((sub, qs))
 }
 
 /// Parses a queries/pairs file without resolving ids.
-pub fn parse_query_pairs(text: &str) -> Result<Vec<QueryPair>> {
+pub fn parse_query_lines(text: &str) -> Result<Vec<QueryLine>> {
     parse_jsonl(text, "queries")
 }

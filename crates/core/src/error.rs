@@ -24,6 +24,9 @@ pub enum CoreError {
     /// The tensor backend failed (device lost, out of memory, read-back failed).
     #[error("backend: {0}")]
     Backend(String),
+    /// A queries or pairs file (or the part of it that a subset keeps) has no queries.
+    #[error("data: the queries file has no queries")]
+    NoQueries,
     /// Training was cancelled through its progress callback.
     #[error("training cancelled")]
     Cancelled,

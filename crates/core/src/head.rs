@@ -31,6 +31,41 @@ impl CarHead {
         }
     }
 
+    /// A head whose column `i` is `normalise(doc_i + mix · mean of the query embeddings labelled
+    /// i)`: inner-product search against each document moved towards its own pseudo-queries
+    /// (a document without queries keeps its embedding). Rows of `doc_emb` and `query_emb` are
+    /// `d` wide; `targets[j]` is the document of query row `j`.
+    pub fn from_query_centroids(
+        doc_emb: &[f32],
+        query_emb: &[f32],
+        targets: &[usize],
+        d: usize,
+        mix: f32,
+        device: &Device,
+    ) -> Self {
+        let n_docs = doc_emb.len() / d.max(1);
+        let mut sums = vec![0f32; n_docs * d];
+        let mut counts = vec![0usize; n_docs];
+        for (row, &t) in query_emb.chunks_exact(d).zip(targets) {
+            counts[t] += 1;
+            for (s, v) in sums[t * d..(t + 1) * d].iter_mut().zip(row) {
+                *s += v;
+            }
+        }
+        let mut rows = doc_emb.to_vec();
+        for (i, row) in rows.chunks_exact_mut(d).enumerate() {
+            if counts[i] > 0 {
+                let k = mix / counts[i] as f32;
+                for (r, s) in row.iter_mut().zip(&sums[i * d..(i + 1) * d]) {
+                    *r += k * s;
+                }
+            }
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            row.iter_mut().for_each(|v| *v /= norm);
+        }
+        Self::from_document_embeddings(&rows, n_docs, d, device)
+    }
+
     /// A head of zeros: every document equally likely before training.
     pub fn zeros(d: usize, n_docs: usize, device: &Device) -> Self {
         Self {

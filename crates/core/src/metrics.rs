@@ -1,4 +1,5 @@
-//! Retrieval metrics: top-k accuracy and MRR@10 from each query's ranking and gold document.
+//! Retrieval metrics: top-k accuracy and MRR@10 from each query's ranking and its gold documents
+//! (one or several: a hit at k is any gold document in the top k; MRR counts the first gold one).
 
 use serde::Serialize;
 
@@ -12,16 +13,16 @@ pub struct Metrics {
     pub queries: usize,
 }
 
-/// Accumulates ranks of the gold document (1-based; `None` = not in the ranking).
+/// Accumulates the rank of each query's first gold document (1-based; `None` = none in the ranking).
 #[derive(Debug, Default)]
 pub struct MetricsBuilder {
     ranks: Vec<Option<usize>>,
 }
 
 impl MetricsBuilder {
-    /// Records one query's ranking.
-    pub fn add(&mut self, ranking: &[usize], gold: usize) {
-        self.ranks.push(ranking.iter().position(|&d| d == gold).map(|p| p + 1));
+    /// Records one query's ranking against its gold documents.
+    pub fn add(&mut self, ranking: &[usize], gold: &[usize]) {
+        self.ranks.push(ranking.iter().position(|d| gold.contains(d)).map(|p| p + 1));
     }
 
     /// The metrics so far.
@@ -48,13 +49,32 @@ mod tests {
     #[test]
     fn metrics_from_known_ranks() {
         let mut m = MetricsBuilder::default();
-        m.add(&[3, 1, 2], 3); // rank 1
-        m.add(&[0, 1, 2, 3, 4, 5], 5); // rank 6
-        m.add(&[0, 1], 9); // missing
+        m.add(&[3, 1, 2], &[3]); // rank 1
+        m.add(&[0, 1, 2, 3, 4, 5], &[5]); // rank 6
+        m.add(&[0, 1], &[9]); // missing
         let r = m.finish();
         assert!((r.top1 - 1.0 / 3.0).abs() < 1e-12);
         assert!((r.top5 - 1.0 / 3.0).abs() < 1e-12);
         assert!((r.top10 - 2.0 / 3.0).abs() < 1e-12);
         assert!((r.mrr10 - (1.0 + 1.0 / 6.0) / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn several_gold_documents_count_the_first_one_ranked() {
+        let mut m = MetricsBuilder::default();
+        // Gold 7 and 2: 2 stands at rank 3, 7 at rank 5 -> rank 3.
+        m.add(&[0, 1, 2, 3, 7, 5], &[7, 2]);
+        // Gold 4 and 9: 4 at rank 1 (9 is not ranked) -> rank 1.
+        m.add(&[4, 0, 1], &[9, 4]);
+        // Gold 8 and 6: neither ranked.
+        m.add(&[0, 1, 2], &[8, 6]);
+        // Gold 11 at rank 11 (outside MRR@10 and top-10).
+        m.add(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11], &[11, 12]);
+        let r = m.finish();
+        assert_eq!(r.queries, 4);
+        assert!((r.top1 - 0.25).abs() < 1e-12, "{r:?}");
+        assert!((r.top5 - 0.5).abs() < 1e-12, "{r:?}");
+        assert!((r.top10 - 0.5).abs() < 1e-12, "{r:?}");
+        assert!((r.mrr10 - (1.0 / 3.0 + 1.0) / 4.0).abs() < 1e-12, "{r:?}");
     }
 }
