@@ -139,6 +139,48 @@ fn head_only_training_on_cached_features_fits_the_pairs() {
 }
 
 #[test]
+fn head_from_query_centroids_matches_a_hand_computation() {
+    let device = Device::flex();
+    // Two documents in 2-d; document 0 has queries (0,1) and (0,3) (mean (0,2)), document 1 none.
+    let docs = [1.0f32, 0.0, 0.0, 1.0];
+    let queries = [0.0f32, 1.0, 0.0, 3.0];
+    let head = CarHead::from_query_centroids(&docs, &queries, &[0, 0], 2, 0.5, &device);
+    // Column 0 = normalise((1,0) + 0.5·(0,2)) = (1,1)/√2; column 1 stays (0,1). W is [d, n_docs].
+    let w = block(read_f32(head.weight.val())).unwrap();
+    let r = std::f32::consts::FRAC_1_SQRT_2;
+    for (got, want) in w.iter().zip([r, 0.0, r, 1.0]) {
+        assert!((got - want).abs() < 1e-6, "{w:?}");
+    }
+    assert_eq!(head.num_docs(), 2);
+}
+
+#[test]
+fn the_pull_keeps_the_head_near_where_it_started() {
+    let (enc, device) = tiny();
+    let (texts, targets) = toy_pairs();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let feats = block(enc.embed(&refs, None, 16, &mut |_, _| {})).unwrap();
+    let d = enc.dim();
+    let start: Vec<f32> = (0..d * 4).map(|i| ((i * 7 % 11) as f32 - 5.0) / 50.0).collect();
+    let distance = |pull: f64| -> f32 {
+        let model = Retriever {
+            adapter: SoftEmbeddingAdapter::identity(d, &device),
+            head: CarHead::from_values(start.clone(), vec![0.0; 4], d, &device),
+        };
+        let cfg = TrainConfig {
+            epochs: 20, batch_size: 16, holdout_fraction: 0.0, head_lr: 5e-2, pull_to_init: pull, ..Default::default()
+        };
+        let (trained, _) = block(train(model, TrainInputs::Cached(&feats), &targets, &cfg, &device, &mut |_| true)).unwrap();
+        let w = block(read_f32(trained.head.weight.val())).unwrap();
+        w.iter().zip(&start).map(|(a, b)| (a - b) * (a - b)).sum::<f32>().sqrt()
+    };
+    let free = distance(0.0);
+    let pulled = distance(10.0);
+    assert!(free > 0.1, "training without a pull moves the head ({free})");
+    assert!(pulled < 0.5 * free, "a strong pull keeps the head near its start: {pulled} vs {free}");
+}
+
+#[test]
 fn adapter_and_head_training_lowers_loss_changes_adapter_and_can_be_cancelled() {
     let (enc, device) = tiny();
     let (texts, targets) = toy_pairs();
