@@ -113,12 +113,17 @@ fn toy_pairs() -> (Vec<String>, Vec<usize>) {
     (texts, targets)
 }
 
+/// The toy pairs' frozen pooled features (row-major `[48, d]`) and their targets.
+fn toy_features(enc: &SentenceEncoder) -> (Vec<f32>, Vec<usize>) {
+    let (texts, targets) = toy_pairs();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    (block(enc.embed(&refs, None, 16, &mut |_, _| {})).unwrap(), targets)
+}
+
 #[test]
 fn head_only_training_on_cached_features_fits_the_pairs() {
     let (enc, device) = tiny();
-    let (texts, targets) = toy_pairs();
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let feats = block(enc.embed(&refs, None, 16, &mut |_, _| {})).unwrap();
+    let (feats, targets) = toy_features(&enc);
     let model = Retriever {
         adapter: SoftEmbeddingAdapter::identity(enc.dim(), &device),
         head: CarHead::zeros(enc.dim(), 4, &device),
@@ -157,9 +162,7 @@ fn head_from_query_centroids_matches_a_hand_computation() {
 #[test]
 fn the_pull_keeps_the_head_near_where_it_started() {
     let (enc, device) = tiny();
-    let (texts, targets) = toy_pairs();
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let feats = block(enc.embed(&refs, None, 16, &mut |_, _| {})).unwrap();
+    let (feats, targets) = toy_features(&enc);
     let d = enc.dim();
     let start: Vec<f32> = (0..d * 4).map(|i| ((i * 7 % 11) as f32 - 5.0) / 50.0).collect();
     let distance = |pull: f64| -> f32 {
