@@ -12,7 +12,7 @@ use burn::prelude::*;
 use fedsearch_core::adapter::SoftEmbeddingAdapter;
 use fedsearch_core::CoreError;
 use fedsearch_core::data::{Corpus, LabelledQuery, parse_queries, parse_query_lines, subset, to_jsonl, training_pairs};
-use fedsearch_core::head::CarHead;
+use fedsearch_core::head::{CENTROID_MIX, CarHead, centroid_keys};
 use fedsearch_core::index::{HybridWeights, SearchIndex, car_logits};
 use fedsearch_core::metrics::{Metrics, MetricsBuilder};
 use fedsearch_core::model::{ModelFiles, SentenceEncoder};
@@ -63,8 +63,27 @@ pub enum HeadInit {
     Centroid,
 }
 
-/// How far `HeadInit::Centroid` moves a document's column towards its pseudo-queries.
-pub const CENTROID_MIX: f32 = 0.5;
+impl HeadInit {
+    /// The head's fixed keys (row-major `[n_docs, d]`; `None` for `Zeros`) from the frozen
+    /// document embeddings and the pseudo-queries' (never clicks: keys must be what any holder
+    /// of the documents computes).
+    pub fn keys(self, doc_emb: &[f32], pq_emb: &[f32], pq_targets: &[usize], d: usize) -> Option<Vec<f32>> {
+        match self {
+            HeadInit::Zeros => None,
+            HeadInit::Docs => Some(doc_emb.to_vec()),
+            HeadInit::Centroid => Some(centroid_keys(doc_emb, pq_emb, pq_targets, d, CENTROID_MIX)),
+        }
+    }
+
+    /// A fresh head (zero residual and bias) with these keys.
+    pub fn head(self, doc_emb: &[f32], pq_emb: &[f32], pq_targets: &[usize], d: usize, device: &Device) -> CarHead {
+        let n = doc_emb.len() / d.max(1);
+        match self.keys(doc_emb, pq_emb, pq_targets, d) {
+            Some(k) => CarHead::from_keys(&k, n, d, device),
+            None => CarHead::zeros(d, n, device),
+        }
+    }
+}
 
 /// One method's row of the report.
 #[derive(Debug, Clone, Serialize)]
@@ -227,6 +246,8 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
             let pq = rank_all(&h_gold, |q| index.bm25_scores(&h_texts[q]));
             methods.insert("bm25".to_string(), row(m, pq, bm25_build_s, 0.0, None));
         }
+        // Labelled pairs (clicks) train the head but never shape its keys.
+        let n_pseudo = pairs.len();
         if let Some(p) = &opts.train_pairs {
             pairs.extend(training_pairs(parse_queries(&read_input(p, "training pairs")?, &corpus)?));
         }
@@ -238,13 +259,7 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
             let t = Instant::now();
             let p_emb = embed(&enc, &p_texts, None, "pseudo-queries", &cache).await?;
             let encode_s = t.elapsed().as_secs_f64();
-            let head = match opts.head_init {
-                HeadInit::Zeros => CarHead::zeros(d, n, &device),
-                HeadInit::Docs => CarHead::from_document_embeddings(&index.doc_emb, n, d, &device),
-                HeadInit::Centroid => {
-                    CarHead::from_query_centroids(&index.doc_emb, &p_emb, &p_targets, d, CENTROID_MIX, &device)
-                }
-            };
+            let head = opts.head_init.head(&index.doc_emb, &p_emb[..n_pseudo * d], &p_targets[..n_pseudo], d, &device);
             let model = Retriever { adapter: SoftEmbeddingAdapter::identity(d, &device), head };
             let (car, rep) = train_with_bar(model, TrainInputs::Cached(&p_emb), &p_targets, &opts.head, &device, "head").await?;
             let train_s = rep.seconds;

@@ -80,7 +80,7 @@ enum Command {
         /// or centroid (each document embedding moved towards its pseudo-queries').
         #[arg(long, value_enum, default_value_t = eval::HeadInit::Centroid)]
         head_init: eval::HeadInit,
-        /// λ of the L2 pull of the head back to where it started (0: none).
+        /// λ of the L2 pull of the head back to its keys (on the trained residual; 0: none).
         #[arg(long, default_value_t = 1.0)]
         head_pull: f64,
         /// Fraction of the pseudo-queries held out (never trained on) for `pq_top1`.
@@ -122,6 +122,19 @@ enum DataCommand {
         /// `--docs` subset must contain, e.g. ../shared/data/fanoutqa_test_questions.jsonl.
         #[arg(long)]
         include_gold: Option<PathBuf>,
+    },
+    /// Splits a queries file into train.jsonl (e.g. clicks for `--train-pairs`) and test.jsonl,
+    /// seeded; the same query text never lands on both sides.
+    Split {
+        #[arg(long)]
+        queries: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Share of the distinct queries that go to test.jsonl.
+        #[arg(long, default_value_t = 0.5)]
+        test_fraction: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
 }
 
@@ -193,6 +206,21 @@ fn run(cli: Cli) -> CliResult<()> {
             println!("wrote {d} documents and {q} queries to {}", out.display());
             Ok(())
         }
+        Command::Data { command: DataCommand::Split { queries, out, test_fraction, seed } } => {
+            let lines = fedsearch_core::data::parse_query_lines(&error::read_input(&queries, "queries")?)?;
+            for (i, l) in lines.iter().enumerate() {
+                l.gold_ids(i + 1)?;
+            }
+            let (train, test) = fedsearch_core::data::split_queries(&lines, test_fraction, seed)?;
+            std::fs::create_dir_all(&out).map_err(|e| CliError::Io(format!("cannot create {}: {e}", out.display())))?;
+            for (name, part) in [("train.jsonl", &train), ("test.jsonl", &test)] {
+                let p = out.join(name);
+                std::fs::write(&p, fedsearch_core::data::to_jsonl(part))
+                    .map_err(|e| CliError::Io(format!("{}: {e}", p.display())))?;
+            }
+            println!("wrote {} training and {} test queries to {}", train.len(), test.len(), out.display());
+            Ok(())
+        }
         Command::Eval {
             model, corpus, queries, method, docs, seed, json, train_pairs, max_len, head_epochs,
             head_lr, adapter_epochs, adapter_lr, adapter_batch, adapter_steps, hybrid_weights,
@@ -208,7 +236,7 @@ fn run(cli: Cli) -> CliResult<()> {
             };
             let opts = eval::EvalOptions {
                 model, corpus, queries, methods, docs, seed, json, max_len, train_pairs,
-                head: TrainConfig { epochs: head_epochs, head_lr, seed, pull_to_init: head_pull, ..Default::default() },
+                head: TrainConfig { epochs: head_epochs, head_lr, seed, pull_to_keys: head_pull, ..Default::default() },
                 adapter: TrainConfig {
                     epochs: adapter_epochs,
                     batch_size: adapter_batch,
@@ -216,7 +244,7 @@ fn run(cli: Cli) -> CliResult<()> {
                     adapter_lr,
                     max_steps: adapter_steps,
                     seed,
-                    pull_to_init: head_pull,
+                    pull_to_keys: head_pull,
                     ..Default::default()
                 },
                 hybrid: HybridWeights { car, mips, bm25 },

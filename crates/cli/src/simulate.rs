@@ -3,11 +3,18 @@
 //! the protocol's binary encoding, server-side validation and streaming FedAvg.
 //!
 //! Data: the training pairs are the corpus' pseudo-queries (never the queries file, which is the
-//! test set). They are split across the clients either IID (pairs dealt at random) or non-IID by
-//! document (each client holds whole documents' pairs; the clients' document sets are disjoint).
+//! test set), plus, with `--train-pairs`, labelled (query, document) pairs standing for the
+//! clients' search clicks (a click never leaves its device; only the trained delta does). All
+//! pairs are split across the clients either IID (pairs dealt at random) or non-IID by document
+//! (each client holds whole documents' pairs; the clients' document sets are disjoint).
+//!
+//! The head is keys + residual ([`fedsearch_core::head`]): every client computes the same keys
+//! from the shared corpus (`--head-init`: the frozen document embeddings moved towards their
+//! pseudo-queries by default; never from clicks), and only the residual and bias are trained and
+//! federated, pulled back to the keys by `--head-pull`.
 //!
 //! One round: every client starts from the current global model (version 0: identity adapter,
-//! zero head), trains `--local-steps` optimiser steps on its own pairs with
+//! zero residual: inner-product search against the keys), trains `--local-steps` optimiser steps on its own pairs with
 //! [`fedsearch_core::train::train`] (fresh Adam state each round, no held-out split), takes the
 //! difference to the global model, clips and noises the flattened difference when DP is on,
 //! encodes it as a protocol `Update` (the bytes it would upload), and the "server" decodes it,
@@ -41,11 +48,14 @@
 
 use crate::embed::{EmbedCache, embed};
 use crate::error::{CliError, CliResult};
-use crate::eval::load_data;
+use crate::error::read_input;
+use crate::eval::{HeadInit, load_data};
 use crate::progress::bar;
 use burn::prelude::*;
 use fedsearch_core::adapter::SoftEmbeddingAdapter;
 use fedsearch_core::checkpoint::{HostTensor, retriever_from_tensors, retriever_tensors};
+use fedsearch_core::data::{parse_queries, training_pairs};
+use fedsearch_core::train::Retriever;
 use fedsearch_core::head::DEFAULT_HEAD_SCALE;
 use fedsearch_core::index::car_logits;
 use fedsearch_core::metrics::{Metrics, MetricsBuilder};
@@ -169,6 +179,17 @@ pub struct SimulateArgs {
     /// Cache frozen-encoder embeddings in this folder (default: $FEDSEARCH_EMBED_CACHE).
     #[arg(long)]
     pub embed_cache: Option<PathBuf>,
+    /// The clients' clicks: labelled pairs (`{"query", "doc_id"|"doc_ids"}` per line, one pair
+    /// per gold document) split across the clients with the pseudo-queries. Must not share a
+    /// query with the test set.
+    #[arg(long)]
+    pub train_pairs: Option<PathBuf>,
+    /// The head's keys: zeros (none), docs (the document embeddings) or centroid.
+    #[arg(long, value_enum, default_value_t = HeadInit::Centroid)]
+    pub head_init: HeadInit,
+    /// λ of the L2 pull of the head back to its keys (on the trained residual; 0: none).
+    #[arg(long, default_value_t = 1.0)]
+    pub head_pull: f64,
 }
 
 /// One round's results.
@@ -208,6 +229,8 @@ pub struct RunConfig {
     pub docs_used: usize,
     pub test_queries: usize,
     pub training_pairs: usize,
+    /// Of those, labelled pairs from `--train-pairs` (clicks).
+    pub click_pairs: usize,
     pub examples_per_client: Vec<usize>,
     pub docs_per_client: Vec<usize>,
     /// Values one client uploads per round.
@@ -269,6 +292,9 @@ fn check_args(a: &SimulateArgs) -> CliResult<()> {
     }
     if !(a.delta > 0.0 && a.delta < 1.0) {
         return bad(format!("--delta must be in (0, 1), got {}", a.delta));
+    }
+    if !(a.head_pull.is_finite() && a.head_pull >= 0.0) {
+        return bad(format!("--head-pull must be a number ≥ 0, got {}", a.head_pull));
     }
     for (name, lr) in [("--head-lr", a.head_lr), ("--adapter-lr", a.adapter_lr)] {
         if !(lr.is_finite() && lr > 0.0) {
@@ -392,9 +418,20 @@ pub fn run(args: &SimulateArgs) -> CliResult<()> {
 pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
     check_args(args)?;
     let (corpus, queries) = load_data(&args.corpus, &args.queries, args.docs, args.seed)?;
-    let pairs = pseudo_queries(&corpus, &PseudoQueryConfig { seed: args.seed, ..Default::default() });
+    let mut pairs = pseudo_queries(&corpus, &PseudoQueryConfig { seed: args.seed, ..Default::default() });
     if pairs.is_empty() {
         return Err(CliError::Input("the corpus yields no pseudo-queries to train on".into()));
+    }
+    let n_pseudo = pairs.len();
+    if let Some(p) = &args.train_pairs {
+        let clicks = training_pairs(parse_queries(&read_input(p, "training pairs")?, &corpus)?);
+        let test: HashSet<&str> = queries.iter().map(|(q, _)| q.trim()).collect();
+        if let Some((q, _)) = clicks.iter().find(|(q, _)| test.contains(q.trim())) {
+            return Err(CliError::Input(format!(
+                "--train-pairs shares the query {q:?} with the test set: hold the test queries out of the clicks"
+            )));
+        }
+        pairs.extend(clicks);
     }
     let split = split_pairs(&pairs, args.clients, args.split, args.seed)?;
     let device = Device::flex();
@@ -414,21 +451,27 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
     let clip = args.clip.map(|c| c as f32);
     let sigma = args.dp_sigma.map(|s| s as f32);
     eprintln!(
-        "{} documents, {} test queries, {} training pairs over {} client(s)",
+        "{} documents, {} test queries, {} training pairs ({} clicks) over {} client(s)",
         n_docs,
         queries.len(),
         pairs.len(),
+        pairs.len() - n_pseudo,
         args.clients
     );
 
     pollster::block_on(async {
         let setup = Instant::now();
         let all_texts: Vec<String> = pairs.iter().map(|(q, _)| q.clone()).collect();
-        let features = match args.train {
-            TrainArg::Head => {
-                embed(&enc, &all_texts, None, "pseudo-queries", &cache).await?
+        // Frozen features of every pair: the head-only clients train on them, and the keys come
+        // from the pseudo-queries' (the first `n_pseudo`).
+        let features = embed(&enc, &all_texts, None, "training pairs", &cache).await?;
+        let keys = match args.head_init {
+            HeadInit::Zeros => None,
+            init => {
+                let doc_emb = embed(&enc, &corpus.full_texts(), None, "documents", &cache).await?;
+                let targets: Vec<usize> = pairs[..n_pseudo].iter().map(|(_, t)| *t).collect();
+                init.keys(&doc_emb, &features[..n_pseudo * d], &targets, d)
             }
-            TrainArg::Adapter => Vec::new(),
         };
         let setup_s = setup.elapsed().as_secs_f64();
         let mut clients: Vec<Client> = split
@@ -438,10 +481,9 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
                 id: format!("client-{c}"),
                 texts: idx.iter().map(|&i| pairs[i].0.clone()).collect(),
                 targets: idx.iter().map(|&i| pairs[i].1).collect(),
-                features: if features.is_empty() {
-                    Vec::new()
-                } else {
-                    idx.iter().flat_map(|&i| features[i * d..(i + 1) * d].iter().copied()).collect()
+                features: match args.train {
+                    TrainArg::Head => idx.iter().flat_map(|&i| features[i * d..(i + 1) * d].iter().copied()).collect(),
+                    TrainArg::Adapter => Vec::new(),
                 },
                 docs: idx.iter().map(|&i| pairs[i].1).collect(),
                 head: vec![
@@ -468,6 +510,7 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
             docs_used: n_docs,
             test_queries: queries.len(),
             training_pairs: pairs.len(),
+            click_pairs: pairs.len() - n_pseudo,
             examples_per_client: clients.iter().map(|c| c.targets.len()).collect(),
             docs_per_client: clients.iter().map(|c| c.docs.len()).collect(),
             values_per_update,
@@ -499,7 +542,7 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
                     start.retain(|t| !is_head_tensor(&t.name));
                     start.extend(client.head.iter().cloned());
                 }
-                let model = retriever_from_tensors(&start, DEFAULT_HEAD_SCALE, &device)?;
+                let model = keyed(retriever_from_tensors(&start, DEFAULT_HEAD_SCALE, &device)?, keys.as_deref(), &device);
                 let cfg = TrainConfig {
                     epochs: args.local_steps,
                     batch_size: args.batch_size,
@@ -509,7 +552,7 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
                     patience: usize::MAX,
                     seed: derive_u64(args.seed, "local-shuffle", round as u64, c as u64),
                     max_steps: Some(args.local_steps),
-                    pull_to_init: 0.0,
+                    pull_to_keys: args.head_pull,
                 };
                 let inputs = match args.train {
                     TrainArg::Head => TrainInputs::Cached(&client.features),
@@ -586,7 +629,8 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
             cum_parallel += parallel_s;
 
             let t_eval = Instant::now();
-            let metrics = evaluate(&enc, &global, &clients, &frozen_q, &q_texts, &gold, args, &device).await?;
+            let metrics =
+                evaluate(&enc, &global, &clients, &frozen_q, &q_texts, &gold, keys.as_deref(), args, &device).await?;
             let eval_s = t_eval.elapsed().as_secs_f64();
             let n_clients = clients.len() as f64;
             let row = RoundResult {
@@ -618,6 +662,14 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
         }
         Ok(report)
     })
+}
+
+/// The retriever with the head's fixed keys (row-major `[n_docs, d]`) set, when there are any.
+fn keyed(mut model: Retriever, keys: Option<&[f32]>, device: &Device) -> Retriever {
+    if let Some(k) = keys {
+        model.head = model.head.with_keys(k, device);
+    }
+    model
 }
 
 /// What the server demands of this round's updates.
@@ -672,6 +724,7 @@ async fn evaluate(
     frozen_q: &[f32],
     q_texts: &[String],
     gold: &[Vec<usize>],
+    keys: Option<&[f32]>,
     args: &SimulateArgs,
     device: &Device,
 ) -> CliResult<Metrics> {
@@ -690,14 +743,14 @@ async fn evaluate(
     let mut m = MetricsBuilder::default();
     match args.mode {
         ModeArg::Shared => {
-            let model = retriever_from_tensors(&tensors, DEFAULT_HEAD_SCALE, device)?;
+            let model = keyed(retriever_from_tensors(&tensors, DEFAULT_HEAD_SCALE, device)?, keys, device);
             rank_into(&mut m, &model, q_feats, gold, d, device).await?;
         }
         ModeArg::Personal => {
             for client in clients {
                 let mut t: Vec<HostTensor> = tensors.iter().filter(|t| !is_head_tensor(&t.name)).cloned().collect();
                 t.extend(client.head.iter().cloned());
-                let model = retriever_from_tensors(&t, DEFAULT_HEAD_SCALE, device)?;
+                let model = keyed(retriever_from_tensors(&t, DEFAULT_HEAD_SCALE, device)?, keys, device);
                 // The queries with a gold document this client holds, ranked against those.
                 let held: Vec<(usize, Vec<usize>)> = gold
                     .iter()

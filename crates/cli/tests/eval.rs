@@ -206,3 +206,54 @@ fn data_wiki_subset_includes_every_gold_article() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("\"Atlantis\" is not in the wiki summaries"), "{}", stderr(&o));
 }
+
+#[test]
+fn data_split_writes_disjoint_seeded_parts_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    setup(root);
+    let split = |queries: &Path, out: &str, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_fedsearch"))
+            .args(["data", "split", "--queries"])
+            .arg(queries)
+            .arg("--out")
+            .arg(root.join(out))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let queries = root.join("queries.jsonl");
+    let o = split(&queries, "a", &["--test-fraction", "0.25", "--seed", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Each line as (query, doc_id): the written key order may differ from the input's.
+    let read = |p: &str| {
+        std::fs::read_to_string(root.join(p))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                (v["query"].to_string(), v["doc_id"].to_string())
+            })
+            .collect::<Vec<_>>()
+    };
+    let (train, test) = (read("a/train.jsonl"), read("a/test.jsonl"));
+    assert_eq!((train.len(), test.len()), (6, 2));
+    let mut all: Vec<(String, String)> = train.iter().chain(&test).cloned().collect();
+    all.sort();
+    let mut want = read("queries.jsonl");
+    want.sort();
+    assert_eq!(all, want, "the parts are the whole file");
+    assert!(split(&queries, "b", &["--test-fraction", "0.25", "--seed", "3"]).status.success());
+    assert_eq!(read("b/test.jsonl"), test, "seeded");
+
+    for extra in [&["--test-fraction", "0"][..], &["--test-fraction", "1.5"]] {
+        let o = split(&queries, "c", extra);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}");
+        assert!(stderr(&o).contains("fraction"), "{}", stderr(&o));
+    }
+    let bad = root.join("bad.jsonl");
+    std::fs::write(&bad, "{\"query\": \"a\", \"doc_id\": \"paris\"}\n{\"query\": \"b\", \"doc_ids\": []}\n").unwrap();
+    let o = split(&bad, "d", &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("line 2") && stderr(&o).contains("doc_ids is empty"), "{}", stderr(&o));
+}

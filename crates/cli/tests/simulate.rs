@@ -128,3 +128,59 @@ fn bad_flags_exit_with_code_2() {
         assert!(err.contains("error"), "{extra:?}: {err}");
     }
 }
+
+/// Clicks are training pairs that stay on their client; federated training on them reaches the
+/// global model. The clicks here relabel a near-copy of every test query to another document (a
+/// rotation, against the pseudo-queries, which share the query's words with the original
+/// document; each clicked five times), and the test set asks for that document: the tiny random
+/// model finds it only with the clicks. A clicks file that shares a query with the test set is
+/// refused.
+#[test]
+fn click_pairs_train_the_federated_model_and_may_not_leak_the_test_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    let lines: Vec<(String, String)> = std::fs::read_to_string(dir.join("queries.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["query"].as_str().unwrap().to_string(), v["doc_id"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let rotated = |i: usize| lines[(i + 3) % lines.len()].1.clone();
+    let write = |name: &str, repeat: usize, f: &dyn Fn(usize, &str) -> String| {
+        let once: String = lines
+            .iter()
+            .enumerate()
+            .map(|(i, (q, _))| serde_json::json!({"query": f(i, q), "doc_id": rotated(i)}).to_string() + "\n")
+            .collect();
+        let text = once.repeat(repeat);
+        std::fs::write(dir.join(name), text).unwrap();
+        dir.join(name).to_str().unwrap().to_string()
+    };
+    // The test set is the rotated queries (simulate reads dir/queries.jsonl).
+    let test = write("queries.jsonl", 1, &|_, q| q.to_string());
+    let clicks = write("clicks.jsonl", 5, &|_, q| format!("the {q} please"));
+    let run = |name: &str, extra: &[&str]| -> Value {
+        let json = dir.join(name);
+        let mut args = vec!["--clients", "2", "--rounds", "3", "--local-steps", "30", "--batch-size", "16"];
+        args.extend(extra);
+        args.extend(["--json", json.to_str().unwrap()]);
+        let out = simulate(dir, &args);
+        assert!(out.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+    };
+    let without = run("no-clicks.json", &[]);
+    let with = run("clicks.json", &["--train-pairs", clicks.as_str()]);
+    assert_eq!(with["config"]["click_pairs"].as_u64(), Some(40), "{}", with["config"]);
+    assert_eq!(without["config"]["click_pairs"].as_u64(), Some(0));
+    let last = |r: &Value, k: &str| rounds(r).last().unwrap()[k].as_f64().unwrap();
+    let (m_with, m_without) = (last(&with, "mrr10"), last(&without, "mrr10"));
+    assert!(m_with >= m_without + 0.2, "MRR@10 with clicks {m_with} vs without {m_without}");
+    assert!(last(&with, "top1") > last(&without, "top1"), "top-1 with clicks must be higher");
+
+    let out = simulate(dir, &["--train-pairs", test.as_str()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shares the query"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -89,7 +89,10 @@ pub fn prepare_documents(docs: Vec<NewDoc>, kind: TextKind) -> Vec<StoredDoc> {
     out
 }
 
-/// Adapter + head on the host, the head's columns in document order.
+/// Adapter + head on the host, the head's columns in document order. The head is the trained
+/// residual on top of fixed keys (`fedsearch_core::head`): here the keys are the documents'
+/// frozen embeddings (`State::doc_emb`), so a fresh model ranks like inner-product search and
+/// only the residual is trained, persisted and federated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostModel {
     pub dim: usize,
@@ -146,9 +149,10 @@ impl HostModel {
         self.head_b[j] = bias;
     }
 
-    /// The burn modules on `device`.
-    pub fn to_retriever(&self, device: &burn::prelude::Device) -> Retriever {
-        let mut head = CarHead::from_values(self.head_w.clone(), self.head_b.clone(), self.dim, device);
+    /// The burn modules on `device`, the head keyed by `keys` (row-major `[n, d]`).
+    pub fn to_retriever(&self, keys: &[f32], device: &burn::prelude::Device) -> Retriever {
+        let mut head =
+            CarHead::from_values(self.head_w.clone(), self.head_b.clone(), self.dim, device).with_keys(keys, device);
         head.scale = DEFAULT_HEAD_SCALE;
         Retriever {
             adapter: SoftEmbeddingAdapter::from_values(self.adapter_w.clone(), self.adapter_b.clone(), device),
@@ -171,8 +175,9 @@ impl HostModel {
         })
     }
 
-    /// CaR logits for one pooled query (computed on the host: `d × n` multiply-adds).
-    pub fn logits(&self, q: &[f32]) -> Vec<f32> {
+    /// CaR logits for one pooled query with the head keyed by `keys` (row-major `[n, d]`):
+    /// `scale · q · (key_j + w_j) + b_j`, computed on the host (`2 · d × n` multiply-adds).
+    pub fn logits(&self, q: &[f32], keys: &[f32]) -> Vec<f32> {
         let n = self.n_docs();
         let mut out = self.head_b.clone();
         for (r, qv) in q.iter().enumerate() {
@@ -180,6 +185,9 @@ impl HostModel {
             for (o, w) in out.iter_mut().zip(row) {
                 *o += DEFAULT_HEAD_SCALE * qv * w;
             }
+        }
+        for (o, key) in out.iter_mut().zip(keys.chunks_exact(self.dim.max(1))) {
+            *o += DEFAULT_HEAD_SCALE * key.iter().zip(q).map(|(k, v)| k * v).sum::<f32>();
         }
         out
     }
@@ -345,6 +353,8 @@ pub struct TrainOptions {
     /// How many times each recorded click counts as a training pair.
     pub click_weight: usize,
     pub holdout_fraction: f64,
+    /// λ of the L2 pull of the head's residual back to its keys (the document embeddings).
+    pub head_pull: f64,
 }
 
 impl Default for TrainOptions {
@@ -359,6 +369,7 @@ impl Default for TrainOptions {
             seed: 17,
             click_weight: 3,
             holdout_fraction: 0.1,
+            head_pull: 1.0,
         }
     }
 }
@@ -623,9 +634,12 @@ impl State {
         if self.docs.is_empty() {
             return err("add documents before training");
         }
+        if !(opts.head_pull.is_finite() && opts.head_pull >= 0.0) {
+            return err(format!("headPull must be a number ≥ 0, got {}", opts.head_pull));
+        }
         let (queries, targets) = self.training_pairs(opts)?;
         let device = encoder.device().clone();
-        let retriever = self.model.to_retriever(&device);
+        let retriever = self.model.to_retriever(&self.doc_emb, &device);
         let cfg = TrainConfig {
             epochs: opts.epochs.max(1),
             batch_size: opts.batch_size.max(1),
@@ -635,7 +649,7 @@ impl State {
             patience: 3,
             seed: opts.seed,
             max_steps: opts.max_steps,
-            pull_to_init: 0.0,
+            pull_to_keys: opts.head_pull,
         };
         let (trained, report) = match opts.mode.as_str() {
             "head" => {
@@ -675,12 +689,12 @@ impl State {
             Method::Mips => self.index.mips_scores(&embed_one(encoder, query, None).await?),
             Method::Car => {
                 let q = embed_one(encoder, query, Some(self.adapter(&device))).await?;
-                self.model.logits(&q)
+                self.model.logits(&q, &self.doc_emb)
             }
             Method::Hybrid => {
                 let q_mips = embed_one(encoder, query, None).await?;
                 let q_car = embed_one(encoder, query, Some(self.adapter(&device))).await?;
-                let car = self.model.logits(&q_car);
+                let car = self.model.logits(&q_car, &self.doc_emb);
                 self.index.hybrid_scores(&car, &q_mips, query, HybridWeights::default())
             }
         };

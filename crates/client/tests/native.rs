@@ -78,7 +78,8 @@ fn head_training_lowers_the_loss_and_click_pairs_count() {
     st.record_click("capital of italy", "rome").unwrap();
     assert!(st.record_click("x", "missing").is_err());
     let mut losses = Vec::new();
-    let opts = TrainOptions { epochs: 30, holdout_fraction: 0.0, ..Default::default() };
+    // Without the pull back to the keys, so that the loss measures how well the head fits.
+    let opts = TrainOptions { epochs: 30, holdout_fraction: 0.0, head_pull: 0.0, ..Default::default() };
     let report = block(st.train(&enc, &opts, &mut |p| {
         losses.push(p.loss);
         true
@@ -91,6 +92,44 @@ fn head_training_lowers_the_loss_and_click_pairs_count() {
     // The trained head ranks a pseudo-query's document first.
     let hits = block(st.search(&enc, "Rome", 3, Method::Car)).unwrap();
     assert_eq!(hits[0].id, "rome", "{hits:?}");
+}
+
+/// The head is keyed by the documents' frozen embeddings: an untrained tab's CaR ranks exactly
+/// like inner-product search (the trained model starts where the frozen encoder is, not below).
+#[test]
+fn an_untrained_head_ranks_like_mips() {
+    let enc = encoder();
+    let mut st = state_with_corpus(&enc);
+    for q in ["capital of italy", "a river", "music"] {
+        let car = block(st.search(&enc, q, 5, Method::Car)).unwrap();
+        let mips = block(st.search(&enc, q, 5, Method::Mips)).unwrap();
+        let ids = |h: &[fedsearch_client::engine::Hit]| h.iter().map(|h| h.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&car), ids(&mips), "{q}");
+        for (c, m) in car.iter().zip(&mips) {
+            assert!((c.score - 20.0 * m.score).abs() < 1e-3, "{q}: CaR {} vs 20 × MIPS {}", c.score, m.score);
+        }
+    }
+}
+
+/// A click is a training pair that never leaves the tab: after the next training the clicked
+/// document rises for that query (here from last place to first).
+#[test]
+fn a_click_lifts_its_document_for_that_query_after_training() {
+    let enc = encoder();
+    let mut st = state_with_corpus(&enc);
+    let q = "where can I eat something good";
+    let before = block(st.search(&enc, q, 8, Method::Car)).unwrap();
+    let clicked = before.last().unwrap().id.clone();
+    let opts = TrainOptions { epochs: 30, holdout_fraction: 0.0, ..Default::default() };
+    block(st.train(&enc, &opts, &mut |_| true)).unwrap();
+    let rank = |hits: &[fedsearch_client::engine::Hit]| hits.iter().position(|h| h.id == clicked).unwrap();
+    let without = rank(&block(st.search(&enc, q, 8, Method::Car)).unwrap());
+    let mut st = state_with_corpus(&enc);
+    st.record_click(q, &clicked).unwrap();
+    block(st.train(&enc, &opts, &mut |_| true)).unwrap();
+    let with = rank(&block(st.search(&enc, q, 8, Method::Car)).unwrap());
+    assert!(with < without, "the click moved {clicked} from rank {without} (trained without it) to {with}");
+    assert_eq!(with, 0, "the clicked document is first for its query");
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Saving and loading the trained parts (adapter and head) as safetensors, with the head's
 //! document ids in the metadata. The tensor names are the federation's wire names:
-//! `adapter.weight` `[d, d]`, `adapter.bias` `[d]`, `head.weight` `[d, n_docs]`, `head.bias`.
+//! `adapter.weight` `[d, d]`, `adapter.bias` `[d]`, `head.weight` `[d, n_docs]` (the head's
+//! residual), `head.bias`; a checkpoint also carries the head's fixed keys (`head.keys`,
+//! `[n_docs, d]`) when it has them, which a federated update never does.
 
 use crate::adapter::SoftEmbeddingAdapter;
 use crate::error::{CoreError, Result};
@@ -39,13 +41,22 @@ pub fn write_safetensors(tensors: &[HostTensor], metadata: HashMap<String, Strin
 pub async fn retriever_tensors(model: &Retriever) -> Result<Vec<HostTensor>> {
     let d = model.adapter.dim();
     let n = model.head.num_docs();
-    Ok(vec![
+    let mut out = vec![
         HostTensor { name: "adapter.weight".into(), shape: vec![d, d], data: read_f32(model.adapter.weight.val()).await? },
         HostTensor { name: "adapter.bias".into(), shape: vec![d], data: read_f32(model.adapter.bias.val()).await? },
         HostTensor { name: "head.weight".into(), shape: vec![d, n], data: read_f32(model.head.weight.val()).await? },
         HostTensor { name: "head.bias".into(), shape: vec![n], data: read_f32(model.head.bias.val()).await? },
-    ])
+    ];
+    if let Some(keys) = &model.head.keys {
+        // Stored row-major `[n, d]`, one key per document, as `CarHead::with_keys` takes them.
+        out.push(HostTensor { name: HEAD_KEYS.into(), shape: vec![n, d], data: read_f32(keys.clone().transpose()).await? });
+    }
+    Ok(out)
 }
+
+/// Name of the head's fixed keys in a checkpoint (`[n_docs, d]`; absent: no keys). They are
+/// never part of a federated update.
+pub const HEAD_KEYS: &str = "head.keys";
 
 /// Rebuilds a retriever from host tensors (as produced by [`retriever_tensors`]).
 pub fn retriever_from_tensors(tensors: &[HostTensor], scale: f32, device: &Device) -> Result<Retriever> {
@@ -70,6 +81,10 @@ pub fn retriever_from_tensors(tensors: &[HostTensor], scale: f32, device: &Devic
     expect(hw, &[d, n])?;
     expect(hb, &[n])?;
     let mut head = CarHead::from_values(hw.data.clone(), hb.data.clone(), d, device);
+    if let Some(keys) = tensors.iter().find(|t| t.name == HEAD_KEYS) {
+        expect(keys, &[n, d])?;
+        head = head.with_keys(&keys.data, device);
+    }
     head.scale = scale;
     Ok(Retriever {
         adapter: SoftEmbeddingAdapter::from_values(aw.data.clone(), ab.data.clone(), device),

@@ -215,3 +215,60 @@ pub fn subset(corpus: &Corpus, queries: &[QueryLine], n: usize, must: &[String],
 pub fn parse_query_lines(text: &str) -> Result<Vec<QueryLine>> {
     parse_jsonl(text, "queries")
 }
+
+/// Splits query lines into (train, test) with a seeded shuffle: about `test_fraction` of the
+/// distinct query texts go to test (at least one, and at least one stays for training), the rest
+/// to train; lines with the same text (ignoring case and surrounding spaces) always land on the
+/// same side, so no test query is trained on. Each part keeps the file's order.
+pub fn split_queries(lines: &[QueryLine], test_fraction: f64, seed: u64) -> Result<(Vec<QueryLine>, Vec<QueryLine>)> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    if !(test_fraction > 0.0 && test_fraction < 1.0) {
+        return Err(CoreError::Data(format!("the test fraction must be in (0, 1), got {test_fraction}")));
+    }
+    let key = |q: &QueryLine| q.query.trim().to_lowercase();
+    let mut texts: Vec<String> = lines.iter().map(key).collect();
+    texts.sort_unstable();
+    texts.dedup();
+    if texts.len() < 2 {
+        return Err(CoreError::Data(format!(
+            "splitting needs at least two distinct queries, the file has {}",
+            texts.len()
+        )));
+    }
+    texts.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    let n_test = ((texts.len() as f64 * test_fraction).round() as usize).clamp(1, texts.len() - 1);
+    let test: std::collections::HashSet<&String> = texts[..n_test].iter().collect();
+    let (test_lines, train_lines): (Vec<QueryLine>, Vec<QueryLine>) =
+        lines.iter().cloned().partition(|q| test.contains(&key(q)));
+    Ok((train_lines, test_lines))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(q: &str, d: &str) -> QueryLine {
+        QueryLine { query: q.into(), doc_id: Some(d.into()), doc_ids: None }
+    }
+
+    #[test]
+    fn split_is_seeded_disjoint_by_text_and_complete() {
+        let mut lines: Vec<QueryLine> = (0..20).map(|i| line(&format!("question {i}"), "a")).collect();
+        lines.push(line("  Question 3 ", "b")); // the same text as line 3: must share its side
+        let (train, test) = split_queries(&lines, 0.25, 7).unwrap();
+        assert_eq!(train.len() + test.len(), lines.len());
+        let norm = |q: &QueryLine| q.query.trim().to_lowercase();
+        let test_texts: std::collections::HashSet<String> = test.iter().map(norm).collect();
+        assert!(train.iter().all(|q| !test_texts.contains(&norm(q))), "a test query is in train");
+        assert_eq!(test_texts.len(), 5, "25 % of 20 distinct texts");
+        assert_eq!(split_queries(&lines, 0.25, 7).unwrap(), (train.clone(), test.clone()));
+        assert_ne!(split_queries(&lines, 0.25, 8).unwrap().1, test);
+        assert!(split_queries(&lines, 0.0, 7).is_err());
+        assert!(split_queries(&lines, 1.0, 7).is_err());
+        assert!(split_queries(&lines[..1], 0.5, 7).is_err());
+        // Two texts: one each way, whatever the fraction.
+        let (a, b) = split_queries(&lines[..2], 0.01, 1).unwrap();
+        assert_eq!((a.len(), b.len()), (1, 1));
+    }
+}

@@ -43,10 +43,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Stop after this many optimiser steps in total, whatever the epochs.
     pub max_steps: Option<usize>,
-    /// Weight λ of an L2 pull of the head back to its starting values, `λ/2 · ‖θ − θ₀‖²` added
-    /// to the loss: a head started from the document embeddings moves away from inner-product
-    /// search only as far as the training pairs pay for (0 disables it).
-    pub pull_to_init: f64,
+    /// Weight λ of an L2 pull of the head back to its keys, `λ/2 · (‖W‖² + ‖b‖²)` on the trained
+    /// residual and bias added to the loss: a head keyed by the document embeddings moves away
+    /// from inner-product search only as far as the training pairs pay for (0 disables it).
+    pub pull_to_keys: f64,
 }
 
 impl Default for TrainConfig {
@@ -60,7 +60,7 @@ impl Default for TrainConfig {
             patience: 3,
             seed: 17,
             max_steps: None,
-            pull_to_init: 0.0,
+            pull_to_keys: 0.0,
         }
     }
 }
@@ -126,7 +126,6 @@ pub async fn train(
     let Retriever { adapter, head } = retriever.fork(&ad).train();
     let mut adapter = adapter;
     let mut head = head;
-    let head_start = (cfg.pull_to_init > 0.0).then(|| (head.weight.val().detach(), head.bias.val().detach()));
     let mut opt_head = AdamConfig::new().init();
     let mut opt_adapter = AdamConfig::new().init();
 
@@ -155,11 +154,10 @@ pub async fn train(
             let tgt: Vec<i64> = chunk.iter().map(|&i| targets[i] as i64).collect();
             let tgt = Tensor::<1, Int>::from_data(TensorData::new(tgt, [chunk.len()]), &ad);
             let mut loss = cross_entropy(head.forward(pooled), tgt);
-            if let Some((w0, b0)) = &head_start {
-                let dw = head.weight.val() - w0.clone();
-                let db = head.bias.val() - b0.clone();
-                let pull = (dw.clone() * dw).sum() + (db.clone() * db).sum();
-                loss = loss + pull.mul_scalar(cfg.pull_to_init / 2.0);
+            if cfg.pull_to_keys > 0.0 {
+                let (w, b) = (head.weight.val(), head.bias.val());
+                let pull = (w.clone() * w).sum() + (b.clone() * b).sum();
+                loss = loss + pull.mul_scalar(cfg.pull_to_keys / 2.0);
             }
             let loss_value = read_f32(loss.clone().inner()).await?[0];
             if !loss_value.is_finite() {

@@ -143,6 +143,39 @@ fn head_only_training_on_cached_features_fits_the_pairs() {
     assert!(correct >= 40, "{correct}/48 training pairs ranked first");
 }
 
+/// `[rows, cols]` row-major → `[cols, rows]` row-major.
+fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    (0..cols).flat_map(|c| (0..rows).map(move |r| m[r * cols + c])).collect()
+}
+
+/// A keyed head ranks like inner-product search against its keys before training; training
+/// moves only the residual and bias (the keys are not parameters), and a checkpoint keeps them.
+#[test]
+fn keys_are_fixed_the_residual_trains_and_checkpoints_keep_both() {
+    let (enc, device) = tiny();
+    let (feats, targets) = toy_features(&enc);
+    let d = enc.dim();
+    let keys: Vec<f32> = (0..4 * d).map(|i| ((i * 5 % 13) as f32 - 6.0) / 40.0).collect();
+    let head = CarHead::from_keys(&keys, 4, d, &device);
+    let q = &feats[..d];
+    let logits = block(read_f32(head.forward(Tensor::from_data(TensorData::new(q.to_vec(), [1, d]), &device)))).unwrap();
+    for (j, l) in logits.iter().enumerate() {
+        let dot: f32 = keys[j * d..(j + 1) * d].iter().zip(q).map(|(k, v)| k * v).sum();
+        assert!((l - 20.0 * dot).abs() < 1e-4, "logit {j}: {l} vs {}", 20.0 * dot);
+    }
+    let model = Retriever { adapter: SoftEmbeddingAdapter::identity(d, &device), head };
+    let cfg = TrainConfig { epochs: 5, batch_size: 16, holdout_fraction: 0.0, head_lr: 5e-2, ..Default::default() };
+    let (trained, _) = block(train(model, TrainInputs::Cached(&feats), &targets, &cfg, &device, &mut |_| true)).unwrap();
+    let k_after = block(read_f32(trained.head.keys.clone().unwrap().transpose())).unwrap();
+    assert_eq!(k_after, keys, "training must not move the keys");
+    let residual = block(read_f32(trained.head.weight.val())).unwrap();
+    assert!(residual.iter().any(|v| v.abs() > 1e-4), "the residual trains");
+    let bytes = block(save_retriever(&trained, &["a".into(), "b".into(), "c".into(), "d".into()])).unwrap();
+    let (back, _) = load_retriever(&bytes, d, &device).unwrap();
+    assert_eq!(block(read_f32(back.head.effective_weight())).unwrap(), block(read_f32(trained.head.effective_weight())).unwrap());
+    assert_eq!(block(read_f32(back.head.weight.val())).unwrap(), residual);
+}
+
 #[test]
 fn head_from_query_centroids_matches_a_hand_computation() {
     let device = Device::flex();
@@ -150,8 +183,10 @@ fn head_from_query_centroids_matches_a_hand_computation() {
     let docs = [1.0f32, 0.0, 0.0, 1.0];
     let queries = [0.0f32, 1.0, 0.0, 3.0];
     let head = CarHead::from_query_centroids(&docs, &queries, &[0, 0], 2, 0.5, &device);
-    // Column 0 = normalise((1,0) + 0.5·(0,2)) = (1,1)/√2; column 1 stays (0,1). W is [d, n_docs].
-    let w = block(read_f32(head.weight.val())).unwrap();
+    // Key 0 = normalise((1,0) + 0.5·(0,2)) = (1,1)/√2; key 1 stays (0,1). K + W is [d, n_docs];
+    // the trained residual W starts at zero.
+    assert!(block(read_f32(head.weight.val())).unwrap().iter().all(|v| *v == 0.0));
+    let w = block(read_f32(head.effective_weight())).unwrap();
     let r = std::f32::consts::FRAC_1_SQRT_2;
     for (got, want) in w.iter().zip([r, 0.0, r, 1.0]) {
         assert!((got - want).abs() < 1e-6, "{w:?}");
@@ -160,7 +195,7 @@ fn head_from_query_centroids_matches_a_hand_computation() {
 }
 
 #[test]
-fn the_pull_keeps_the_head_near_where_it_started() {
+fn the_pull_keeps_the_head_near_its_keys() {
     let (enc, device) = tiny();
     let (feats, targets) = toy_features(&enc);
     let d = enc.dim();
@@ -168,13 +203,14 @@ fn the_pull_keeps_the_head_near_where_it_started() {
     let distance = |pull: f64| -> f32 {
         let model = Retriever {
             adapter: SoftEmbeddingAdapter::identity(d, &device),
-            head: CarHead::from_values(start.clone(), vec![0.0; 4], d, &device),
+            // `start` is [d, 4]; keys are taken as rows [4, d].
+            head: CarHead::from_keys(&transpose(&start, d, 4), 4, d, &device),
         };
         let cfg = TrainConfig {
-            epochs: 20, batch_size: 16, holdout_fraction: 0.0, head_lr: 5e-2, pull_to_init: pull, ..Default::default()
+            epochs: 20, batch_size: 16, holdout_fraction: 0.0, head_lr: 5e-2, pull_to_keys: pull, ..Default::default()
         };
         let (trained, _) = block(train(model, TrainInputs::Cached(&feats), &targets, &cfg, &device, &mut |_| true)).unwrap();
-        let w = block(read_f32(trained.head.weight.val())).unwrap();
+        let w = block(read_f32(trained.head.effective_weight())).unwrap();
         w.iter().zip(&start).map(|(a, b)| (a - b) * (a - b)).sum::<f32>().sqrt()
     };
     let free = distance(0.0);
