@@ -56,6 +56,9 @@ pub async fn embed(
     label: &str,
     cache: &EmbedCache,
 ) -> CliResult<Vec<f32>> {
+    if texts.is_empty() {
+        return Ok(Vec::new());
+    }
     let path = if adapter.is_none() { cache.path(texts) } else { None };
     if let Some(bytes) = path.as_ref().and_then(|p| std::fs::read(p).ok()) {
         if bytes.len() == texts.len() * enc.dim() * 4 {

@@ -42,6 +42,8 @@ pub struct EvalOptions {
     pub adapter: TrainConfig,
     /// Extra labelled training pairs (same format as queries), added to the pseudo-queries.
     pub train_pairs: Option<PathBuf>,
+    /// How many times each of those counts.
+    pub click_weight: usize,
     pub hybrid: HybridWeights,
     /// Where the CaR head starts.
     pub head_init: HeadInit,
@@ -249,7 +251,11 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
         // Labelled pairs (clicks) train the head but never shape its keys.
         let n_pseudo = pairs.len();
         if let Some(p) = &opts.train_pairs {
-            pairs.extend(training_pairs(parse_queries(&read_input(p, "training pairs")?, &corpus)?));
+            let clicks = training_pairs(parse_queries(&read_input(p, "training pairs")?, &corpus)?);
+            // Each counts `click_weight` times, as a click does in the tab.
+            for _ in 0..opts.click_weight.max(1) {
+                pairs.extend(clicks.iter().cloned());
+            }
         }
         let p_texts: Vec<String> = pairs.iter().map(|(q, _)| q.clone()).collect();
         let p_targets: Vec<usize> = pairs.iter().map(|(_, d)| *d).collect();
@@ -257,7 +263,9 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
         let mut best_logits: Option<(Vec<f32>, Vec<f32>)> = None;
         if needs_car {
             let t = Instant::now();
-            let p_emb = embed(&enc, &p_texts, None, "pseudo-queries", &cache).await?;
+            // Two cache entries: the pseudo-queries' stays valid whatever clicks are added.
+            let mut p_emb = embed(&enc, &p_texts[..n_pseudo], None, "pseudo-queries", &cache).await?;
+            p_emb.extend(embed(&enc, &p_texts[n_pseudo..], None, "training pairs", &cache).await?);
             let encode_s = t.elapsed().as_secs_f64();
             let head = opts.head_init.head(&index.doc_emb, &p_emb[..n_pseudo * d], &p_targets[..n_pseudo], d, &device);
             let model = Retriever { adapter: SoftEmbeddingAdapter::identity(d, &device), head };

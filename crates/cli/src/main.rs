@@ -55,9 +55,12 @@ enum Command {
         /// Also write the results as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
-        /// Labelled training pairs (query, doc_id) to add to the pseudo-queries.
+        /// Labelled training pairs (query, doc_id), e.g. clicks, to add to the pseudo-queries.
         #[arg(long)]
         train_pairs: Option<PathBuf>,
+        /// How many times each of those counts (the tab counts a click 3 times).
+        #[arg(long, default_value_t = 3)]
+        click_weight: usize,
         #[arg(long, default_value_t = DEFAULT_MAX_LEN)]
         max_len: usize,
         #[arg(long, default_value_t = 30)]
@@ -222,7 +225,7 @@ fn run(cli: Cli) -> CliResult<()> {
             Ok(())
         }
         Command::Eval {
-            model, corpus, queries, method, docs, seed, json, train_pairs, max_len, head_epochs,
+            model, corpus, queries, method, docs, seed, json, train_pairs, click_weight, max_len, head_epochs,
             head_lr, adapter_epochs, adapter_lr, adapter_batch, adapter_steps, hybrid_weights,
             head_init, head_pull, pq_holdout, embed_cache,
         } => {
@@ -235,7 +238,7 @@ fn run(cli: Cli) -> CliResult<()> {
                 return Err(CliError::Input("--hybrid-weights takes three numbers: CaR,MIPS,BM25".into()));
             };
             let opts = eval::EvalOptions {
-                model, corpus, queries, methods, docs, seed, json, max_len, train_pairs,
+                model, corpus, queries, methods, docs, seed, json, max_len, train_pairs, click_weight,
                 head: TrainConfig { epochs: head_epochs, head_lr, seed, pull_to_keys: head_pull, ..Default::default() },
                 adapter: TrainConfig {
                     epochs: adapter_epochs,

@@ -19,7 +19,7 @@
 //! difference to the global model, clips and noises the flattened difference when DP is on,
 //! encodes it as a protocol `Update` (the bytes it would upload), and the "server" decodes it,
 //! validates it against the federation's spec and adds it to a [`StreamingFedAvg`] weighted by
-//! `num_examples`; [`ServerOptimizer::FedAvg`] with `lr = 1` applies the mean delta.
+//! `num_examples`; [`ServerOptimizer::FedAvg`] applies `--server-lr` (default 1) times the mean delta.
 //!
 //! Modes: `shared` federates adapter and head (`--train head` still sends the adapter's zero
 //! delta, because the shared-mode wire format requires all four tensors); `personal` federates
@@ -184,6 +184,12 @@ pub struct SimulateArgs {
     /// query with the test set.
     #[arg(long)]
     pub train_pairs: Option<PathBuf>,
+    /// Server learning rate: the global model moves by this times the mean delta (FedAvg: 1).
+    #[arg(long, default_value_t = 1.0)]
+    pub server_lr: f64,
+    /// How many times each click counts as a training pair (the tab's default).
+    #[arg(long, default_value_t = 3)]
+    pub click_weight: usize,
     /// The head's keys: zeros (none), docs (the document embeddings) or centroid.
     #[arg(long, value_enum, default_value_t = HeadInit::Centroid)]
     pub head_init: HeadInit,
@@ -292,6 +298,9 @@ fn check_args(a: &SimulateArgs) -> CliResult<()> {
     }
     if !(a.delta > 0.0 && a.delta < 1.0) {
         return bad(format!("--delta must be in (0, 1), got {}", a.delta));
+    }
+    if !(a.server_lr.is_finite() && a.server_lr > 0.0) {
+        return bad(format!("--server-lr must be a positive number, got {}", a.server_lr));
     }
     if !(a.head_pull.is_finite() && a.head_pull >= 0.0) {
         return bad(format!("--head-pull must be a number ≥ 0, got {}", a.head_pull));
@@ -433,7 +442,15 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
         }
         pairs.extend(clicks);
     }
-    let split = split_pairs(&pairs, args.clients, args.split, args.seed)?;
+    // Each click counts `--click-weight` times on the client that holds it (as in the tab).
+    let split: Vec<Vec<usize>> = split_pairs(&pairs, args.clients, args.split, args.seed)?
+        .into_iter()
+        .map(|idx| {
+            idx.into_iter()
+                .flat_map(|i| std::iter::repeat_n(i, if i >= n_pseudo { args.click_weight.max(1) } else { 1 }))
+                .collect()
+        })
+        .collect();
     let device = Device::flex();
     let files = ModelFiles::read_dir(&args.model)?;
     let enc = SentenceEncoder::load(&files, &device, args.max_len)?;
@@ -464,7 +481,8 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
         let all_texts: Vec<String> = pairs.iter().map(|(q, _)| q.clone()).collect();
         // Frozen features of every pair: the head-only clients train on them, and the keys come
         // from the pseudo-queries' (the first `n_pseudo`).
-        let features = embed(&enc, &all_texts, None, "training pairs", &cache).await?;
+        let mut features = embed(&enc, &all_texts[..n_pseudo], None, "pseudo-queries", &cache).await?;
+        features.extend(embed(&enc, &all_texts[n_pseudo..], None, "clicks", &cache).await?);
         let keys = match args.head_init {
             HeadInit::Zeros => None,
             init => {
@@ -503,7 +521,7 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
         let values_per_update: usize = specs.iter().map(TensorSpec::numel).sum();
         let mut global = GlobalModel::initial(FEDERATION_ID, mode, d as u32, n_docs as u32, Some(corpus.ids()));
         let mut opt_state = OptimizerState::default();
-        let server_opt = ServerOptimizer::FedAvg { lr: 1.0 };
+        let server_opt = ServerOptimizer::FedAvg { lr: args.server_lr };
 
         let config = RunConfig {
             args: args.clone(),

@@ -257,3 +257,27 @@ fn data_split_writes_disjoint_seeded_parts_and_refuses_bad_input() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("line 2") && stderr(&o).contains("doc_ids is empty"), "{}", stderr(&o));
 }
+
+/// Clicks (`--train-pairs`) are one pair per gold document, each counted `--click-weight` times
+/// (3 by default, as in the tab).
+#[test]
+fn train_pairs_count_click_weight_times_per_gold_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    setup(root);
+    let clicks = root.join("clicks.jsonl");
+    std::fs::write(&clicks, "{\"query\": \"where kings lived\", \"doc_ids\": [\"rome\", \"book\"]}\n{\"query\": \"a sea battle\", \"doc_id\": \"ship\"}\n").unwrap();
+    let pairs = |name: &str, extra: &[&str]| -> u64 {
+        let out = root.join(name);
+        let mut args = vec!["--method", "car", "--json", out.to_str().unwrap()];
+        args.extend(extra);
+        let o = eval(&root.join("model"), &root.join("corpus.jsonl"), &root.join("queries.jsonl"), &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let r: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        r["training_pairs"].as_u64().unwrap()
+    };
+    let base = pairs("base.json", &[]);
+    let c = clicks.to_str().unwrap();
+    assert_eq!(pairs("w3.json", &["--train-pairs", c]), base + 3 * 3);
+    assert_eq!(pairs("w1.json", &["--train-pairs", c, "--click-weight", "1"]), base + 3);
+}

@@ -121,6 +121,9 @@ fn bad_flags_exit_with_code_2() {
         &["--dp-sigma", "1"],
         &["--clients", "9", "--split", "non-iid"],
         &["--mode", "personal", "--train", "head"],
+        &["--server-lr", "0"],
+        &["--head-pull=-1"],
+        &["--train-pairs", "missing-clicks.jsonl"],
     ] {
         let out = simulate(dir, extra);
         assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
