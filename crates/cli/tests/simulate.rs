@@ -109,26 +109,27 @@ fn bad_flags_exit_with_code_2() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     setup(dir);
-    for extra in [
-        &["--clients", "0"][..],
-        &["--rounds", "0"],
-        &["--clip", "0"],
-        &["--clip=-1"],
-        &["--dp-sigma", "0", "--clip", "1"],
-        &["--dp-sigma=-2", "--clip", "1"],
-        &["--dp-sigma", "NaN", "--clip", "1"],
-        &["--local-steps", "0"],
-        &["--dp-sigma", "1"],
-        &["--clients", "9", "--split", "non-iid"],
-        &["--mode", "personal", "--train", "head"],
-        &["--server-lr", "0"],
-        &["--head-pull=-1"],
-        &["--train-pairs", "missing-clicks.jsonl"],
+    // Each bad flag exits 2 with a message that names what is wrong.
+    for (extra, needle) in [
+        (&["--clients", "0"][..], "--clients"),
+        (&["--rounds", "0"], "--rounds"),
+        (&["--clip", "0"], "--clip"),
+        (&["--clip=-1"], "--clip"),
+        (&["--dp-sigma", "0", "--clip", "1"], "--dp-sigma"),
+        (&["--dp-sigma=-2", "--clip", "1"], "--dp-sigma"),
+        (&["--dp-sigma", "NaN", "--clip", "1"], "--dp-sigma"),
+        (&["--local-steps", "0"], "--local-steps"),
+        (&["--dp-sigma", "1"], "needs --clip"),
+        (&["--clients", "9", "--split", "non-iid"], "at least one document per client"),
+        (&["--mode", "personal", "--train", "head"], "use --train adapter"),
+        (&["--server-lr", "0"], "--server-lr"),
+        (&["--head-pull=-1"], "--head-pull"),
+        (&["--train-pairs", "missing-clicks.jsonl"], "missing-clicks.jsonl"),
     ] {
         let out = simulate(dir, extra);
         assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("error"), "{extra:?}: {err}");
+        assert!(err.contains(needle), "{extra:?}: expected {needle:?} in {err}");
     }
 }
 

@@ -23,13 +23,49 @@ use fedsearch_protocol::{
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
-/// Errors of the client, each with a message a person can act on.
+/// What kind of failure a [`ClientError`] is: callers (and the page, as the JS error's `code`)
+/// branch on this, never on the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Input or state the person can fix (the message says how).
+    Invalid,
+    /// Training diverged (the loss stopped being finite).
+    Diverged,
+    /// Training was cancelled.
+    Cancelled,
+    /// Any other failure of the model or its backend.
+    Core,
+}
+
+impl ErrorCode {
+    /// The stable name carried to JS.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Invalid => "invalid",
+            ErrorCode::Diverged => "diverged",
+            ErrorCode::Cancelled => "cancelled",
+            ErrorCode::Core => "core",
+        }
+    }
+}
+
+/// Errors of the client, each with a message a person can act on and a code to branch on.
 #[derive(Debug)]
-pub struct ClientError(pub String);
+pub struct ClientError {
+    pub message: String,
+    pub code: ErrorCode,
+}
+
+impl ClientError {
+    /// An [`ErrorCode::Invalid`] error.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), code: ErrorCode::Invalid }
+    }
+}
 
 impl std::fmt::Display for ClientError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -37,7 +73,12 @@ impl std::error::Error for ClientError {}
 
 impl From<CoreError> for ClientError {
     fn from(e: CoreError) -> Self {
-        ClientError(e.to_string())
+        let code = match e {
+            CoreError::Diverged { .. } => ErrorCode::Diverged,
+            CoreError::Cancelled => ErrorCode::Cancelled,
+            _ => ErrorCode::Core,
+        };
+        ClientError { message: e.to_string(), code }
     }
 }
 
@@ -45,7 +86,7 @@ impl From<CoreError> for ClientError {
 pub type Result<T> = std::result::Result<T, ClientError>;
 
 fn err<T>(msg: impl Into<String>) -> Result<T> {
-    Err(ClientError(msg.into()))
+    Err(ClientError::new(msg))
 }
 
 /// Longest chunk, in words, a document is cut into (the encoder reads at most 256 tokens).
@@ -282,8 +323,8 @@ impl PrivacyState {
     /// ε if one more contribution with `sigma` (at δ `delta`) were made.
     pub fn epsilon_after(&self, sigma: f32, delta: f64) -> Result<f64> {
         let mut a = self.accountant.clone();
-        a.step(f64::from(sigma), 1.0, 1).map_err(|e| ClientError(format!("privacy accounting: {e}")))?;
-        a.epsilon(delta).map(|(e, _)| e).map_err(|e| ClientError(format!("privacy accounting: {e}")))
+        a.step(f64::from(sigma), 1.0, 1).map_err(|e| ClientError::new(format!("privacy accounting: {e}")))?;
+        a.epsilon(delta).map(|(e, _)| e).map_err(|e| ClientError::new(format!("privacy accounting: {e}")))
     }
 }
 
@@ -718,7 +759,7 @@ fn full_text(d: &StoredDoc) -> String {
 
 fn read_safetensors(bytes: &[u8]) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>> {
     let st = safetensors::SafeTensors::deserialize(bytes)
-        .map_err(|e| ClientError(format!("the stored model is corrupt ({e}): delete the local data")))?;
+        .map_err(|e| ClientError::new(format!("the stored model is corrupt ({e}): delete the local data")))?;
     Ok(st
         .tensors()
         .into_iter()
@@ -807,7 +848,7 @@ pub fn build_update(
     // Clip and noise the whole flattened delta at once (client-level DP).
     let mut flat: Vec<f32> = tensors.iter().flat_map(|t| t.data.iter().copied()).collect();
     let rep = privatize_update(&mut flat, info.dp.clip, info.dp.noise_multiplier, rng)
-        .map_err(|e| ClientError(format!("cannot privatize the update: {e}")))?;
+        .map_err(|e| ClientError::new(format!("cannot privatize the update: {e}")))?;
     let mut off = 0;
     for t in &mut tensors {
         let n = t.data.len();
@@ -852,7 +893,7 @@ pub fn record_contribution(state: &mut State, info: &FederationInfo, report: &Co
     let p = &mut state.meta.privacy;
     p.accountant
         .step(f64::from(info.dp.noise_multiplier), 1.0, 1)
-        .map_err(|e| ClientError(format!("privacy accounting: {e}")))?;
+        .map_err(|e| ClientError::new(format!("privacy accounting: {e}")))?;
     p.delta = Some(info.dp.delta);
     p.contributions += 1;
     p.rounds.push(report.round);

@@ -22,9 +22,18 @@ fn js_error(msg: impl AsRef<str>) -> JsValue {
     js_sys::Error::new(msg.as_ref()).into()
 }
 
+/// A JS `Error` with the client's stable `code` property ("invalid", "diverged", "cancelled",
+/// "core") for the page to branch on.
+fn coded_error(msg: &str, code: engine::ErrorCode) -> JsValue {
+    let e = js_sys::Error::new(msg);
+    // Setting a property on a fresh Error object cannot fail.
+    let _ = js_sys::Reflect::set(&e, &"code".into(), &code.as_str().into());
+    e.into()
+}
+
 impl From<engine::ClientError> for JsValue {
     fn from(e: engine::ClientError) -> Self {
-        js_error(e.0)
+        coded_error(&e.message, e.code)
     }
 }
 
@@ -362,11 +371,12 @@ impl FedsearchClient {
                 Ok(r) => r,
                 // Known: adapter + head training of the real model can diverge on WebGPU
                 // (seen on SwiftShader) while the CPU backend trains it; say so.
-                Err(e) if inner.backend == "webgpu" && e.0.contains("the loss became") => {
-                    return Err(js_error(format!(
+                Err(e) if inner.backend == "webgpu" && e.code == engine::ErrorCode::Diverged => {
+                    let msg = format!(
                         "{} (on WebGPU; the CPU backend trains this model: try mode \"head\", or reload with ?backend=cpu)",
-                        e.0
-                    )));
+                        e.message
+                    );
+                    return Err(coded_error(&msg, e.code));
                 }
                 Err(e) => return Err(e.into()),
             };

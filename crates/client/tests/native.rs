@@ -132,6 +132,20 @@ fn a_click_lifts_its_document_for_that_query_after_training() {
     assert_eq!(with, 0, "the clicked document is first for its query");
 }
 
+/// A diverging run is a typed error (the page branches on its code, not its text) and leaves
+/// the model as it was.
+#[test]
+fn a_diverging_run_reports_code_diverged() {
+    let enc = encoder();
+    let mut st = state_with_corpus(&enc);
+    let before = st.model.clone();
+    let opts = TrainOptions { epochs: 5, holdout_fraction: 0.0, head_lr: 1e38, ..Default::default() };
+    let e = block(st.train(&enc, &opts, &mut |_| true)).unwrap_err();
+    assert_eq!(e.code, fedsearch_client::engine::ErrorCode::Diverged, "{e}");
+    assert!(e.message.contains("lower the learning rate"), "{e}");
+    assert_eq!(st.model, before);
+}
+
 #[test]
 fn adapter_training_runs_and_cancel_stops_it() {
     let enc = encoder();
@@ -142,7 +156,8 @@ fn adapter_training_runs_and_cancel_stops_it() {
     assert_ne!(st.model.adapter_w, before, "the adapter must change");
     let trained = st.model.clone();
     let err = block(st.train(&enc, &opts, &mut |p| p.step < 2)).unwrap_err();
-    assert!(err.0.contains("cancelled"), "{err}");
+    assert!(err.message.contains("cancelled"), "{err}");
+    assert_eq!(err.code, fedsearch_client::engine::ErrorCode::Cancelled);
     assert_eq!(st.model, trained, "a cancelled run leaves the model as it was");
 }
 
@@ -199,7 +214,7 @@ fn the_update_is_private_valid_and_textless() {
     stale.current_version = 3;
     st.apply_global(&g).unwrap();
     let e = build_update(&st, &stale, "c1", &mut NoiseRng::from_seed([3; 32])).unwrap_err();
-    assert!(e.0.contains("sync"), "{e}");
+    assert!(e.message.contains("sync"), "{e}");
 }
 
 #[test]
@@ -245,7 +260,7 @@ fn search_survives_a_restore_from_the_persisted_parts() {
     assert_eq!(before[2][0].id, "paris", "BM25 puts Paris first: {:?}", before[2]);
     // A store of another width is refused.
     let e = State::restore(enc.dim() + 1, vec![], vec![], None, Some(restored.meta.clone())).err().unwrap();
-    assert!(e.0.contains("width"), "{e}");
+    assert!(e.message.contains("width"), "{e}");
 }
 
 #[test]

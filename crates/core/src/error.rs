@@ -30,6 +30,9 @@ pub enum CoreError {
     /// Training was cancelled through its progress callback.
     #[error("training cancelled")]
     Cancelled,
+    /// The training loss stopped being a finite number.
+    #[error("backend: the loss became {loss} at step {step}: lower the learning rate")]
+    Diverged { step: usize, loss: f32 },
 }
 
 /// Result alias for this crate.

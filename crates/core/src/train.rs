@@ -161,10 +161,7 @@ pub async fn train(
             }
             let loss_value = read_f32(loss.clone().inner()).await?[0];
             if !loss_value.is_finite() {
-                return Err(CoreError::Backend(format!(
-                    "the loss became {loss_value} at step {}: lower the learning rate",
-                    report.steps
-                )));
+                return Err(CoreError::Diverged { step: report.steps, loss: loss_value });
             }
             let mut grads = loss.backward();
             let head_grads = GradientsParams::from_module(&mut grads, &head);
