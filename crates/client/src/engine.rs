@@ -111,14 +111,49 @@ pub struct NewDoc {
     pub text: String,
 }
 
+/// Largest document accepted, in bytes of its raw text (a book is ~1 MB).
+pub const MAX_DOCUMENT_BYTES: usize = 5 << 20;
+
+/// Why a document is refused before anything is embedded, or `None` when it is fine: empty
+/// (no text after conversion), binary (NUL bytes, or more than 1 % of its characters are
+/// control characters or U+FFFD, which is what a browser's `file.text()` makes of bytes that
+/// are not UTF-8), or too large.
+pub fn document_problem(raw: &str, plain: &str) -> Option<String> {
+    if raw.len() > MAX_DOCUMENT_BYTES {
+        return Some(format!("is {:.1} MiB; the limit is {} MiB", raw.len() as f64 / (1 << 20) as f64, MAX_DOCUMENT_BYTES >> 20));
+    }
+    let (mut chars, mut odd) = (0usize, 0usize);
+    for c in raw.chars() {
+        chars += 1;
+        if c == '\0' {
+            return Some("contains binary data (NUL bytes), not text".into());
+        }
+        if c == '\u{FFFD}' || (c.is_control() && !matches!(c, '\n' | '\r' | '\t' | '\u{0C}')) {
+            odd += 1;
+        }
+    }
+    if odd * 100 > chars {
+        return Some("does not look like text (binary data?): add plain text, Markdown or HTML".into());
+    }
+    if plain.trim().is_empty() {
+        return Some("is empty".into());
+    }
+    None
+}
+
 /// Turns raw documents into stored ones: text conversion, chunking (`id#2`, `id#3`, ... for
-/// the parts after the first), content-hash ids where none is given.
-pub fn prepare_documents(docs: Vec<NewDoc>, kind: TextKind) -> Vec<StoredDoc> {
+/// the parts after the first), content-hash ids where none is given. Refuses the whole batch,
+/// naming every refused document, when one is empty, binary or too large
+/// ([`document_problem`]): nothing is added that would show up as garbage in results.
+pub fn prepare_documents(docs: Vec<NewDoc>, kind: TextKind) -> Result<Vec<StoredDoc>> {
     let mut out = Vec::new();
-    for d in docs {
+    let mut refused = Vec::new();
+    for (i, d) in docs.into_iter().enumerate() {
         let text = kind.to_plain(&d.text);
         let title = d.title.trim().to_string();
-        if text.trim().is_empty() && title.is_empty() {
+        if let Some(problem) = document_problem(&d.text, &text) {
+            let name = if title.is_empty() { format!("document {}", i + 1) } else { format!("{title:?}") };
+            refused.push(format!("{name} {problem}"));
             continue;
         }
         let id = d.id.filter(|s| !s.trim().is_empty()).unwrap_or_else(|| content_id(&title, &text));
@@ -127,7 +162,12 @@ pub fn prepare_documents(docs: Vec<NewDoc>, kind: TextKind) -> Vec<StoredDoc> {
             out.push(StoredDoc { id, title: title.clone(), text: chunk });
         }
     }
-    out
+    if !refused.is_empty() {
+        let more = if refused.len() > 5 { format!(" (and {} more)", refused.len() - 5) } else { String::new() };
+        refused.truncate(5);
+        return err(format!("nothing was added: {}{more}", refused.join("; ")));
+    }
+    Ok(out)
 }
 
 /// Adapter + head on the host, the head's columns in document order. The head is the trained

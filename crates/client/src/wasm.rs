@@ -328,7 +328,7 @@ impl FedsearchClient {
                     DocInput::Doc(d) => d,
                 })
                 .collect();
-            let prepared = engine::prepare_documents(new, kind);
+            let prepared = engine::prepare_documents(new, kind)?;
             let mut st = inner.state()?;
             let mut progress = |done: usize, total: usize| {
                 net::call(on_progress.as_ref(), &[(done as f64).into(), (total as f64).into()]);

@@ -51,7 +51,7 @@ fn golden_values_match_the_native_model() {
 
 fn state_with_corpus(enc: &SentenceEncoder) -> State {
     let mut st = State::empty(enc.dim());
-    let docs = prepare_documents(corpus(), TextKind::Text);
+    let docs = prepare_documents(corpus(), TextKind::Text).unwrap();
     let added = block(st.add_documents(enc, docs, &mut |_, _| {})).unwrap();
     assert_eq!(added, corpus().len());
     st
@@ -274,7 +274,8 @@ fn documents_are_converted_chunked_and_deduplicated() {
             fedsearch_client::engine::NewDoc { id: None, title: "".into(), text: "<p>Hello <b>world</b></p>".into() },
         ],
         TextKind::Html,
-    );
+    )
+    .unwrap();
     assert!(docs.len() >= 3, "{}", docs.len());
     assert!(docs[1].id.ends_with("#2"));
     assert_eq!(docs.last().unwrap().text, "Hello world");
@@ -282,4 +283,31 @@ fn documents_are_converted_chunked_and_deduplicated() {
     assert_eq!(n, docs.len());
     assert_eq!(block(st.add_documents(&enc, docs, &mut |_, _| {})).unwrap(), 0, "same ids are not added twice");
     assert_eq!(st.model.n_docs(), n);
+}
+
+/// Empty, binary and oversized files are refused before anything is embedded, with a message
+/// naming each; the good documents of that batch are not added either (nothing half-done).
+#[test]
+fn empty_binary_and_oversized_documents_are_refused_by_name() {
+    use fedsearch_client::engine::{MAX_DOCUMENT_BYTES, NewDoc};
+    let doc = |title: &str, text: String| NewDoc { id: None, title: title.into(), text };
+    let png_as_text = String::from_utf8_lossy(&[0x89, b'P', b'N', b'G', 13, 10, 26, 10, 0xff, 0xfe, 0xfd, 0x9c, 0x80, 0x81, 0x82]).repeat(20);
+    let cases = [
+        (doc("empty", "   \n ".into()), "\"empty\" is empty"),
+        (doc("tags only", "<p> </p>".into()), "\"tags only\" is empty"),
+        (doc("nul", "text\0with a NUL".into()), "\"nul\" contains binary data"),
+        (doc("picture", png_as_text), "\"picture\" does not look like text"),
+        (doc("huge", "word ".repeat(MAX_DOCUMENT_BYTES / 5 + 1)), "\"huge\" is 5.0 MiB"),
+        (doc("", "\u{1}\u{2}\u{3} abc".into()), "document 2 does not look like text"),
+    ];
+    for (bad, needle) in cases {
+        let good = doc("Good", "A perfectly good document about a river.".into());
+        let e = prepare_documents(vec![good, bad], TextKind::Html).unwrap_err();
+        assert!(e.message.contains(needle), "expected {needle:?} in {e}");
+        assert!(e.message.starts_with("nothing was added"), "{e}");
+    }
+    // Ordinary text with a few odd characters (tabs, a form feed, one replacement char in a long
+    // text) is fine.
+    let ok = format!("Tabs\tand a form feed\u{0C} here. {} \u{FFFD}", "plain words ".repeat(20));
+    assert_eq!(prepare_documents(vec![doc("ok", ok)], TextKind::Text).unwrap().len(), 1);
 }

@@ -61,7 +61,7 @@ async fn pooled_output_equals_native_on_webgpu() {
 async fn check_training(backend: &str, mode: &str) {
     let enc = encoder(backend).await;
     let mut st = State::empty(enc.dim());
-    st.add_documents(&enc, prepare_documents(corpus(), TextKind::Text), &mut |_, _| {}).await.unwrap();
+    st.add_documents(&enc, prepare_documents(corpus(), TextKind::Text).unwrap(), &mut |_, _| {}).await.unwrap();
     let mut losses = Vec::new();
     let opts = TrainOptions { mode: mode.into(), epochs: 8, holdout_fraction: 0.0, ..Default::default() };
     st.train(&enc, &opts, &mut |p| {
@@ -90,7 +90,7 @@ async fn training_lowers_the_loss_on_webgpu() {
 async fn the_update_decodes_validates_and_carries_no_text() {
     let enc = encoder("cpu").await;
     let mut st = State::empty(enc.dim());
-    st.add_documents(&enc, prepare_documents(corpus(), TextKind::Text), &mut |_, _| {}).await.unwrap();
+    st.add_documents(&enc, prepare_documents(corpus(), TextKind::Text).unwrap(), &mut |_, _| {}).await.unwrap();
     let d = enc.dim() as u32;
     let ids: Vec<String> = corpus().into_iter().map(|x| x.id.unwrap()).collect();
     let n = ids.len() as u32;
