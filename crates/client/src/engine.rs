@@ -779,8 +779,12 @@ impl State {
                 self.index.hybrid_scores(&car, &q_mips, query, HybridWeights::default())
             }
         };
+        // BM25 has evidence only for documents sharing a word with the query: the rest (score
+        // 0) are not results, so a query with no word in common finds nothing.
+        let has_evidence = |i: &usize| method != Method::Bm25 || scores[*i] > 0.0;
         Ok(top_k(&scores, k.max(1))
             .into_iter()
+            .filter(has_evidence)
             .map(|i| {
                 let d = &self.docs[i];
                 Hit { id: d.id.clone(), title: d.title.clone(), score: scores[i], snippet: snippet(&d.text, query, 200) }

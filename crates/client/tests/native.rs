@@ -311,3 +311,15 @@ fn empty_binary_and_oversized_documents_are_refused_by_name() {
     let ok = format!("Tabs\tand a form feed\u{0C} here. {} \u{FFFD}", "plain words ".repeat(20));
     assert_eq!(prepare_documents(vec![doc("ok", ok)], TextKind::Text).unwrap().len(), 1);
 }
+
+/// BM25 lists only documents that share a word with the query: no padding with zero scores.
+#[test]
+fn bm25_results_have_evidence() {
+    let enc = encoder();
+    let mut st = state_with_corpus(&enc);
+    let hits = block(st.search(&enc, "bread", 10, Method::Bm25)).unwrap();
+    assert_eq!(hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), ["rome"], "{hits:?}");
+    assert!(block(st.search(&enc, "xylophone quasar", 10, Method::Bm25)).unwrap().is_empty());
+    // The dense methods rank every document.
+    assert_eq!(block(st.search(&enc, "xylophone quasar", 10, Method::Mips)).unwrap().len(), 8);
+}
