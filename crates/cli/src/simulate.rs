@@ -18,8 +18,9 @@
 //! [`fedsearch_core::train::train`] (fresh Adam state each round, no held-out split), takes the
 //! difference to the global model, clips and noises the flattened difference when DP is on,
 //! encodes it as a protocol `Update` (the bytes it would upload), and the "server" decodes it,
-//! validates it against the federation's spec and adds it to a [`StreamingFedAvg`] weighted by
-//! `num_examples`; [`ServerOptimizer::FedAvg`] applies `--server-lr` (default 1) times the mean delta.
+//! validates it against the federation's spec and adds it to a [`StreamingFedAvg`] with weight 1,
+//! as the worker does (a client's claimed `num_examples` is never a weight);
+//! [`ServerOptimizer::FedAvg`] applies `--server-lr` (default 1) times the mean delta.
 //!
 //! Modes: `shared` federates adapter and head (`--train head` still sends the adapter's zero
 //! delta, because the shared-mode wire format requires all four tensors); `personal` federates
@@ -634,7 +635,7 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
                 let t_server = Instant::now();
                 let received = decode_update(&bytes).map_err(proto("decoding an update"))?;
                 validate_update(&received, &spec).map_err(proto("the server rejected an update"))?;
-                agg.add(&received, received.num_examples as f64).map_err(proto("aggregation"))?;
+                agg.add(&received, 1.0).map_err(proto("aggregation"))?;
                 server_s += t_server.elapsed().as_secs_f64();
             }
             let t_server = Instant::now();
