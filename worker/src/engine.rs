@@ -290,6 +290,15 @@ impl Engine {
                 duplicates.push(reply);
                 continue;
             }
+            // A round closes at its target exactly: updates beyond it (e.g. later in the same
+            // batch) are refused, not folded in.
+            if agg.count() >= fed.cfg().target_clients {
+                let _ = reply.send(Err(WorkerError::RoundFull {
+                    round: fed.round,
+                    target: fed.cfg().target_clients,
+                }));
+                continue;
+            }
             if u.base_version != fed.model.version {
                 let _ = reply.send(Err(WorkerError::Invalid(
                     ValidationError::WrongBaseVersion {
@@ -722,4 +731,53 @@ fn load_federation(conn: &Connection, fc: &FederationConfig) -> Result<FedState>
     st.encode_model();
     st.publish_snapshot();
     Ok(st)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedsearch_protocol::{DpParams, FederationMode, NamedTensor, Update, federated_tensor_specs};
+
+    /// Updates that reach the engine in one batch beyond the round's target are refused
+    /// (`round_full`), not folded in: the round closes at its target exactly. (Over HTTP the
+    /// batch only forms under load, so this drives the engine directly.)
+    #[test]
+    fn a_batch_beyond_the_target_is_refused() {
+        let dir = std::env::temp_dir().join(format!("fedsearch-engine-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cfg = Config::demo();
+        cfg.federations[0].dim = 4;
+        cfg.federations[0].n_docs = 3;
+        let conn = crate::db::open(&dir.join("w.db")).unwrap();
+        let opened = Engine::open(conn, &cfg, Arc::new(Metrics::default())).unwrap();
+        let (tx, rx) = mpsc::channel(16);
+        let mut replies = Vec::new();
+        for i in 0..3 {
+            let tensors = federated_tensor_specs(FederationMode::Shared, 4, 3)
+                .into_iter()
+                .map(|s| NamedTensor::new(s.name.clone(), s.shape.clone(), vec![0.01; s.numel()]))
+                .collect();
+            let update = Update {
+                federation_id: "demo".into(),
+                round: 1,
+                client_id: format!("c{i}"),
+                base_version: 0,
+                num_examples: 1,
+                mode: FederationMode::Shared,
+                dp: DpParams { clip: 1.0, noise_multiplier: 1.0, delta: 1e-5, epsilon_spent: 0.1 },
+                tensors,
+            };
+            let (reply, rx_reply) = oneshot::channel();
+            tx.try_send(Job::Submit { update: Box::new(update), reply }).unwrap();
+            replies.push(rx_reply);
+        }
+        drop(tx);
+        opened.engine.run(rx);
+        let outcomes: Vec<Result<SubmitOutcome>> = replies.into_iter().map(|r| r.blocking_recv().unwrap()).collect();
+        let accepted = outcomes.iter().filter(|o| matches!(o, Ok(SubmitOutcome::Accepted { .. }))).count();
+        assert_eq!(accepted, 2, "{outcomes:?}");
+        assert!(matches!(outcomes[2], Err(WorkerError::RoundFull { round: 1, target: 2 })), "{outcomes:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -47,6 +47,11 @@ pub enum WorkerError {
     )]
     WrongRound { current_round: u64, got: u64 },
 
+    #[error(
+        "round {round} already has its target of {target} updates and is closing; fetch /round and the next model, then train and contribute again"
+    )]
+    RoundFull { round: u64, target: u64 },
+
     #[error("{0}")]
     Invalid(ValidationError),
 
@@ -79,7 +84,7 @@ impl WorkerError {
             ClientMismatch { .. } => StatusCode::FORBIDDEN,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BodyRead(_) | BadRequest(_) | Undecodable(_) => StatusCode::BAD_REQUEST,
-            WrongRound { .. } => StatusCode::CONFLICT,
+            WrongRound { .. } | RoundFull { .. } => StatusCode::CONFLICT,
             Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Db(_) | Storage(_) | Config(_) | Io(_) | Protocol(_) => {
@@ -102,6 +107,7 @@ impl WorkerError {
             BadRequest(_) => "bad_request",
             Undecodable(_) => "undecodable",
             WrongRound { .. } => "wrong_round",
+            RoundFull { .. } => "round_full",
             Invalid(v) => v.code(),
             Unavailable => "unavailable",
             Db(_) | Storage(_) | Protocol(_) => "internal",
@@ -125,6 +131,7 @@ impl WorkerError {
             WorkerError::WrongRound { current_round, got } => {
                 json!({ "current_round": current_round, "got": got })
             }
+            WorkerError::RoundFull { round, target } => json!({ "round": round, "target": target }),
             _ => json!({}),
         };
         if let Value::Object(map) = &mut v {
