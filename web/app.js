@@ -20,6 +20,7 @@ function showError(e) {
 function clearError() { $('error').hidden = true; $('error').textContent = ''; }
 const num = (x) => Number(Number(x).toPrecision(3)); // 0.0010000000474974513 → 0.001
 const fmtEps = (e) => e >= 1000 ? e.toExponential(2) : e.toFixed(3);
+const plural = (n, one, many = one + 's') => `${n} ${n === 1 ? one : many}`;
 const fmtBytes = (n) => n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / (1 << 20)).toFixed(1)} MiB`;
 
 function setBusy(busy) {
@@ -111,11 +112,18 @@ async function addDocs(docs, kind) {
   await run('add', async () => {
     $('index-progress').hidden = false;
     $('index-progress').value = 0;
-    $('docs-status').textContent = `Embedding ${docs.length} documents…`;
-    const r = await state.client.addDocuments(docs, kind, (done, total) => { $('index-progress').value = total ? done / total : 1; });
-    $('docs-status').textContent = `Added ${r.added} (chunks), ${r.total} on this device.`;
-    $('index-progress').hidden = true;
-    refreshDocs();
+    $('docs-status').textContent = `Embedding ${plural(docs.length, 'document')}…`;
+    try {
+      const r = await state.client.addDocuments(docs, kind, (done, total) => { $('index-progress').value = total ? done / total : 1; });
+      // Long documents are cut into passages of at most 150 words; each passage is searched on its own.
+      $('docs-status').textContent = `Added ${plural(r.added, 'passage')}; ${plural(r.total, 'passage')} on this device.`;
+    } catch (e) {
+      $('docs-status').textContent = 'Nothing was added.';
+      throw e;
+    } finally {
+      $('index-progress').hidden = true;
+      refreshDocs();
+    }
   });
 }
 
@@ -191,10 +199,11 @@ $('train-btn').addEventListener('click', () => run('train', async () => {
     });
     drawLoss();
     $('train-progress').value = $('train-progress').max; // early stopping ends before the planned steps
-    $('train-stats').textContent = `Done: ${r.steps} steps, ${r.epochs} epochs, final loss ${r.final_loss.toFixed(3)}, ${r.examples_per_s.toFixed(0)} examples/s${r.best_val_top1 != null ? `, held-out top-1 ${(r.best_val_top1 * 100).toFixed(0)} %` : ''}.`;
+    const early = r.epochs < opts.epochs ? ` (stopped early: held-out top-1 stopped improving; ${plural(opts.epochs, 'epoch')} planned)` : '';
+    $('train-stats').textContent = `Done: ${plural(r.steps, 'step')}, ${plural(r.epochs, 'epoch')}${early}, final loss ${r.final_loss.toFixed(3)}, ${r.examples_per_s.toFixed(0)} examples/s${r.best_val_top1 != null ? `, held-out top-1 ${(r.best_val_top1 * 100).toFixed(0)} %` : ''}.`;
     document.body.dataset.trained = 'yes';
   } catch (e) {
-    if (/cancelled/.test(e.message)) { $('train-stats').textContent = 'Training cancelled; the previous model is kept.'; drawLoss(); }
+    if (e.code === 'cancelled') { $('train-stats').textContent = 'Training cancelled; the previous model is kept.'; drawLoss(); }
     else throw e;
   } finally { state.training = false; }
 }));

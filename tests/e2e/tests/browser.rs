@@ -70,6 +70,13 @@ async fn device_round(s: &Session, page: &str) {
     s.click("#train-btn").await;
     s.wait_for("training to finish", "document.body.dataset.trained === 'yes'", LONG).await;
     s.screenshot("trained").await;
+    // The summary says what happened, in words that agree with the numbers.
+    let stats = s.js("return document.getElementById('train-stats').textContent", json!([])).await;
+    let stats = stats.as_str().unwrap_or_default().to_string();
+    assert!(stats.starts_with("Done: "), "[{}] {stats}", s.label);
+    assert!(!stats.contains(" 1 steps") && !stats.contains(" 1 epochs"), "[{}] plural: {stats}", s.label);
+    let docs_status = s.js("return document.getElementById('docs-status').textContent", json!([])).await;
+    assert_eq!(docs_status, json!("Added 30 passages; 30 passages on this device."), "[{}]", s.label);
     s.click("#consent").await;
     s.wait_for("the contribute button", "!document.getElementById('contribute-btn').disabled", Duration::from_secs(30)).await;
     s.click("#contribute-btn").await;
