@@ -73,6 +73,11 @@ async function main() {
   setBusy(false);
   refreshDocs();
   refreshPrivacy();
+  // After a reload the trained model is in use: say so instead of a blank Train card.
+  try {
+    const steps = client.privacyReport().trainedSteps;
+    if (steps > 0) $('train-stats').textContent = `The model on this device has trained ${plural(steps, 'step')} so far and is in use; train again to take in new documents and clicks.`;
+  } catch (_) { /* busy: the card stays as it is */ }
   loadFederation();
   setState('ready');
 }

@@ -228,6 +228,9 @@ async fn two_browsers_train_contribute_and_search_offline() {
     assert_eq!(first, "everest", "offline search must still rank the expected document first");
     let count = a.js("return document.getElementById('doc-count').textContent", json!([])).await;
     assert_eq!(count, json!("30"));
+    // The Train card says the trained model survived the reload.
+    let stats = a.js("return document.getElementById('train-stats').textContent", json!([])).await;
+    assert!(stats.as_str().unwrap_or_default().starts_with("The model on this device has trained "), "{stats}");
 
     a.quit().await;
     b.quit().await;
