@@ -93,6 +93,7 @@ async function loadFederation() {
   try {
     const info = await state.client.federationInfo();
     state.info = info;
+    refreshPrivacy();
     $('fed-status').textContent = `Federation “${info.id}” (${info.mode}): version ${info.current_version}, round ${info.current_round}; each update is clipped to C = ${num(info.dp.clip)} and noised with σ = ${num(info.dp.noise_multiplier)}.`;
     // A device that never synced starts from the current global model.
     const p = state.client.privacyReport();
@@ -280,10 +281,19 @@ function refreshPrivacy() {
   let p;
   try { p = state.client.privacyReport(); } catch (_) { return; }
   $('p-epsilon').textContent = fmtEps(p.epsilon);
-  $('p-delta').textContent = p.delta ?? '–';
+  // Before the first contribution the federation's C, σ and δ are what the next one will use.
+  const dp = state.info && state.info.dp;
+  $('p-delta').textContent = p.delta ?? (dp ? dp.delta : '–');
+  if (dp) {
+    try {
+      const after = state.client.epsilonAfter(dp.noise_multiplier, dp.delta);
+      $('eps-preview').textContent = `Contributing once more spends privacy: ε ${fmtEps(p.epsilon)} → ${fmtEps(after)} (δ = ${dp.delta}; C = ${num(dp.clip)}, σ = ${num(dp.noise_multiplier)}).`;
+      $('eps-preview').dataset.after = fmtEps(after);
+    } catch (_) { /* busy: keep the last preview */ }
+  }
   $('p-rounds').textContent = p.rounds.length ? `${p.contributions} (${p.rounds.join(', ')})` : '0';
   $('p-bytes').textContent = fmtBytes(p.bytesSent);
-  $('p-dp').textContent = p.clip != null ? `${num(p.clip)} / ${num(p.noiseMultiplier)}` : '–';
+  $('p-dp').textContent = p.clip != null ? `${num(p.clip)} / ${num(p.noiseMultiplier)}` : dp ? `${num(dp.clip)} / ${num(dp.noise_multiplier)}` : '–';
   $('p-version').textContent = p.globalVersion ?? '–';
   $('p-clicks').textContent = p.clicks;
   $('eps-budget').value = Math.min(p.epsilon, 10);

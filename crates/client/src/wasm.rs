@@ -503,6 +503,17 @@ impl FedsearchClient {
         })
     }
 
+    /// `epsilonAfter(noiseMultiplier, delta)`: the ε this device will have spent after one more
+    /// contribution at the federation's σ and δ — the cost shown before the person pays it.
+    #[wasm_bindgen(js_name = epsilonAfter)]
+    pub fn epsilon_after(&self, noise_multiplier: f64, delta: f64) -> Result<f64, JsValue> {
+        if !(noise_multiplier.is_finite() && noise_multiplier > 0.0 && delta > 0.0 && delta < 1.0) {
+            return Err(js_error(format!("epsilonAfter: σ must be positive and δ in (0, 1), got σ = {noise_multiplier}, δ = {delta}")));
+        }
+        let st = self.inner.state.try_borrow().map_err(|_| js_error("the client is busy: try again when the operation ends"))?;
+        Ok(st.meta.privacy.epsilon_after(noise_multiplier as f32, delta)?)
+    }
+
     /// What this device has spent and sent: `{epsilon, delta, contributions, rounds,
     /// bytesSent, clip, noiseMultiplier, enrolled, globalVersion, documents, clicks,
     /// trainedSteps, leavesDevice}`.

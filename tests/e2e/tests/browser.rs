@@ -79,11 +79,17 @@ async fn device_round(s: &Session, page: &str) {
     assert_eq!(docs_status, json!("Added 30 passages; 30 passages on this device."), "[{}]", s.label);
     s.click("#consent").await;
     s.wait_for("the contribute button", "!document.getElementById('contribute-btn').disabled", Duration::from_secs(30)).await;
+    // The cost is shown before it is paid, and it is what is then paid.
+    s.wait_for("the ε preview", "document.getElementById('eps-preview').dataset.after !== undefined", Duration::from_secs(60)).await;
+    let preview = s.js("return document.getElementById('eps-preview').dataset.after", json!([])).await;
+    let dp = s.js("return document.getElementById('p-dp').textContent", json!([])).await;
+    assert_ne!(dp, json!("–"), "[{}] the federation's C / σ are shown before contributing", s.label);
     s.click("#contribute-btn").await;
     s.wait_for("the contribution", "document.body.dataset.contributed !== undefined", LONG).await;
     s.screenshot("contributed").await;
     let eps = s.js("return document.getElementById('p-epsilon').textContent", json!([])).await;
     assert_ne!(eps, json!("0.000"), "[{}] ε must be spent after contributing", s.label);
+    assert_eq!(eps, preview, "[{}] the previewed ε is the ε spent", s.label);
 }
 
 async fn search_first(s: &Session, query: &str) -> String {
