@@ -60,10 +60,15 @@ async function main() {
   status('Loading the model…');
   const files = {};
   const client = await FedsearchClient.create(cfg, (file, loaded, total, cached) => {
-    files[file] = { loaded, total: total || loaded };
-    const sum = Object.values(files).reduce((a, f) => [a[0] + f.loaded, a[1] + f.total], [0, 0]);
-    $('model-progress').value = sum[1] ? sum[0] / sum[1] : 0;
-    status(cached ? `Model: ${file} from this device's cache` : `Downloading ${file}: ${fmtBytes(loaded)}${total ? ' of ' + fmtBytes(total) : ''}`);
+    files[file] = { loaded, total };
+    const all = Object.values(files);
+    if (all.some((f) => !f.total)) {
+      $('model-progress').removeAttribute('value'); // size unknown: an indeterminate bar, not a full one
+    } else {
+      const sum = all.reduce((a, f) => [a[0] + f.loaded, a[1] + f.total], [0, 0]);
+      $('model-progress').value = sum[0] / sum[1];
+    }
+    status(cached ? `Model: ${file} from this device's cache` : `Downloading ${file}: ${fmtBytes(loaded)}${total ? ' of ' + fmtBytes(total) : ' (size unknown)'}`);
   });
   state.client = client;
   $('model-progress').value = 1;

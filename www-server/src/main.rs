@@ -16,6 +16,7 @@ use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{DefaultPredicate, NotForContentType, Predicate};
 use tower_http::services::ServeDir;
 
 #[derive(Parser, Debug)]
@@ -58,7 +59,12 @@ fn app(args: &Args) -> Router {
     router
         .fallback_service(ServeDir::new(&args.web).append_index_html_on_directories(true))
         .layer(middleware::from_fn(etag))
-        .layer(CompressionLayer::new())
+        // Model weights (`application/octet-stream`) are sent as they are: floats do not
+        // shrink, and a compressed response loses its Content-Length, which the page's
+        // download progress needs.
+        .layer(CompressionLayer::new().compress_when(
+            DefaultPredicate::new().and(NotForContentType::const_new("application/octet-stream")),
+        ))
         .layer(middleware::from_fn(isolation_headers))
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }

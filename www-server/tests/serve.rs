@@ -109,6 +109,16 @@ async fn serves_files_with_the_right_types_and_headers() {
     }
     let r = reqwest::Client::new().get(format!("{}/app.js", s.base)).send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "export const x = 1;\n".repeat(100));
+    // Model weights are not compressed (floats do not shrink), so a browser that asks for
+    // compression still gets their Content-Length and can show true download progress.
+    let r = c
+        .get(format!("{}/models/tiny/model.safetensors", s.base))
+        .header("accept-encoding", "gzip, br")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("content-encoding").is_none(), "{:?}", r.headers());
+    assert_eq!(r.headers()["content-length"], "4096");
     let _ = std::fs::remove_dir_all(root);
 }
 

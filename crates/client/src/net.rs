@@ -84,7 +84,8 @@ pub async fn http_error(what: &str, resp: &Response) -> JsValue {
     error(format!("{what} failed (HTTP {status}): {detail}"))
 }
 
-/// A response's body as bytes, calling `progress(loaded, total)` as chunks arrive.
+/// A response's body as bytes, calling `progress(loaded, total)` as chunks arrive; `total` is
+/// 0 when the size is unknown (no Content-Length, or one that the decoded body outgrew).
 pub async fn read_body(resp: &Response, progress: &mut dyn FnMut(f64, f64)) -> Result<Vec<u8>, JsValue> {
     let total: f64 = resp
         .headers()
@@ -108,7 +109,8 @@ pub async fn read_body(resp: &Response, progress: &mut dyn FnMut(f64, f64)) -> R
         }
         let value = Reflect::get(&chunk, &"value".into())?;
         out.extend(Uint8Array::new(&value).to_vec());
-        progress(out.len() as f64, total.max(out.len() as f64));
+        let known = if total >= out.len() as f64 { total } else { 0.0 };
+        progress(out.len() as f64, known);
     }
     Ok(out)
 }
