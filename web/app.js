@@ -75,6 +75,7 @@ async function main() {
   $('backend').textContent = client.backend() === 'webgpu' ? 'WebGPU' : 'CPU';
   $('footer-backend').textContent = client.backend() === 'webgpu' ? ' + WebGPU' : ', CPU';
   status(`Ready — model width ${client.dim()}, ${client.documentCount()} documents on this device.`);
+  showConsent();
   setBusy(false);
   refreshDocs();
   refreshPrivacy();
@@ -221,7 +222,19 @@ $('train-btn').addEventListener('click', () => run('train', async () => {
 $('cancel-btn').addEventListener('click', () => state.client && state.client.cancel());
 
 // ---------- federation ----------
-$('consent').addEventListener('change', () => setBusy(state.busy));
+// Consent is remembered per federation with its date, and shown as such after a reload.
+const consentKey = () => `fedsearch-consent-${(state.cfg && state.cfg.federation) || 'default'}`;
+function showConsent() {
+  const given = localStorage.getItem(consentKey());
+  $('consent').checked = !!given;
+  $('consent-date').textContent = given ? `(given ${new Date(given).toLocaleString()}; turn off to withdraw)` : '';
+}
+$('consent').addEventListener('change', () => {
+  if ($('consent').checked) localStorage.setItem(consentKey(), new Date().toISOString());
+  else localStorage.removeItem(consentKey());
+  showConsent();
+  setBusy(state.busy);
+});
 $('sync-btn').addEventListener('click', () => run('sync', async () => {
   const r = await state.client.syncGlobal();
   $('fed-status').textContent = `Global model version ${r.version} (${r.mode}) applied, ${fmtBytes(r.bytes)}.`;
@@ -310,6 +323,8 @@ function refreshPrivacy() {
 $('delete-all').addEventListener('click', () => run('delete', async () => {
   if (!confirm('Delete all documents, clicks, the trained model, enrolment and privacy records from this device?')) return;
   await state.client.clearLocalData(true);
+  localStorage.removeItem(consentKey());
+  showConsent();
   $('results').replaceChildren();
   state.losses = []; drawLoss();
   $('docs-status').textContent = 'All local data deleted.';

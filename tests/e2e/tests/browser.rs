@@ -234,6 +234,10 @@ async fn two_browsers_train_contribute_and_search_offline() {
     assert_eq!(first, "everest", "offline search must still rank the expected document first");
     let count = a.js("return document.getElementById('doc-count').textContent", json!([])).await;
     assert_eq!(count, json!("30"));
+    // Consent is remembered with its date.
+    let consent = a.js("return [document.getElementById('consent').checked, document.getElementById('consent-date').textContent]", json!([])).await;
+    assert_eq!(consent[0], json!(true), "consent after a reload: {consent}");
+    assert!(consent[1].as_str().unwrap_or_default().starts_with("(given "), "{consent}");
     // The Train card says the trained model survived the reload.
     let stats = a.js("return document.getElementById('train-stats').textContent", json!([])).await;
     assert!(stats.as_str().unwrap_or_default().starts_with("The model on this device has trained "), "{stats}");
