@@ -157,6 +157,7 @@ async function addFiles(files) {
   for (const [kind, docs] of Object.entries(groups)) if (docs.length) await addDocs(docs, kind);
 }
 
+state.addFiles = addFiles; // what the file picker and drop zone call (tests drive it directly)
 $('file-input').addEventListener('change', (e) => addFiles([...e.target.files]));
 const dz = $('drop-zone');
 dz.addEventListener('dragover', (e) => { e.preventDefault(); dz.classList.add('over'); });

@@ -66,6 +66,19 @@ async fn device_round(s: &Session, page: &str) {
     s.click("#add-demo").await;
     s.wait_for("30 documents", "document.getElementById('doc-count').textContent === '30'", LONG).await;
     s.screenshot("documents").await;
+    // Junk files are refused by name, and nothing of that batch is added.
+    s.js(
+        "window.fedsearch.addFiles([new File([new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0, 0, 0, 13, 0xff, 0xfe])], 'picture.png'), new File([''], 'empty.txt'), new File(['A good note about rivers.'], 'note.txt')])",
+        json!([]),
+    )
+    .await;
+    s.wait_for("the refusal", "/picture/.test(document.getElementById('error').textContent)", Duration::from_secs(60)).await;
+    let refusal = s.js("return document.getElementById('error').textContent", json!([])).await;
+    let refusal = refusal.as_str().unwrap_or_default().to_string();
+    assert!(refusal.contains("nothing was added") && refusal.contains("\"empty\" is empty"), "[{}] {refusal}", s.label);
+    s.screenshot("junk-refused").await;
+    let count = s.js("return document.getElementById('doc-count').textContent", json!([])).await;
+    assert_eq!(count, json!("30"), "[{}] a refused batch adds nothing", s.label);
     s.type_into("#epochs", "30").await;
     s.click("#train-btn").await;
     s.wait_for("training to finish", "document.body.dataset.trained === 'yes'", LONG).await;
