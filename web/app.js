@@ -115,9 +115,38 @@ async function loadFederation() {
 function refreshDocs() {
   const n = state.client ? state.client.documentCount() : 0;
   $('doc-count').textContent = n;
+  renderDocList();
   if (state.client && document.body.dataset.state === 'ready' && !state.busy) {
     status(`Ready — model width ${state.client.dim()}, ${n} document${n === 1 ? '' : 's'} on this device.`);
   }
+}
+
+// The list of one's documents, each with its size and a button that removes it (its passages,
+// embedding, trained head column and clicks) from this device.
+function renderDocList() {
+  let docs = [];
+  try { docs = state.client ? state.client.documents() : []; } catch (_) { return; } // busy: keep the list
+  const items = docs.map((d) => {
+    const li = document.createElement('li');
+    const name = document.createElement('span');
+    name.textContent = d.title || d.id;
+    const size = document.createElement('span');
+    size.className = 'muted';
+    size.textContent = `${plural(d.words, 'word')}${d.passages > 1 ? `, ${plural(d.passages, 'passage')}` : ''}`;
+    const del = document.createElement('button');
+    del.type = 'button';
+    del.textContent = 'Remove';
+    del.dataset.id = d.id;
+    del.setAttribute('aria-label', `Remove ${d.title || d.id}`);
+    del.addEventListener('click', () => run('remove', async () => {
+      const r = await state.client.removeDocument(d.id);
+      $('docs-status').textContent = `Removed “${d.title || d.id}” (${plural(r.removed, 'passage')}); ${plural(r.total, 'passage')} on this device.`;
+      refreshDocs();
+    }));
+    li.append(name, ' ', size, ' ', del);
+    return li;
+  });
+  $('doc-list').replaceChildren(...items);
 }
 
 async function addDocs(docs, kind) {

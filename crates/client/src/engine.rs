@@ -221,6 +221,18 @@ impl HostModel {
         self.head_b.extend(cols.iter().map(|(_, b)| *b));
     }
 
+    /// Keeps the head columns `j` with `keep[j]` (in order), drops the others.
+    pub fn retain_columns(&mut self, keep: &[bool]) {
+        let (d, n) = (self.dim, self.n_docs());
+        let m = keep.iter().filter(|k| **k).count();
+        let mut w = Vec::with_capacity(d * m);
+        for r in 0..d {
+            w.extend((0..n).filter(|&j| keep[j]).map(|j| self.head_w[r * n + j]));
+        }
+        self.head_w = w;
+        self.head_b = (0..n).filter(|&j| keep[j]).map(|j| self.head_b[j]).collect();
+    }
+
     /// Sets column `j` (weights and bias).
     pub fn set_column(&mut self, j: usize, col: &[f32], bias: f32) {
         let n = self.n_docs();
@@ -290,6 +302,23 @@ impl HostModel {
         let (_, head_w) = take("head.weight")?;
         let (_, head_b) = take("head.bias")?;
         Some(Self { dim: aws[0], adapter_w, adapter_b, head_w, head_b })
+    }
+}
+
+/// One document in [`State::document_list`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DocumentSummary {
+    pub id: String,
+    pub title: String,
+    pub passages: usize,
+    pub words: usize,
+}
+
+/// The document id a passage id belongs to: `doc#3` → `doc`.
+fn base_id(id: &str) -> &str {
+    match id.rsplit_once('#') {
+        Some((base, n)) if !base.is_empty() && n.parse::<u32>().is_ok() => base,
+        _ => id,
     }
 }
 
@@ -588,6 +617,54 @@ impl State {
         self.doc_emb.extend(emb);
         self.rebuild_index();
         Ok(new.len())
+    }
+
+    /// The documents as added: one entry per document id (its passages `id#2`, `id#3`, … folded
+    /// in), with title, passage count and words, in the order they were added.
+    pub fn document_list(&self) -> Vec<DocumentSummary> {
+        let mut out: Vec<DocumentSummary> = Vec::new();
+        let mut pos: HashMap<&str, usize> = HashMap::new();
+        for d in &self.docs {
+            let base = base_id(&d.id);
+            let words = d.text.split_whitespace().count();
+            match pos.get(base) {
+                Some(&i) => {
+                    out[i].passages += 1;
+                    out[i].words += words;
+                }
+                None => {
+                    pos.insert(base, out.len());
+                    out.push(DocumentSummary { id: base.to_string(), title: d.title.clone(), passages: 1, words });
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes a document — every passage of it (`id`, `id#2`, …) — with its embedding, its head
+    /// columns (trained and base) and the clicks on it; the search index is rebuilt. Returns how
+    /// many passages were removed (0: no such document).
+    pub fn remove_document(&mut self, id: &str) -> usize {
+        let keep: Vec<bool> = self.docs.iter().map(|d| base_id(&d.id) != id).collect();
+        let removed = keep.iter().filter(|k| !**k).count();
+        if removed == 0 {
+            return 0;
+        }
+        let d = self.dim();
+        let mut emb = Vec::with_capacity(self.doc_emb.len());
+        for (j, row) in self.doc_emb.chunks_exact(d).enumerate() {
+            if keep[j] {
+                emb.extend_from_slice(row);
+            }
+        }
+        self.doc_emb = emb;
+        self.model.retain_columns(&keep);
+        self.base.retain_columns(&keep);
+        let mut k = keep.iter();
+        self.docs.retain(|_| *k.next().unwrap_or(&true));
+        self.meta.clicks.retain(|c| base_id(&c.doc_id) != id);
+        self.rebuild_index();
+        removed
     }
 
     /// Deletes everything local (documents, clicks, training; the enrolment and privacy

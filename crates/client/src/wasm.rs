@@ -309,6 +309,28 @@ impl FedsearchClient {
         self.inner.state.try_borrow().map(|s| s.docs.len()).unwrap_or(0)
     }
 
+    /// `documents()`: the local documents, `[{id, title, passages, words}]` in the order added.
+    pub fn documents(&self) -> Result<JsValue, JsValue> {
+        let st = self.inner.state.try_borrow().map_err(|_| js_error("the client is busy: try again when the operation ends"))?;
+        to_js(&st.document_list())
+    }
+
+    /// `removeDocument(id)`: removes a document (all its passages) with its embedding, head
+    /// columns and clicks, and persists; resolves to `{removed, total}` (passages).
+    #[wasm_bindgen(js_name = removeDocument)]
+    pub fn remove_document(&self, id: String) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let mut st = inner.state()?;
+            let removed = st.remove_document(&id);
+            if removed == 0 {
+                return Err(js_error(format!("no document {id:?} on this device")));
+            }
+            inner.persist(&st, &["docs", "emb", "weights", "meta"]).await?;
+            to_js(&serde_json::json!({ "removed": removed, "total": st.docs.len() }))
+        })
+    }
+
     /// `addDocuments(docs, kind = "text", onProgress?(done, total))`: `docs` are strings or
     /// `{id?, title, text}`; `kind` is `"text"`, `"markdown"` or `"html"`. Long documents are
     /// chunked; missing ids are content hashes. Resolves to `{added, total}`.

@@ -323,3 +323,36 @@ fn bm25_results_have_evidence() {
     // The dense methods rank every document.
     assert_eq!(block(st.search(&enc, "xylophone quasar", 10, Method::Mips)).unwrap().len(), 8);
 }
+
+/// Removing a document takes its passages, embedding, head columns (trained and base) and
+/// clicks with it; the other documents keep their trained columns.
+#[test]
+fn removing_a_document_takes_everything_of_it_and_keeps_the_rest() {
+    let enc = encoder();
+    let mut st = state_with_corpus(&enc);
+    st.record_click("capital of italy", "rome").unwrap();
+    st.record_click("capital of france", "paris").unwrap();
+    let opts = TrainOptions { epochs: 3, holdout_fraction: 0.0, ..Default::default() };
+    block(st.train(&enc, &opts, &mut |_| true)).unwrap();
+    let col = |st: &State, id: &str| {
+        let j = st.docs.iter().position(|d| d.id == id).unwrap();
+        (st.model.column(j), st.model.head_b[j])
+    };
+    let paris_before = col(&st, "paris");
+    let list = st.document_list();
+    assert_eq!(list.len(), 8);
+    assert_eq!(list.iter().find(|d| d.id == "rome").map(|d| d.passages), Some(1));
+
+    assert_eq!(st.remove_document("rome"), 1);
+    assert_eq!(st.docs.len(), 7);
+    assert_eq!(st.doc_emb.len(), 7 * enc.dim());
+    assert_eq!((st.model.n_docs(), st.base.n_docs()), (7, 7));
+    assert_eq!(st.meta.clicks.len(), 1, "the click on rome goes with it");
+    assert_eq!(col(&st, "paris"), paris_before, "other documents keep their trained columns");
+    for m in [Method::Bm25, Method::Mips, Method::Car, Method::Hybrid] {
+        let hits = block(st.search(&enc, "Rome capital of Italy bread", 8, m)).unwrap();
+        assert!(hits.iter().all(|h| h.id != "rome"), "{m:?}: {hits:?}");
+    }
+    assert_eq!(st.remove_document("rome"), 0);
+    assert_eq!(st.document_list().len(), 7);
+}

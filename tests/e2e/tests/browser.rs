@@ -66,6 +66,8 @@ async fn device_round(s: &Session, page: &str) {
     s.click("#add-demo").await;
     s.wait_for("30 documents", "document.getElementById('doc-count').textContent === '30'", LONG).await;
     s.screenshot("documents").await;
+    let docs_status = s.js("return document.getElementById('docs-status').textContent", json!([])).await;
+    assert_eq!(docs_status, json!("Added 30 passages; 30 passages on this device."), "[{}]", s.label);
     // Junk files are refused by name, and nothing of that batch is added.
     s.js(
         "window.fedsearch.addFiles([new File([new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0, 0, 0, 13, 0xff, 0xfe])], 'picture.png'), new File([''], 'empty.txt'), new File(['A good note about rivers.'], 'note.txt')])",
@@ -88,8 +90,6 @@ async fn device_round(s: &Session, page: &str) {
     let stats = stats.as_str().unwrap_or_default().to_string();
     assert!(stats.starts_with("Done: "), "[{}] {stats}", s.label);
     assert!(!stats.contains(" 1 steps") && !stats.contains(" 1 epochs"), "[{}] plural: {stats}", s.label);
-    let docs_status = s.js("return document.getElementById('docs-status').textContent", json!([])).await;
-    assert_eq!(docs_status, json!("Added 30 passages; 30 passages on this device."), "[{}]", s.label);
     s.click("#consent").await;
     s.wait_for("the contribute button", "!document.getElementById('contribute-btn').disabled", Duration::from_secs(30)).await;
     // The cost is shown before it is paid, and it is what is then paid.
@@ -201,6 +201,18 @@ async fn two_browsers_train_contribute_and_search_offline() {
     assert_eq!(round["current_version"], 1, "the worker must publish version 1 from both updates: {round}");
     let metrics = http.get(format!("http://{worker_addr}/metrics")).send().await.unwrap().text().await.unwrap();
     eprintln!("worker metrics:\n{}", metrics.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n"));
+
+    // Device B removes a document from its list: the count, the list and search lose it.
+    b.js("document.getElementById('doc-details').open = true", json!([])).await;
+    b.click("#doc-list button[data-id='everest']").await;
+    b.wait_for("the removal", "document.getElementById('doc-count').textContent === '29'", Duration::from_secs(60)).await;
+    b.screenshot("document-removed").await;
+    let listed = b.js("return [...document.querySelectorAll('#doc-list button')].map((e) => e.dataset.id)", json!([])).await;
+    let listed: Vec<String> = serde_json::from_value(listed).unwrap();
+    assert_eq!(listed.len(), 29);
+    assert!(!listed.contains(&"everest".to_string()), "{listed:?}");
+    let first = search_first(&b, "Mount Everest").await;
+    assert_ne!(first, "everest", "a removed document is not found");
 
     // Device A applies the new global model and searches.
     a.click("#sync-btn").await;
