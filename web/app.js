@@ -285,17 +285,32 @@ $('search-form').addEventListener('submit', async (e) => {
   const q = $('search-input').value.trim();
   if (!q || !state.client) return;
   clearError();
+  // A search can take seconds (WebGPU on a slow device): say so while it runs.
+  const started = performance.now();
+  $('search-status').textContent = 'Searching…';
+  $('results').setAttribute('aria-busy', 'true');
   try {
-    const hits = await state.client.search(q, 10, $('search-method').value);
+    const method = $('search-method').value;
+    const hits = await state.client.search(q, 10, method);
     state.lastQuery = q;
-    renderResults(hits);
-  } catch (err) { showError(err); }
+    renderResults(hits, method);
+    $('search-status').textContent = `${plural(hits.length, 'result')} in ${((performance.now() - started) / 1000).toFixed(1)} s (${method}).`;
+  } catch (err) {
+    $('search-status').textContent = '';
+    showError(err);
+  } finally { $('results').removeAttribute('aria-busy'); }
 });
 
-function renderResults(hits) {
+function renderResults(hits, method) {
   const ol = $('results');
   ol.replaceChildren();
-  if (!hits.length) { const li = document.createElement('li'); li.textContent = 'No results (add documents first).'; ol.append(li); }
+  if (!hits.length) {
+    const li = document.createElement('li');
+    li.textContent = state.client.documentCount() === 0
+      ? 'No results: add documents first.'
+      : method === 'bm25' ? 'No match: no document shares a word with this query (BM25). Try hybrid or MIPS, which match meaning.' : 'No match.';
+    ol.append(li);
+  }
   for (const h of hits) {
     const li = document.createElement('li');
     li.dataset.id = h.id;

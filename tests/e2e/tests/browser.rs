@@ -110,6 +110,11 @@ async fn search_first(s: &Session, query: &str) -> String {
     s.js("document.body.dataset.results = ''", json!([])).await;
     s.click("#search-btn").await;
     s.wait_for("results", "document.body.dataset.results", Duration::from_secs(120)).await;
+    // The search said it was running and then how long it took.
+    let status = s.js("return [document.getElementById('search-status').textContent, document.getElementById('results').getAttribute('aria-busy')]", json!([])).await;
+    let text = status[0].as_str().unwrap_or_default();
+    assert!(text.contains(" result") && text.contains(" s ("), "[{}] search status: {status}", s.label);
+    assert!(status[1].is_null(), "[{}] results still marked busy: {status}", s.label);
     let first = s.js("return document.querySelector('#results li')?.dataset.id || ''", json!([])).await;
     first.as_str().unwrap_or("").to_string()
 }
