@@ -157,7 +157,11 @@ async function addDocs(docs, kind) {
     try {
       const r = await state.client.addDocuments(docs, kind, (done, total) => { $('index-progress').value = total ? done / total : 1; });
       // Long documents are cut into passages of at most 150 words; each passage is searched on its own.
-      $('docs-status').textContent = `Added ${plural(r.added, 'passage')}; ${plural(r.total, 'passage')} on this device.`;
+      let note = '';
+      try {
+        if (r.added > 0 && state.client.privacyReport().trainedSteps > 0) note = ' Train again to fit the trained model to them (until then CaR ranks them by their embedding).';
+      } catch (_) { /* busy */ }
+      $('docs-status').textContent = `Added ${plural(r.added, 'passage')}; ${plural(r.total, 'passage')} on this device.${note}`;
     } catch (e) {
       $('docs-status').textContent = 'Nothing was added.';
       throw e;
