@@ -49,7 +49,8 @@ pub fn router(state: AppState, allowed_origin: Option<&str>) -> Result<Router> {
         .route("/metrics", get(metrics))
         // JSON bodies (enrolment) are tiny; uploads read their body themselves.
         .layer(DefaultBodyLimit::max(16 * 1024))
-        .with_state(state);
+        .with_state(state)
+        .layer(axum::middleware::from_fn(json_errors));
     if let Some(origin) = allowed_origin {
         let origin = HeaderValue::from_str(origin).map_err(|_| {
             WorkerError::Config(format!(
@@ -69,6 +70,45 @@ pub fn router(state: AppState, allowed_origin: Option<&str>) -> Result<Router> {
         );
     }
     Ok(app.layer(tower_http::trace::TraceLayer::new_for_http()))
+}
+
+/// Every error is the documented JSON `{error, message}`: axum's own rejections (a body over
+/// the limit, a route or method that does not exist, a path that does not decode) answer in
+/// plain text or with an empty body; this rewrites them, keeping status and headers.
+async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    // Rejection texts are short; never buffer more than a little of anything else.
+    let text = match http_body_util::Limited::new(body, 4096).collect().await {
+        Ok(b) => String::from_utf8_lossy(&b.to_bytes()).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    let body = serde_json::to_vec(&json!({ "error": code, "message": message })).unwrap_or_default();
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -284,3 +284,24 @@ async fn chunked_body_over_limit_is_cut_off() {
         200
     );
 }
+
+/// axum's own rejections (body over the JSON limit, unknown route, wrong method) are the
+/// documented JSON too, with their status kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framework_rejections_are_json() {
+    let dir = TempDir::new("rejections");
+    let w = Worker::start(dir.path(), &federation_toml("fed", "shared", 1, 2, 300));
+    let c = client();
+    let big = format!("{{\"token\": \"{}\"}}", "x".repeat(20 * 1024));
+    let r = c.post(w.url("/v1/federations/fed/enroll")).header("content-type", "application/json").body(big).send().await.unwrap();
+    expect_error(r, 413, "body_too_large").await;
+    let r = c.get(w.url("/v1/nothing-here")).send().await.unwrap();
+    expect_error(r, 404, "not_found").await;
+    let r = c.get(w.url("/v1/federations/fed/enroll")).send().await.unwrap();
+    let allow = r.headers().get("allow").cloned();
+    expect_error(r, 405, "method_not_allowed").await;
+    assert!(allow.is_some(), "the Allow header is kept");
+    // The worker still answers.
+    let r = c.get(w.url("/v1/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
