@@ -250,8 +250,10 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
         }
         // Labelled pairs (clicks) train the head but never shape its keys.
         let n_pseudo = pairs.len();
+        let mut n_clicks = 0;
         if let Some(p) = &opts.train_pairs {
             let clicks = training_pairs(parse_queries(&read_input(p, "training pairs")?, &corpus)?);
+            n_clicks = clicks.len();
             // Each counts `click_weight` times, as a click does in the tab.
             for _ in 0..opts.click_weight.max(1) {
                 pairs.extend(clicks.iter().cloned());
@@ -263,9 +265,13 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
         let mut best_logits: Option<(Vec<f32>, Vec<f32>)> = None;
         if needs_car {
             let t = Instant::now();
-            // Two cache entries: the pseudo-queries' stays valid whatever clicks are added.
+            // Two cache entries: the pseudo-queries' stays valid whatever clicks are added. Each
+            // click is embedded once; its repeats (`click_weight`) reuse the rows.
             let mut p_emb = embed(&enc, &p_texts[..n_pseudo], None, "pseudo-queries", &cache).await?;
-            p_emb.extend(embed(&enc, &p_texts[n_pseudo..], None, "training pairs", &cache).await?);
+            let click_emb = embed(&enc, &p_texts[n_pseudo..n_pseudo + n_clicks], None, "training pairs", &cache).await?;
+            while p_emb.len() < p_texts.len() * d {
+                p_emb.extend_from_slice(&click_emb);
+            }
             let encode_s = t.elapsed().as_secs_f64();
             let head = opts.head_init.head(&index.doc_emb, &p_emb[..n_pseudo * d], &p_targets[..n_pseudo], d, &device);
             let model = Retriever { adapter: SoftEmbeddingAdapter::identity(d, &device), head };

@@ -13,7 +13,7 @@ use fedsearch_core::head::{CarHead, DEFAULT_HEAD_SCALE};
 use fedsearch_core::index::{HybridWeights, SearchIndex};
 use fedsearch_core::model::SentenceEncoder;
 use fedsearch_core::pseudo::{PseudoQueryConfig, pseudo_queries};
-use fedsearch_core::search::top_k;
+use fedsearch_core::search::{inner_products, top_k};
 use fedsearch_core::train::{Retriever, TrainConfig, TrainInputs, TrainProgress, TrainReport, train};
 use fedsearch_privacy::{NoiseRng, RdpAccountant, privatize_update};
 use fedsearch_protocol::{
@@ -279,8 +279,8 @@ impl HostModel {
                 *o += DEFAULT_HEAD_SCALE * qv * w;
             }
         }
-        for (o, key) in out.iter_mut().zip(keys.chunks_exact(self.dim.max(1))) {
-            *o += DEFAULT_HEAD_SCALE * key.iter().zip(q).map(|(k, v)| k * v).sum::<f32>();
+        for (o, key_dot_q) in out.iter_mut().zip(inner_products(q, keys)) {
+            *o += DEFAULT_HEAD_SCALE * key_dot_q;
         }
         out
     }

@@ -121,6 +121,11 @@ impl Inner {
             .map_err(|_| js_error("the client is busy with another operation (training, indexing or contributing): wait for it to finish"))
     }
 
+    /// The state for reading (reports, lists); fails while an operation holds it.
+    fn state_ref(&self) -> Result<std::cell::Ref<'_, State>, JsValue> {
+        self.state.try_borrow().map_err(|_| js_error("the client is busy: try again when the operation ends"))
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}/v1/federations/{}{path}", self.worker_url.trim_end_matches('/'), self.federation)
     }
@@ -311,7 +316,7 @@ impl FedsearchClient {
 
     /// `documents()`: the local documents, `[{id, title, passages, words}]` in the order added.
     pub fn documents(&self) -> Result<JsValue, JsValue> {
-        let st = self.inner.state.try_borrow().map_err(|_| js_error("the client is busy: try again when the operation ends"))?;
+        let st = self.inner.state_ref()?;
         to_js(&st.document_list())
     }
 
@@ -532,7 +537,7 @@ impl FedsearchClient {
         if !(noise_multiplier.is_finite() && noise_multiplier > 0.0 && delta > 0.0 && delta < 1.0) {
             return Err(js_error(format!("epsilonAfter: σ must be positive and δ in (0, 1), got σ = {noise_multiplier}, δ = {delta}")));
         }
-        let st = self.inner.state.try_borrow().map_err(|_| js_error("the client is busy: try again when the operation ends"))?;
+        let st = self.inner.state_ref()?;
         Ok(st.meta.privacy.epsilon_after(noise_multiplier as f32, delta)?)
     }
 
@@ -541,7 +546,7 @@ impl FedsearchClient {
     /// trainedSteps, leavesDevice}`.
     #[wasm_bindgen(js_name = privacyReport)]
     pub fn privacy_report(&self) -> Result<JsValue, JsValue> {
-        let st = self.inner.state.try_borrow().map_err(|_| js_error("the client is busy: try again when the operation ends"))?;
+        let st = self.inner.state_ref()?;
         let p = &st.meta.privacy;
         to_js(&serde_json::json!({
             "epsilon": p.epsilon(),

@@ -81,19 +81,6 @@ impl CarHead {
         self
     }
 
-    /// A head keyed by [`centroid_keys`] (zero residual and bias).
-    pub fn from_query_centroids(
-        doc_emb: &[f32],
-        query_emb: &[f32],
-        targets: &[usize],
-        d: usize,
-        mix: f32,
-        device: &Device,
-    ) -> Self {
-        let keys = centroid_keys(doc_emb, query_emb, targets, d, mix);
-        Self::from_keys(&keys, doc_emb.len() / d.max(1), d, device)
-    }
-
     /// A head of zeros without keys: every document equally likely before training.
     pub fn zeros(d: usize, n_docs: usize, device: &Device) -> Self {
         Self {

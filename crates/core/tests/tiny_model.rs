@@ -5,7 +5,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use fedsearch_core::adapter::SoftEmbeddingAdapter;
 use fedsearch_core::checkpoint::{load_retriever, save_retriever};
-use fedsearch_core::head::{CarHead, cross_entropy};
+use fedsearch_core::head::{CarHead, centroid_keys, cross_entropy};
 use fedsearch_core::model::{ModelFiles, SentenceEncoder, read_f32};
 use fedsearch_core::tiny::{TinyBertSpec, tiny_bert_files};
 use fedsearch_core::train::{Retriever, TrainConfig, TrainInputs, train};
@@ -177,12 +177,12 @@ fn keys_are_fixed_the_residual_trains_and_checkpoints_keep_both() {
 }
 
 #[test]
-fn head_from_query_centroids_matches_a_hand_computation() {
+fn centroid_keys_match_a_hand_computation() {
     let device = Device::flex();
     // Two documents in 2-d; document 0 has queries (0,1) and (0,3) (mean (0,2)), document 1 none.
     let docs = [1.0f32, 0.0, 0.0, 1.0];
     let queries = [0.0f32, 1.0, 0.0, 3.0];
-    let head = CarHead::from_query_centroids(&docs, &queries, &[0, 0], 2, 0.5, &device);
+    let head = CarHead::from_keys(&centroid_keys(&docs, &queries, &[0, 0], 2, 0.5), 2, 2, &device);
     // Key 0 = normalise((1,0) + 0.5·(0,2)) = (1,1)/√2; key 1 stays (0,1). K + W is [d, n_docs];
     // the trained residual W starts at zero.
     assert!(block(read_f32(head.weight.val())).unwrap().iter().all(|v| *v == 0.0));
