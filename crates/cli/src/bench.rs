@@ -1,5 +1,6 @@
-//! `fedsearch bench encode`: encoder throughput (sentences/s) at batch sizes 1 and 32 on the
-//! same sentences in the same process, reported with their ratio. `fedsearch bench throughput`:
+//! `fedsearch bench encode`: encoder throughput (sentences/s) at several batch sizes on the
+//! same sentences in the same process, with the padding each batch size adds (real tokens vs
+//! positions computed); `scripts/bench-vs-ort.sh` puts it beside ONNX Runtime. `fedsearch bench throughput`:
 //! the browser benchmark page's workload (`fedsearch_core::bench`) natively.
 
 use crate::error::{CliError, CliResult, read_input};
@@ -12,8 +13,25 @@ use web_time::Instant;
 /// The first four of the throughput benchmark's sentences.
 const SAMPLE: &[&str] = fedsearch_core::bench::SAMPLE.split_at(4).0;
 
-/// Measures and prints sentences/s for each batch size; returns `(batch, sentences/s)`.
-pub fn encode(model: &Path, corpus: Option<&Path>, n: usize, max_len: usize) -> CliResult<Vec<(usize, f64)>> {
+/// One batch size's measurement.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EncodeRate {
+    pub engine: &'static str,
+    pub batch: usize,
+    pub sentences: usize,
+    pub seconds: f64,
+    pub sentences_per_s: f64,
+    /// Tokens of text (special tokens included) and positions computed with padding.
+    pub real_tokens: usize,
+    pub padded_tokens: usize,
+}
+
+/// Measures and prints sentences/s for each batch size (one JSON line each, then a readable
+/// summary), with the padding each batch size costs.
+pub fn encode(model: &Path, corpus: Option<&Path>, n: usize, max_len: usize, batches: &[usize]) -> CliResult<Vec<EncodeRate>> {
+    if batches.is_empty() || batches.contains(&0) {
+        return Err(CliError::Input("--batches needs batch sizes of at least 1, e.g. 1,32".into()));
+    }
     let device = Device::flex();
     let enc = SentenceEncoder::load(&ModelFiles::read_dir(model)?, &device, max_len)?;
     let texts: Vec<String> = match corpus {
@@ -24,14 +42,35 @@ pub fn encode(model: &Path, corpus: Option<&Path>, n: usize, max_len: usize) -> 
     // Warm-up so that one-off allocation does not land in the first measurement.
     pollster::block_on(enc.embed(&refs[..refs.len().min(4)], None, 4, &mut |_, _| {}))?;
     let mut out = Vec::new();
-    for batch in [1usize, 32] {
+    for &batch in batches {
+        let plan = enc.plan_batches(&refs, batch)?;
         let t = Instant::now();
         pollster::block_on(enc.embed(&refs, None, batch, &mut |_, _| {}))?;
-        let rate = refs.len() as f64 / t.elapsed().as_secs_f64();
-        println!("batch {batch:>3}: {rate:8.1} sentences/s ({} sentences)", refs.len());
-        out.push((batch, rate));
+        let seconds = t.elapsed().as_secs_f64();
+        let rate = EncodeRate {
+            engine: "fedsearch",
+            batch,
+            sentences: refs.len(),
+            seconds,
+            sentences_per_s: refs.len() as f64 / seconds,
+            real_tokens: plan.real_tokens(),
+            padded_tokens: plan.padded_tokens(),
+        };
+        println!("{}", serde_json::to_string(&rate).unwrap_or_default());
+        out.push(rate);
     }
-    println!("batch 32 / batch 1 throughput ratio: {:.2}", out[1].1 / out[0].1);
+    for r in &out {
+        println!(
+            "batch {:>3}: {:8.1} sentences/s, {:8.0} real tokens/s ({} sentences, {} real tokens, {} with padding: +{:.0} %)",
+            r.batch,
+            r.sentences_per_s,
+            r.real_tokens as f64 / r.seconds,
+            r.sentences,
+            r.real_tokens,
+            r.padded_tokens,
+            100.0 * (r.padded_tokens as f64 / r.real_tokens.max(1) as f64 - 1.0)
+        );
+    }
     Ok(out)
 }
 

@@ -143,7 +143,8 @@ enum DataCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
-    /// Encoder sentences/s at batch sizes 1 and 32.
+    /// Encoder sentences/s at each batch size (default 1 and 32), with real and padded token
+    /// counts; one JSON line per batch size, then a summary.
     Encode {
         #[arg(long, default_value = "models/all-MiniLM-L6-v2")]
         model: PathBuf,
@@ -154,6 +155,9 @@ enum BenchCommand {
         n: usize,
         #[arg(long, default_value_t = DEFAULT_MAX_LEN)]
         max_len: usize,
+        /// Batch sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 32])]
+        batches: Vec<usize>,
     },
     /// The browser benchmark's workload natively (flex CPU backend): encoder sentences/s and
     /// training examples/s (head; adapter + head). `--json` writes the figures for the browser
@@ -257,8 +261,8 @@ fn run(cli: Cli) -> CliResult<()> {
             };
             eval::run(&opts).map(|_| ())
         }
-        Command::Bench { command: BenchCommand::Encode { model, corpus, n, max_len } } => {
-            bench::encode(&model, corpus.as_deref(), n, max_len).map(|_| ())
+        Command::Bench { command: BenchCommand::Encode { model, corpus, n, max_len, batches } } => {
+            bench::encode(&model, corpus.as_deref(), n, max_len, &batches).map(|_| ())
         }
         Command::Bench { command: BenchCommand::Throughput { model, sentences, head_steps, adapter_steps, max_len, json } } => {
             let cfg = fedsearch_core::bench::ThroughputConfig { sentences, head_steps, adapter_steps, ..Default::default() };

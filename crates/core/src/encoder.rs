@@ -5,7 +5,9 @@
 use crate::adapter::SoftEmbeddingAdapter;
 use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::gelu;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 
 /// Token, position and token-type embeddings followed by LayerNorm.
 #[derive(Module, Debug)]
@@ -44,23 +46,34 @@ pub struct BertEncoder {
     pub num_heads: usize,
 }
 
+// Inside the blocks the hidden states are kept as one `[batch · seq, hidden]` matrix, so that
+// every linear layer is a single matrix product over all tokens of the batch. Given `[batch,
+// seq, hidden]`, Burn may instead run one small product per sequence (its policy keeps the batch
+// when `seq` is a multiple of 32), which on the CPU re-packs the weight for every sequence.
+
 impl BertAttention {
-    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>, num_heads: usize) -> Tensor<3> {
-        let [b, l, d] = x.dims();
+    /// `x` is `[batch · seq, hidden]`; `mask_bias` is `[batch, 1, seq, seq]`: 0 where a key is a
+    /// real token, -10000 at padding.
+    fn forward(&self, x: Tensor<2>, mask_bias: Tensor<4>, num_heads: usize) -> Tensor<2> {
+        let [b, _, l, _] = mask_bias.dims();
+        let d = x.dims()[1];
         let dh = d / num_heads;
-        let split = |t: Tensor<3>| t.reshape([b, l, num_heads, dh]).swap_dims(1, 2);
+        let split = |t: Tensor<2>| t.reshape([b, l, num_heads, dh]).swap_dims(1, 2);
         let q = split(self.query.forward(x.clone()));
         let k = split(self.key.forward(x.clone()));
         let v = split(self.value.forward(x.clone()));
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((dh as f32).sqrt()) + mask_bias;
-        let probs = softmax(scores, 3);
-        let ctx = probs.matmul(v).swap_dims(1, 2).reshape([b, l, d]);
+        // softmax(q·kᵀ/√dh + mask_bias)·v in one backend op: the CPU backend runs it fused (no
+        // `[batch, heads, seq, seq]` tensors between steps); with autodiff, and on WebGPU when a
+        // bias is given, Burn computes the same composition op by op.
+        let ctx = attention(q, k, v, None, Some(mask_bias), AttentionModuleOptions::default());
+        let ctx = ctx.swap_dims(1, 2).reshape([b * l, d]);
         self.layer_norm.forward(self.output.forward(ctx) + x)
     }
 }
 
 impl BertLayer {
-    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>, num_heads: usize) -> Tensor<3> {
+    /// `x` is `[batch · seq, hidden]`.
+    fn forward(&self, x: Tensor<2>, mask_bias: Tensor<4>, num_heads: usize) -> Tensor<2> {
         let a = self.attention.forward(x, mask_bias, num_heads);
         let h = gelu(self.intermediate.forward(a.clone()));
         self.layer_norm.forward(self.output.forward(h) + a)
@@ -89,13 +102,15 @@ impl BertEncoder {
         let x = words
             + self.embeddings.position.forward(positions)
             + self.embeddings.token_type.forward(types);
-        let mut x = self.embeddings.layer_norm.forward(x);
-        // 0 for real tokens, -10000 for padding (the original BERT's additive mask).
-        let mask_bias = (mask.clone() - 1.0).mul_scalar(10000.0).reshape([b, 1, 1, l]);
+        let d = self.hidden_size();
+        let mut x = self.embeddings.layer_norm.forward(x).reshape([b * l, d]);
+        // 0 for real tokens, -10000 for padding (the original BERT's additive mask), one row per
+        // query position so that the attention op never has to broadcast it.
+        let mask_bias = (mask.clone() - 1.0).mul_scalar(10000.0).reshape([b, 1, 1, l]).repeat_dim(2, l);
         for layer in &self.layers {
             x = layer.forward(x, mask_bias.clone(), self.num_heads);
         }
-        x
+        x.reshape([b, l, d])
     }
 
     /// Hidden width.

@@ -77,7 +77,10 @@ impl CarHead {
     pub fn with_keys(mut self, keys: &[f32], device: &Device) -> Self {
         let [d, n] = self.weight.dims();
         assert_eq!(keys.len(), n * d, "keys must be [n_docs = {n}, d = {d}]");
-        self.keys = Some(Tensor::<2>::from_data(TensorData::new(keys.to_vec(), [n, d]), device).transpose());
+        // Transposed on the host, so that the `[d, n]` keys are one contiguous matrix (a
+        // transposed view would be walked with strides at every training step).
+        let d_by_n = crate::search::transpose(keys, n, d);
+        self.keys = Some(Tensor::<2>::from_data(TensorData::new(d_by_n, [d, n]), device));
         self
     }
 

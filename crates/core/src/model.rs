@@ -111,17 +111,11 @@ impl SentenceEncoder {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<f32>> {
         let inference_adapter = adapter.map(|a| a.clone().valid());
-        let mut out = Vec::with_capacity(texts.len() * self.dim());
-        // Sorting by length keeps padding (and so wasted work) small within each batch.
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| texts[i].len());
+        let plan = self.plan_batches(texts, batch_size)?;
         let mut rows = vec![Vec::new(); texts.len()];
         let mut done = 0;
-        let batch_size = self.fit_batch(batch_size.max(1), self.tokenizer.max_len());
-        for chunk in order.chunks(batch_size) {
-            let chunk_texts: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
-            let batch = self.tokenizer.batch(&chunk_texts)?;
-            let pooled = self.pooled(&batch, inference_adapter.as_ref());
+        for (chunk, batch) in &plan.batches {
+            let pooled = self.pooled(batch, inference_adapter.as_ref());
             let values = read_f32(pooled).await?;
             for (k, &i) in chunk.iter().enumerate() {
                 rows[i] = values[k * self.dim()..(k + 1) * self.dim()].to_vec();
@@ -129,10 +123,46 @@ impl SentenceEncoder {
             done += chunk.len();
             progress(done, texts.len());
         }
+        let mut out = Vec::with_capacity(texts.len() * self.dim());
         for r in rows {
             out.extend_from_slice(&r);
         }
         Ok(out)
+    }
+
+    /// How [`Self::embed`] batches `texts`: tokenized once, sorted by token count (so that each
+    /// batch is padded only to lengths close to its own), cut into batches of `batch_size`
+    /// (lowered by [`Self::fit_batch`]).
+    pub fn plan_batches(&self, texts: &[&str], batch_size: usize) -> Result<BatchPlan> {
+        let ids = texts.iter().map(|t| self.tokenizer.ids(t)).collect::<Result<Vec<_>>>()?;
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| ids[i].len());
+        let batch_size = self.fit_batch(batch_size.max(1), self.tokenizer.max_len());
+        let batches: Vec<(Vec<usize>, TokenBatch)> = order
+            .chunks(batch_size)
+            .map(|chunk| {
+                let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
+                (chunk.to_vec(), self.tokenizer.pad(&rows))
+            })
+            .collect();
+        Ok(BatchPlan { batches })
+    }
+}
+
+/// Texts grouped into padded token batches: `(indices into the texts, their batch)`.
+pub struct BatchPlan {
+    pub batches: Vec<(Vec<usize>, TokenBatch)>,
+}
+
+impl BatchPlan {
+    /// Tokens that are text (special tokens included), over all batches.
+    pub fn real_tokens(&self) -> usize {
+        self.batches.iter().map(|(_, b)| b.mask.iter().filter(|&&m| m == 1).count()).sum()
+    }
+
+    /// Positions the encoder computes, padding included.
+    pub fn padded_tokens(&self) -> usize {
+        self.batches.iter().map(|(_, b)| b.batch * b.seq_len).sum()
     }
 }
 

@@ -76,10 +76,15 @@ impl TextTokenizer {
         for t in texts {
             rows.push(self.ids(t)?);
         }
+        Ok(self.pad(&rows))
+    }
+
+    /// Already tokenized rows (from [`Self::ids`]) padded to the longest of them.
+    pub fn pad(&self, rows: &[Vec<u32>]) -> TokenBatch {
         let seq_len = rows.iter().map(Vec::len).max().unwrap_or(0).max(1);
         let mut ids = Vec::with_capacity(rows.len() * seq_len);
         let mut mask = Vec::with_capacity(rows.len() * seq_len);
-        for row in &rows {
+        for row in rows {
             for j in 0..seq_len {
                 match row.get(j) {
                     Some(&id) => {
@@ -93,6 +98,6 @@ impl TextTokenizer {
                 }
             }
         }
-        Ok(TokenBatch { ids, mask, batch: rows.len(), seq_len })
+        TokenBatch { ids, mask, batch: rows.len(), seq_len }
     }
 }

@@ -7,6 +7,7 @@ use fedsearch_core::adapter::SoftEmbeddingAdapter;
 use fedsearch_core::checkpoint::{load_retriever, save_retriever};
 use fedsearch_core::head::{CarHead, centroid_keys, cross_entropy};
 use fedsearch_core::model::{ModelFiles, SentenceEncoder, read_f32};
+use fedsearch_core::search::transpose;
 use fedsearch_core::tiny::{TinyBertSpec, tiny_bert_files};
 use fedsearch_core::train::{Retriever, TrainConfig, TrainInputs, train};
 use fedsearch_core::CoreError;
@@ -85,6 +86,31 @@ fn identity_adapter_equals_frozen_model_and_batching_is_invariant() {
     }
 }
 
+/// `embed` batches texts by token count: every batch holds texts of neighbouring lengths, the
+/// plan counts real and padded tokens as a hand count does, and the order of the output rows is
+/// the order of the texts whatever the batching.
+#[test]
+fn batches_group_texts_of_similar_token_counts() {
+    let (enc, _) = tiny();
+    let texts = ["a b c d e f g h", "a", "a b c d", "a b", "a b c d e f", "a b c"];
+    let lens: Vec<usize> = texts.iter().map(|t| enc.tokenizer.ids(t).unwrap().len()).collect();
+    let plan = enc.plan_batches(&texts, 2).unwrap();
+    let mut sorted = lens.clone();
+    sorted.sort();
+    let batch_lens: Vec<Vec<usize>> = plan.batches.iter().map(|(idx, _)| idx.iter().map(|&i| lens[i]).collect()).collect();
+    assert_eq!(batch_lens.concat(), sorted, "batches follow token counts");
+    // Hand count: each batch is padded to its longest member.
+    let real: usize = lens.iter().sum();
+    let padded: usize = sorted.chunks(2).map(|c| c.len() * c.iter().max().unwrap()).sum();
+    assert_eq!((plan.real_tokens(), plan.padded_tokens()), (real, padded));
+    assert!(padded < real + texts.len(), "neighbouring lengths pad little: {padded} vs {real}");
+    let batched = block(enc.embed(&texts, None, 2, &mut |_, _| {})).unwrap();
+    let single = block(enc.embed(&texts[..1], None, 1, &mut |_, _| {})).unwrap();
+    for (a, b) in batched[..enc.dim()].iter().zip(&single) {
+        assert!((a - b).abs() < 1e-5, "row 0 is the first text's embedding");
+    }
+}
+
 #[test]
 fn encoder_weights_receive_no_gradient() {
     let (enc, device) = tiny();
@@ -141,11 +167,6 @@ fn head_only_training_on_cached_features_fits_the_pairs() {
     let best: Vec<i64> = block(logits.argmax(1).into_data_async()).unwrap().convert::<i64>().try_into_vec().unwrap();
     let correct = best.iter().zip(&targets).filter(|(b, t)| **b as usize == **t).count();
     assert!(correct >= 40, "{correct}/48 training pairs ranked first");
-}
-
-/// `[rows, cols]` row-major → `[cols, rows]` row-major.
-fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    (0..cols).flat_map(|c| (0..rows).map(move |r| m[r * cols + c])).collect()
 }
 
 /// A keyed head ranks like inner-product search against its keys before training; training
