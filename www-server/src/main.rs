@@ -4,7 +4,11 @@
 //! with `If-None-Match` → 304, `Cache-Control: no-cache` (always revalidate, so a new
 //! deployment is picked up while unchanged files cost one 304), gzip/brotli. With
 //! `--worker-url`, `/v1/*` is proxied to the aggregation worker so the page has a single
-//! origin (no CORS).
+//! origin (no CORS). The proxy is the page's only door to the worker and assumes hostile
+//! callers: a bounded number of requests in flight, a bounded body read within a deadline,
+//! connect and total timeouts toward the worker, dot segments refused before forwarding, the
+//! worker's status and JSON passed through, and its address never shown. Files are served only
+//! from inside their roots: no dotfiles, no symlinks that lead out.
 
 use axum::Router;
 use axum::body::Body;
@@ -14,7 +18,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use clap::Parser;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, NotForContentType, Predicate};
 use tower_http::services::ServeDir;
@@ -37,27 +44,70 @@ struct Args {
     /// Aggregation worker to proxy /v1/* to (e.g. http://127.0.0.1:8787).
     #[arg(long)]
     worker_url: Option<String>,
+    /// Largest request body forwarded to the worker; set it to the worker's own limit (its
+    /// `/v1/federations/{id}` says `max_update_bytes`) so that the page sees one 413.
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Proxied requests in flight at once; the others wait (up to --proxy-queue-secs) before
+    /// their body is read, so at most this many bodies are held in memory.
+    #[arg(long, default_value_t = 8)]
+    max_proxied: usize,
+    /// Seconds a proxied request may wait for a free slot before it is answered 503 `busy`.
+    #[arg(long, default_value_t = 10)]
+    proxy_queue_secs: u64,
+    /// Seconds a proxied request may take to send its whole body (then 408 `timeout`).
+    #[arg(long, default_value_t = 30)]
+    proxy_body_secs: u64,
 }
 
 #[derive(Clone)]
 struct Proxy {
     base: String,
     client: reqwest::Client,
+    slots: Arc<Semaphore>,
+    max_body: usize,
+    queue_wait: Duration,
+    body_deadline: Duration,
 }
 
-/// Largest request body forwarded to the worker (updates are a few MB).
-const MAX_PROXY_BODY: usize = 64 * 1024 * 1024;
+/// Seconds to open a connection to the worker, and for its whole answer.
+const WORKER_CONNECT_SECS: u64 = 5;
+const WORKER_TOTAL_SECS: u64 = 120;
+
+/// The error JSON the worker documents (`{"error", "message"}`), from the proxy itself.
+fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = format!(
+        "{{\"error\":\"{code}\",\"message\":\"{}\"}}",
+        message.replace('\\', "\\\\").replace('"', "\\\"")
+    );
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
 
 fn app(args: &Args) -> Router {
     let mut router = Router::new()
         .nest_service("/pkg", ServeDir::new(&args.pkg))
         .nest_service("/models", ServeDir::new(&args.models));
     if let Some(url) = &args.worker_url {
-        let proxy = Proxy { base: url.trim_end_matches('/').to_string(), client: reqwest::Client::new() };
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(WORKER_CONNECT_SECS))
+            .timeout(Duration::from_secs(WORKER_TOTAL_SECS))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        let proxy = Proxy {
+            base: url.trim_end_matches('/').to_string(),
+            client,
+            slots: Arc::new(Semaphore::new(args.max_proxied.max(1))),
+            max_body: args.max_body_bytes,
+            queue_wait: Duration::from_secs(args.proxy_queue_secs.max(1)),
+            body_deadline: Duration::from_secs(args.proxy_body_secs.max(1)),
+        };
         router = router.route("/v1/{*rest}", axum::routing::any(proxy_handler).with_state(proxy));
     }
+    let roots = Arc::new(Roots::new(args));
     router
         .fallback_service(ServeDir::new(&args.web).append_index_html_on_directories(true))
+        .layer(middleware::from_fn_with_state(roots, inside_roots))
         .layer(middleware::from_fn(etag))
         // Model weights (`application/octet-stream`) are sent as they are: floats do not
         // shrink, and a compressed response loses its Content-Length, which the page's
@@ -67,6 +117,62 @@ fn app(args: &Args) -> Router {
         ))
         .layer(middleware::from_fn(isolation_headers))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// The canonical folders files are served from, by URL prefix.
+struct Roots {
+    web: Option<PathBuf>,
+    pkg: Option<PathBuf>,
+    models: Option<PathBuf>,
+}
+
+impl Roots {
+    fn new(args: &Args) -> Self {
+        let canon = |p: &Path| std::fs::canonicalize(p).ok();
+        Self { web: canon(&args.web), pkg: canon(&args.pkg), models: canon(&args.models) }
+    }
+
+    /// The root and the path inside it that a request path names (`None` for /v1/).
+    fn split<'a>(&'a self, path: &'a str) -> Option<(Option<&'a Path>, &'a str)> {
+        if path.starts_with("/v1/") {
+            return None;
+        }
+        for (prefix, root) in [("/pkg/", &self.pkg), ("/models/", &self.models)] {
+            if let Some(rest) = path.strip_prefix(prefix) {
+                return Some((root.as_deref(), rest));
+            }
+        }
+        Some((self.web.as_deref(), path.trim_start_matches('/')))
+    }
+}
+
+/// Refuses (404) any file path with a segment that starts with a dot (dotfiles, `.git/`, and
+/// `..`, raw or percent-encoded), and any file whose real location, symlinks followed, is outside
+/// its root.
+async fn inside_roots(State(roots): State<Arc<Roots>>, req: Request, next: Next) -> Response {
+    let raw = req.uri().path().to_string();
+    let Some((root, inner)) = roots.split(&raw) else { return next.run(req).await };
+    let decoded = percent_decode(inner);
+    let not_found = || json_error(StatusCode::NOT_FOUND, "not_found", "no such file");
+    if decoded.split(['/', '\\']).any(|seg| seg.starts_with('.')) || decoded.contains('\0') {
+        return not_found();
+    }
+    if let Some(root) = root {
+        let target = root.join(&decoded);
+        // Only what exists can be a symlink; a missing file is ServeDir's 404.
+        if std::fs::symlink_metadata(&target).is_ok() {
+            match std::fs::canonicalize(&target) {
+                Ok(real) if real.starts_with(root) => {}
+                _ => return not_found(),
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// `%XX` escapes decoded; bytes that are not UTF-8 become U+FFFD.
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 /// Cross-origin isolation and cache headers on every response.
@@ -130,10 +236,25 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 async fn proxy_handler(State(proxy): State<Proxy>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path_q = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let url = format!("{}{}", proxy.base, path_q);
-    let body = match axum::body::to_bytes(body, MAX_PROXY_BODY).await {
-        Ok(b) => b,
-        Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response(),
+    // The worker's URL parser would resolve `..` (and `%2e%2e`), so `/v1/../metrics` would reach
+    // a route outside /v1/: such paths are refused here.
+    if percent_decode(parts.uri.path()).split(['/', '\\']).any(|seg| seg == "." || seg == "..") {
+        return json_error(StatusCode::BAD_REQUEST, "bad_request", "dot segments are not allowed in API paths");
+    }
+    if let Some(len) = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        && len > proxy.max_body as u64
+    {
+        return too_large(proxy.max_body);
+    }
+    // A slot before the body is read: at most `max_proxied` bodies in memory at once.
+    let _slot = match tokio::time::timeout(proxy.queue_wait, proxy.slots.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => permit,
+        _ => return json_error(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many requests in flight; try again"),
+    };
+    let body = match tokio::time::timeout(proxy.body_deadline, axum::body::to_bytes(body, proxy.max_body)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return too_large(proxy.max_body),
+        Err(_) => return json_error(StatusCode::REQUEST_TIMEOUT, "timeout", "the request body did not arrive in time"),
     };
     let mut headers = HeaderMap::new();
     for (k, v) in &parts.headers {
@@ -142,14 +263,16 @@ async fn proxy_handler(State(proxy): State<Proxy>, req: Request) -> Response {
         }
     }
     let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes()).unwrap_or(reqwest::Method::GET);
+    let url = format!("{}{}", proxy.base, path_q);
     let upstream = proxy.client.request(method, &url).headers(headers).body(body).send().await;
+    let unreachable = |e: reqwest::Error| {
+        // The worker's address stays in the log, never in the answer.
+        tracing::warn!(%url, error = %e, "worker unreachable");
+        json_error(StatusCode::BAD_GATEWAY, "worker_unreachable", "the aggregation worker does not answer")
+    };
     let upstream = match upstream {
         Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(%url, error = %e, "worker unreachable");
-            let msg = format!("{{\"error\":\"worker_unreachable\",\"message\":\"the aggregation worker at {} does not answer\"}}", proxy.base);
-            return (StatusCode::BAD_GATEWAY, [(header::CONTENT_TYPE, "application/json")], msg).into_response();
-        }
+        Err(e) => return unreachable(e),
     };
     let status = StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut out = HeaderMap::new();
@@ -160,12 +283,16 @@ async fn proxy_handler(State(proxy): State<Proxy>, req: Request) -> Response {
     }
     let bytes = match upstream.bytes().await {
         Ok(b) => b,
-        Err(e) => return (StatusCode::BAD_GATEWAY, format!("reading the worker's reply failed: {e}")).into_response(),
+        Err(e) => return unreachable(e),
     };
     let mut resp = Response::new(Body::from(bytes));
     *resp.status_mut() = status;
     *resp.headers_mut() = out;
     resp
+}
+
+fn too_large(limit: usize) -> Response {
+    json_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &format!("request bodies are limited to {limit} bytes"))
 }
 
 #[tokio::main]

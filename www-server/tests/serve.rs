@@ -19,7 +19,12 @@ impl Drop for Server {
 }
 
 fn start(root: &Path, worker: Option<&str>) -> Server {
+    start_with(root, worker, &[])
+}
+
+fn start_with(root: &Path, worker: Option<&str>, extra: &[&str]) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fedsearch-www"));
+    cmd.args(extra);
     cmd.args(["--listen", "127.0.0.1:0"])
         .arg("--web")
         .arg(root.join("web"))
@@ -122,8 +127,14 @@ async fn serves_files_with_the_right_types_and_headers() {
     let _ = std::fs::remove_dir_all(root);
 }
 
-/// A one-route fake worker: echoes method, path, query, authorization and body length.
+/// A one-route fake worker: echoes method, path, query, authorization and body length, with
+/// status 409.
 async fn fake_worker() -> String {
+    fake_worker_answering("409 Conflict").await
+}
+
+/// The fake worker with another status line (e.g. "413 Payload Too Large").
+async fn fake_worker_answering(status: &'static str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -156,7 +167,7 @@ async fn fake_worker() -> String {
                             .unwrap_or_default();
                         let body = format!("{{\"line\":\"{first}\",\"auth\":\"{auth}\",\"len\":{len}}}");
                         let resp = format!(
-                            "HTTP/1.1 409 Conflict\r\ncontent-type: application/json\r\nx-model-version: 3\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nx-model-version: 3\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                             body.len()
                         );
                         let _ = sock.write_all(resp.as_bytes()).await;
@@ -197,6 +208,94 @@ async fn proxies_v1_to_the_worker() {
     let s = start(&root, Some("http://127.0.0.1:9"));
     let r = c.get(format!("{}/v1/health", s.base)).send().await.unwrap();
     assert_eq!(r.status(), 502);
-    assert!(r.text().await.unwrap().contains("worker_unreachable"));
+    let text = r.text().await.unwrap();
+    assert!(text.contains("worker_unreachable"), "{text}");
+    assert!(!text.contains("127.0.0.1:9"), "the worker's address must not leak: {text}");
+    let _ = std::fs::remove_dir_all(root);
+}
+
+/// Sends `request` as raw bytes (no client-side path normalisation) and returns the status code
+/// and the whole answer.
+async fn raw_request(base: &str, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.unwrap();
+    sock.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = sock.read_to_end(&mut answer).await;
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+#[tokio::test]
+async fn files_stay_inside_their_roots() {
+    let root = fixture("roots");
+    std::fs::write(root.join("web/.env"), "SECRET=1").unwrap();
+    std::fs::create_dir_all(root.join("web/.git")).unwrap();
+    std::fs::write(root.join("web/.git/config"), "[core]").unwrap();
+    std::fs::write(root.join("outside.txt"), "not for the web").unwrap();
+    std::os::unix::fs::symlink(root.join("outside.txt"), root.join("web/leak.txt")).unwrap();
+    std::os::unix::fs::symlink(root.join("web/app.js"), root.join("web/alias.js")).unwrap();
+    std::os::unix::fs::symlink(root.join("outside.txt"), root.join("models/tiny/leak.json")).unwrap();
+    let s = start(&root, None);
+    let c = client();
+    for path in ["/.env", "/.git/config", "/%2eenv", "/leak.txt", "/models/tiny/leak.json"] {
+        let r = c.get(format!("{}{path}", s.base)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        let body = r.text().await.unwrap();
+        assert!(!body.contains("SECRET") && !body.contains("not for the web"), "{path}: {body}");
+    }
+    // The checks refuse only what they should: a symlink inside the root and real files serve.
+    for path in ["/alias.js", "/app.js", "/models/tiny/config.json"] {
+        assert_eq!(c.get(format!("{}{path}", s.base)).send().await.unwrap().status(), 200, "{path}");
+    }
+    let _ = std::fs::remove_dir_all(root);
+}
+
+#[tokio::test]
+async fn the_proxy_refuses_dot_segments_bounds_bodies_and_passes_the_workers_status() {
+    let root = fixture("proxy-hostile");
+    let worker = fake_worker().await;
+    let s = start_with(&root, Some(&worker), &["--max-body-bytes", "1000"]);
+    // `/v1/../metrics` would be resolved by the forwarding URL parser into `/metrics`.
+    for path in ["/v1/../metrics", "/v1/%2e%2e/metrics", "/v1/%2E./metrics", "/v1/federations/./demo"] {
+        let (status, text) = raw_request(&s.base, &format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")).await;
+        assert!(status == 400 || status == 404, "{path}: {text}");
+        assert!(!text.contains("\"line\""), "{path} reached the worker: {text}");
+    }
+    let c = client();
+    let r = c.post(format!("{}/v1/federations/demo/updates", s.base)).body(vec![0u8; 2000]).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(r.text().await.unwrap().contains("\"error\":\"body_too_large\""));
+    let r = c.post(format!("{}/v1/federations/demo/updates", s.base)).body(vec![0u8; 900]).send().await.unwrap();
+    assert_eq!(r.status(), 409, "under the limit the worker answers");
+    drop(s);
+
+    // The worker's own 413 (and its JSON) reaches the page unchanged.
+    let worker = fake_worker_answering("413 Payload Too Large").await;
+    let s = start(&root, Some(&worker));
+    let r = c.post(format!("{}/v1/federations/demo/updates", s.base)).body(vec![0u8; 100]).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(r.text().await.unwrap().contains("\"len\":100"));
+    drop(s);
+
+    // One slot: a request whose body never comes holds it until its body deadline (3 s, then
+    // 408); a second one meanwhile waits its queue time (1 s) and is turned away (503).
+    let worker = fake_worker().await;
+    let s = start_with(&root, Some(&worker), &["--max-proxied", "1", "--proxy-queue-secs", "1", "--proxy-body-secs", "3"]);
+    let slow = {
+        let base = s.base.clone();
+        tokio::spawn(async move {
+            raw_request(&base, "POST /v1/federations/demo/updates HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n").await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let r = c.get(format!("{}/v1/health", s.base)).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("\"error\":\"busy\""));
+    let (status, text) = slow.await.unwrap();
+    assert_eq!(status, 408, "{text}");
+    // The slot is free again.
+    assert_eq!(c.get(format!("{}/v1/health", s.base)).send().await.unwrap().status(), 409);
     let _ = std::fs::remove_dir_all(root);
 }
