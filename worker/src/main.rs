@@ -183,7 +183,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             }
         });
         drop(tx);
-        server::serve(listener, app, shutdown_signal()).await;
+        server::serve(listener, app, shutdown_signal(), server::Limits::default()).await;
         tracing::info!("shutting down");
         Ok::<(), WorkerError>(())
     })?;

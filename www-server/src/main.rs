@@ -26,6 +26,10 @@ use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, NotForContentType, Predicate};
 use tower_http::services::ServeDir;
 
+/// The worker's bounded accept loop (connection cap, request-head deadline).
+#[path = "../../worker/src/server.rs"]
+mod server;
+
 #[derive(Parser, Debug)]
 #[command(name = "fedsearch-www", about = "Serves the fedsearch web page, its wasm package and model files")]
 struct Args {
@@ -58,6 +62,12 @@ struct Args {
     /// Seconds a proxied request may take to send its whole body (then 408 `timeout`).
     #[arg(long, default_value_t = 30)]
     proxy_body_secs: u64,
+    /// Connections open at once; past it, new ones wait until a slot frees.
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
+    /// Seconds a client has to send each request head before its connection is closed.
+    #[arg(long, default_value_t = 30)]
+    header_timeout_secs: u64,
 }
 
 #[derive(Clone)]
@@ -323,9 +333,10 @@ async fn main() {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    if let Err(e) = axum::serve(listener, app(&args)).with_graceful_shutdown(shutdown).await {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    let limits = server::Limits {
+        max_connections: args.max_connections,
+        header_timeout: std::time::Duration::from_secs(args.header_timeout_secs.max(1)),
+    };
+    server::serve(listener, app(&args), shutdown, limits).await;
 }
 

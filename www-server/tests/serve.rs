@@ -299,3 +299,36 @@ async fn the_proxy_refuses_dot_segments_bounds_bodies_and_passes_the_workers_sta
     assert_eq!(c.get(format!("{}/v1/health", s.base)).send().await.unwrap().status(), 409);
     let _ = std::fs::remove_dir_all(root);
 }
+
+/// A flood of connections that never finish their request head cannot lock the page out: past
+/// `--max-connections` new connections wait, and each idle one is closed at the head deadline,
+/// after which a real request is answered.
+#[tokio::test]
+async fn idle_connections_are_capped_and_closed_at_the_head_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let root = fixture("flood");
+    let s = start_with(&root, None, &["--max-connections", "2", "--header-timeout-secs", "1"]);
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        sock.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+        idle.push(sock);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let c = client();
+    let url = format!("{}/app.js", s.base);
+    // Both slots are held: the request waits (it is not answered while they are open) ...
+    let waiting = tokio::time::timeout(std::time::Duration::from_millis(300), c.get(&url).send()).await;
+    assert!(waiting.is_err(), "a third connection was served past the cap of 2");
+    // ... the server closes the idle connections at the deadline ...
+    for mut sock in idle {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), sock.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "an idle connection was kept open past the head deadline");
+    }
+    // ... and the page answers again.
+    let r = tokio::time::timeout(std::time::Duration::from_secs(10), c.get(&url).send()).await.unwrap().unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = std::fs::remove_dir_all(root);
+}
