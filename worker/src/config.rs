@@ -24,6 +24,10 @@ pub struct Config {
     /// Uploads decoded/validated at the same time; others wait before their body is read.
     #[serde(default = "default_max_uploads")]
     pub max_concurrent_uploads: usize,
+    /// Seconds an upload may take to send its body once it holds a permit (then 408
+    /// `body_timeout`), so that slow bodies cannot keep the permits from everyone else.
+    #[serde(default = "default_upload_body_secs")]
+    pub upload_body_secs: u64,
     /// Seconds between deadline checks.
     #[serde(default = "default_tick")]
     pub tick_ms: u64,
@@ -32,6 +36,9 @@ pub struct Config {
 
 fn default_max_uploads() -> usize {
     DEFAULT_MAX_CONCURRENT_UPLOADS
+}
+fn default_upload_body_secs() -> u64 {
+    120
 }
 fn default_tick() -> u64 {
     500
@@ -179,6 +186,7 @@ impl Config {
             db: None,
             allowed_origin: None,
             max_concurrent_uploads: DEFAULT_MAX_CONCURRENT_UPLOADS,
+            upload_body_secs: default_upload_body_secs(),
             tick_ms: default_tick(),
             federations: vec![FederationConfig {
                 id: "demo".into(),
@@ -207,6 +215,9 @@ impl Config {
     pub fn check(&self) -> Result<()> {
         if self.federations.is_empty() {
             return Err(WorkerError::Config("no [[federations]] configured".into()));
+        }
+        if self.upload_body_secs == 0 {
+            return Err(WorkerError::Config("upload_body_secs must be > 0".into()));
         }
         if self.max_concurrent_uploads == 0 {
             return Err(WorkerError::Config(

@@ -36,6 +36,9 @@ pub enum WorkerError {
     #[error("could not read request body: {0}")]
     BodyRead(String),
 
+    #[error("the request body did not arrive within {secs} s")]
+    BodyTimeout { secs: u64 },
+
     #[error("bad request: {0}")]
     BadRequest(String),
 
@@ -83,6 +86,7 @@ impl WorkerError {
             MissingCredential | InvalidCredential | InvalidToken => StatusCode::UNAUTHORIZED,
             ClientMismatch { .. } => StatusCode::FORBIDDEN,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             BodyRead(_) | BadRequest(_) | Undecodable(_) => StatusCode::BAD_REQUEST,
             WrongRound { .. } | RoundFull { .. } => StatusCode::CONFLICT,
             Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -104,6 +108,7 @@ impl WorkerError {
             ClientMismatch { .. } => "client_id_mismatch",
             BodyTooLarge { .. } => "body_too_large",
             BodyRead(_) => "body_read_failed",
+            BodyTimeout { .. } => "body_timeout",
             BadRequest(_) => "bad_request",
             Undecodable(_) => "undecodable",
             WrongRound { .. } => "wrong_round",

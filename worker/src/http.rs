@@ -28,6 +28,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Bounds uploads being read/decoded/aggregated at once (memory bound).
     pub upload_permits: Arc<Semaphore>,
+    /// Time an upload holding a permit has to send its body.
+    pub upload_body_deadline: std::time::Duration,
 }
 
 impl AppState {
@@ -37,6 +39,9 @@ impl AppState {
             .ok_or_else(|| WorkerError::UnknownFederation(id.into()))
     }
 }
+
+/// Time any request has to send its body (JSON bodies are at most 16 KiB).
+const JSON_BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub fn router(state: AppState, allowed_origin: Option<&str>) -> Result<Router> {
     let mut app = Router::new()
@@ -49,6 +54,9 @@ pub fn router(state: AppState, allowed_origin: Option<&str>) -> Result<Router> {
         .route("/metrics", get(metrics))
         // JSON bodies (enrolment) are tiny; uploads read their body themselves.
         .layer(DefaultBodyLimit::max(16 * 1024))
+        // A body that trickles in fails after JSON_BODY_DEADLINE (uploads have their own,
+        // `upload_body_secs`, counted from when they hold a permit).
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(JSON_BODY_DEADLINE))
         .with_state(state)
         .layer(axum::middleware::from_fn(json_errors));
     if let Some(origin) = allowed_origin {
@@ -279,7 +287,10 @@ async fn upload_inner(
         .acquire()
         .await
         .map_err(|_| WorkerError::Unavailable)?;
-    let bytes = read_limited(body, limit, declared).await?;
+    let deadline = st.upload_body_deadline;
+    let bytes = tokio::time::timeout(deadline, read_limited(body, limit, declared))
+        .await
+        .map_err(|_| WorkerError::BodyTimeout { secs: deadline.as_secs() })??;
     *body_read = true;
     st.metrics
         .bytes_received

@@ -305,3 +305,67 @@ async fn framework_rejections_are_json() {
     let r = c.get(w.url("/v1/health")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// Sends a request head (and `partial` body bytes) without the rest of the body, and returns
+/// the raw answer the worker gives (waits at most 20 s).
+fn slow_request(addr: String, head: String, partial: usize) -> std::thread::JoinHandle<String> {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&vec![0u8; partial]).unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+            if out.windows(4).any(|w| w == b"\r\n\r\n") && out.ends_with(b"}") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&out).to_string()
+    })
+}
+
+/// Slow bodies cannot hold the upload permits (shared by every federation) or an enrolment
+/// forever: with both permits taken by uploads whose bodies never finish, another federation's
+/// upload still completes once their deadline (1 s here) answers them 408 `body_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_lose_their_upload_permit_at_the_deadline() {
+    let dir = TempDir::new("slow");
+    let cfg = format!(
+        "max_concurrent_uploads = 2\nupload_body_secs = 1\n{}{}",
+        federation_toml("fed", "shared", 5, 5, 300),
+        federation_toml("other", "shared", 5, 5, 300)
+    );
+    let w = Worker::start(dir.path(), &cfg);
+    let c = client();
+    let token = create_token(&w.db, "fed", 2);
+    let other_token = create_token(&w.db, "other", 1);
+    let addr = w.base.trim_start_matches("http://").to_string();
+    let info = c.get(w.url("/v1/federations/fed")).send().await.unwrap().json_value().await;
+    let declared = info["max_update_bytes"].as_u64().unwrap();
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let e = enroll_ok(&c, &w, "fed", &token).await;
+        let head = format!(
+            "POST /v1/federations/fed/updates HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/octet-stream\r\nContent-Length: {declared}\r\n\r\n",
+            e.credential
+        );
+        slow.push(slow_request(addr.clone(), head, 10));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let o = enroll_ok(&c, &w, "other", &other_token).await;
+    let update = make_update("other", FederationMode::Shared, &o.client_id, 1, 0, 10, 7);
+    let r = post_update(&c, &w, "other", Some(&o.credential), encode_update(&update, Encoding::F32)).await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    for s in slow {
+        let answer = tokio::task::spawn_blocking(move || s.join().unwrap()).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("\"error\":\"body_timeout\""), "{answer}");
+    }
+}
