@@ -39,6 +39,9 @@ pub enum WorkerError {
     #[error("the request body did not arrive within {secs} s")]
     BodyTimeout { secs: u64 },
 
+    #[error("this credential already has an upload in flight; wait for its answer")]
+    UploadInProgress,
+
     #[error("bad request: {0}")]
     BadRequest(String),
 
@@ -87,6 +90,7 @@ impl WorkerError {
             ClientMismatch { .. } => StatusCode::FORBIDDEN,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            UploadInProgress => StatusCode::TOO_MANY_REQUESTS,
             BodyRead(_) | BadRequest(_) | Undecodable(_) => StatusCode::BAD_REQUEST,
             WrongRound { .. } | RoundFull { .. } => StatusCode::CONFLICT,
             Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -109,6 +113,7 @@ impl WorkerError {
             BodyTooLarge { .. } => "body_too_large",
             BodyRead(_) => "body_read_failed",
             BodyTimeout { .. } => "body_timeout",
+            UploadInProgress => "upload_in_progress",
             BadRequest(_) => "bad_request",
             Undecodable(_) => "undecodable",
             WrongRound { .. } => "wrong_round",

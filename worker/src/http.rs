@@ -30,6 +30,32 @@ pub struct AppState {
     pub upload_permits: Arc<Semaphore>,
     /// Time an upload holding a permit has to send its body.
     pub upload_body_deadline: std::time::Duration,
+    /// `(federation, client)` pairs with an upload in flight: one at a time per credential, so
+    /// that one client cannot take every upload permit.
+    pub uploading: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+}
+
+/// Marks a credential's upload as in flight until dropped.
+struct InFlight {
+    set: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+    key: (String, String),
+}
+
+impl InFlight {
+    fn start(st: &AppState, fed: &str, client: &str) -> Result<Self> {
+        let key = (fed.to_string(), client.to_string());
+        let mut set = st.uploading.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(key.clone()) {
+            return Err(WorkerError::UploadInProgress);
+        }
+        Ok(Self { set: st.uploading.clone(), key })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.set.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+    }
 }
 
 impl AppState {
@@ -280,6 +306,7 @@ async fn upload_inner(
     if declared.is_some_and(|n| n > limit) {
         return Err(WorkerError::BodyTooLarge { limit });
     }
+    let _in_flight = InFlight::start(st, id, &ident.client_id)?;
     // Hold a permit from before the body is read until the engine answered:
     // caps memory at max_concurrent_uploads bodies regardless of client count.
     let _permit = st

@@ -330,9 +330,10 @@ fn slow_request(addr: String, head: String, partial: usize) -> std::thread::Join
     })
 }
 
-/// Slow bodies cannot hold the upload permits (shared by every federation) or an enrolment
-/// forever: with both permits taken by uploads whose bodies never finish, another federation's
-/// upload still completes once their deadline (1 s here) answers them 408 `body_timeout`.
+/// Slow bodies cannot hold the upload permits (shared by every federation) forever: with both
+/// permits taken by uploads whose bodies never finish, their credentials cannot start another
+/// (429), and another federation's upload still completes once their deadline (1 s here)
+/// answers them 408 `body_timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_bodies_lose_their_upload_permit_at_the_deadline() {
     let dir = TempDir::new("slow");
@@ -349,8 +350,10 @@ async fn slow_bodies_lose_their_upload_permit_at_the_deadline() {
     let info = c.get(w.url("/v1/federations/fed")).send().await.unwrap().json_value().await;
     let declared = info["max_update_bytes"].as_u64().unwrap();
     let mut slow = Vec::new();
+    let mut slow_credentials = Vec::new();
     for _ in 0..2 {
         let e = enroll_ok(&c, &w, "fed", &token).await;
+        slow_credentials.push(e.credential.clone());
         let head = format!(
             "POST /v1/federations/fed/updates HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
              Content-Type: application/octet-stream\r\nContent-Length: {declared}\r\n\r\n",
@@ -359,6 +362,9 @@ async fn slow_bodies_lose_their_upload_permit_at_the_deadline() {
         slow.push(slow_request(addr.clone(), head, 10));
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // A credential has one upload in flight at a time.
+    let r = post_update(&c, &w, "fed", Some(&slow_credentials[0]), vec![0u8; 10]).await;
+    expect_error(r, 429, "upload_in_progress").await;
     let o = enroll_ok(&c, &w, "other", &other_token).await;
     let update = make_update("other", FederationMode::Shared, &o.client_id, 1, 0, 10, 7);
     let r = post_update(&c, &w, "other", Some(&o.credential), encode_update(&update, Encoding::F32)).await;
