@@ -141,9 +141,20 @@ async fn bad_inputs_get_status_and_json_error() {
     assert_eq!(v["index"], 5);
 
     let mut u = good.clone();
-    u.tensors[0].data.iter_mut().for_each(|x| *x = 100.0);
+    u.tensors[0].data.iter_mut().for_each(|x| *x = 5.0);
     let r = post_update(&c, &w, "fed", cred, encode_update(&u, Encoding::F32)).await;
     expect_error(r, 422, "norm_too_large").await;
+
+    // The poisoning: no noise, the whole norm (21, within the L2 bound) on one bias.
+    let mut u = good.clone();
+    let bias = u.tensors.iter_mut().find(|t| t.name == HEAD_BIAS).unwrap();
+    bias.data.iter_mut().for_each(|x| *x = 0.0);
+    bias.data[2] = 21.0;
+    let r = post_update(&c, &w, "fed", cred, encode_update(&u, Encoding::F32)).await;
+    let v = expect_error(r, 422, "coordinate_too_large").await;
+    assert_eq!(v["tensor"], HEAD_BIAS);
+    assert_eq!(v["index"], 2);
+    assert!(v["max"].as_f64().unwrap() < 21.0 && v["max"].as_f64().unwrap() > 1.0, "{v}");
 
     let mut u = good.clone();
     u.dp.noise_multiplier = 0.5;

@@ -717,6 +717,7 @@ fn server_spec(
             noise_multiplier: 0.0,
             max_delta: None,
             max_norm: f64::from(c) * (1.0 + 1e-3),
+            max_abs: f64::from(c) * (1.0 + 1e-3),
         },
         // No DP: the federation declares no bound.
         _ => UpdateSpec {
@@ -728,6 +729,7 @@ fn server_spec(
             noise_multiplier: 0.0,
             max_delta: None,
             max_norm: f64::INFINITY,
+            max_abs: f64::INFINITY,
         },
     };
     spec.max_delta = Some(delta);

@@ -35,4 +35,4 @@ pub use clip::{ClipReport, clip_to_norm, l2_norm};
 pub use dpsgd::{DpSgdParams, LinearGrad, dp_linear_grad};
 pub use error::{PrivacyError, Result};
 pub use noise::{NoiseRng, add_gaussian_noise};
-pub use update::{PrivatizeReport, max_plausible_norm, privatize_update};
+pub use update::{PrivatizeReport, max_plausible_coordinate, max_plausible_norm, privatize_update};

@@ -74,6 +74,29 @@ pub fn max_plausible_norm(clip: f32, sigma: f32, dim: usize) -> Result<f64> {
     Ok(c + f64::from(sigma) * c * ((dim as f64).sqrt() + 10.0))
 }
 
+/// Probability bound that an honest update fails [`max_plausible_coordinate`].
+pub const HONEST_COORDINATE_REJECTION: f64 = 1e-12;
+
+/// Largest absolute value a server should accept in any one coordinate of a `dim`-dimensional
+/// update that claims to be clipped to `clip` and noised with multiplier `sigma`:
+///
+/// `C + σC · k`, `k = √(2 ln(2·dim / p))`, `p` = [`HONEST_COORDINATE_REJECTION`].
+///
+/// Why: coordinate `i` is `u_i + z_i` with `|u_i| ≤ ‖u‖ ≤ C` and `z_i ~ N(0, (σC)²)`, and
+/// `P(|z_i| > kσC) ≤ 2·exp(−k²/2)`; over `dim` coordinates an honest update exceeds the bound
+/// with probability at most `p`. The L2 bound of [`max_plausible_norm`] cannot tell a
+/// noise-free update that puts its whole (large) norm on one coordinate from honest noise
+/// spread over all of them; this bound can: one client moves no coordinate by more than
+/// `C(1 + kσ)` (about 10 C for σ = 1 and half a million coordinates), against `C` for an
+/// honest clipped signal.
+pub fn max_plausible_coordinate(clip: f32, sigma: f32, dim: usize) -> Result<f64> {
+    check_clip(clip)?;
+    check_sigma(f64::from(sigma))?;
+    let c = f64::from(clip);
+    let k = (2.0 * (2.0 * dim.max(1) as f64 / HONEST_COORDINATE_REJECTION).ln()).sqrt();
+    Ok(c + f64::from(sigma) * c * k)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +193,28 @@ mod tests {
         let mut v = vec![1.0f32; dim]; // norm 100 ≫ C = 1
         add_gaussian_noise(&mut v, 1.0, &mut rng).unwrap();
         assert!(l2_norm(&v) > bound);
+    }
+
+    /// Honest clipped-and-noised updates stay within the coordinate bound (their largest noise
+    /// value is near `√(2 ln dim)·σC`, well below `kσC`), while a noise-free update with its
+    /// whole norm on one coordinate — which passes the L2 bound — does not.
+    #[test]
+    fn coordinate_bound_admits_honest_updates_and_refuses_one_big_coordinate() {
+        let dim = 100_000;
+        let (clip, sigma) = (1.0f32, 1.0f32);
+        let bound = max_plausible_coordinate(clip, sigma, dim).unwrap();
+        assert!(bound > 9.0 && bound < 11.0, "{bound}");
+        let mut rng = NoiseRng::from_seed([9; 32]);
+        for _ in 0..5 {
+            let mut v: Vec<f32> = (0..dim).map(|i| if i == 0 { 5.0 } else { 0.0 }).collect();
+            privatize_update(&mut v, clip, sigma, &mut rng).unwrap();
+            let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+            assert!(f64::from(max) <= bound, "honest max |x| = {max} over {bound}");
+        }
+        let mut poisoned = vec![0f32; dim];
+        poisoned[0] = 21.0;
+        assert!(l2_norm(&poisoned) <= max_plausible_norm(clip, sigma, dim).unwrap());
+        assert!(f64::from(poisoned[0]) > bound);
+        assert!(max_plausible_coordinate(0.0, 1.0, dim).is_err());
     }
 }

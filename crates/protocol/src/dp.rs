@@ -11,3 +11,10 @@ pub fn max_plausible_norm(clip: f32, sigma: f32, dim: usize) -> Result<f64, Prot
     fedsearch_privacy::max_plausible_norm(clip, sigma, dim)
         .map_err(|e| ProtocolError::Privacy(e.to_string()))
 }
+
+/// Largest plausible |value| of any one coordinate of such a vector: `C + σC·k` with
+/// `k = √(2 ln(2·dim/10⁻¹²))` (see `fedsearch_privacy::max_plausible_coordinate`).
+pub fn max_plausible_coordinate(clip: f32, sigma: f32, dim: usize) -> Result<f64, ProtocolError> {
+    fedsearch_privacy::max_plausible_coordinate(clip, sigma, dim)
+        .map_err(|e| ProtocolError::Privacy(e.to_string()))
+}

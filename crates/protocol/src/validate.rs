@@ -26,6 +26,9 @@ pub struct UpdateSpec {
     pub max_delta: Option<f64>,
     /// Largest plausible L2 norm of the flattened (clipped + noised) delta.
     pub max_norm: f64,
+    /// Largest plausible |value| of any one coordinate: a bound on how far one client can
+    /// move any single weight, which the L2 bound (dominated by the noise) is not.
+    pub max_abs: f64,
 }
 
 impl UpdateSpec {
@@ -49,6 +52,8 @@ impl UpdateSpec {
             mode,
             base_version,
             max_norm: dp::max_plausible_norm(clip, noise_multiplier, total)?,
+            // f16 uploads round each value by a relative 2⁻¹¹ at most.
+            max_abs: dp::max_plausible_coordinate(clip, noise_multiplier, total)? * (1.0 + 1e-3),
             tensors,
             clip,
             noise_multiplier,
@@ -122,6 +127,17 @@ pub enum ValidationError {
     )]
     NormTooLarge { norm: f64, max: f64 },
 
+    #[error(
+        "tensor {tensor:?} value {value} at index {index} exceeds the plausible bound {max} for \
+         the required clip and noise: one update may not move a single weight that far"
+    )]
+    CoordinateTooLarge {
+        tensor: String,
+        index: u64,
+        value: f64,
+        max: f64,
+    },
+
     #[error("declared DP parameter {field} = {declared} is weaker than the required {required}")]
     WeakerDp {
         field: &'static str,
@@ -150,6 +166,7 @@ impl ValidationError {
             ValidationError::DataLengthMismatch { .. } => "data_length_mismatch",
             ValidationError::NonFinite { .. } => "non_finite",
             ValidationError::NormTooLarge { .. } => "norm_too_large",
+            ValidationError::CoordinateTooLarge { .. } => "coordinate_too_large",
             ValidationError::WeakerDp { .. } => "weaker_dp",
             ValidationError::InvalidDp { .. } => "invalid_dp",
         }
@@ -236,13 +253,22 @@ pub fn validate_update(u: &Update, spec: &UpdateSpec) -> Result<(), ValidationEr
         }
     }
 
-    // Values: all finite, and the flattened L2 norm within the plausible bound.
+    // Values: all finite, each within the plausible coordinate bound, and the flattened L2 norm
+    // within the plausible norm bound.
     let mut sumsq = 0.0f64;
     for t in &u.tensors {
         if let Some(index) = t.data.iter().position(|x| !x.is_finite()) {
             return Err(ValidationError::NonFinite {
                 tensor: t.name.clone(),
                 index: index as u64,
+            });
+        }
+        if let Some(index) = t.data.iter().position(|x| f64::from(x.abs()) > spec.max_abs) {
+            return Err(ValidationError::CoordinateTooLarge {
+                tensor: t.name.clone(),
+                index: index as u64,
+                value: f64::from(t.data[index]),
+                max: spec.max_abs,
             });
         }
         let n = dp::l2_norm(&t.data);

@@ -111,9 +111,16 @@ fn rejects_each_bad_case() {
             Box::new(|u| u.tensors[0].data[0] = f32::INFINITY),
         ),
         (
+            // every value within the coordinate bound, the whole far beyond the norm bound
             "norm_too_large",
             Shared,
-            Box::new(|u| u.tensors[0].data.iter_mut().for_each(|x| *x = 10.0)),
+            Box::new(|u| u.tensors.iter_mut().for_each(|t| t.data.iter_mut().for_each(|x| *x = 5.0))),
+        ),
+        (
+            // a noise-free update with its weight on one coordinate (the poisoning)
+            "coordinate_too_large",
+            Shared,
+            Box::new(|u| u.tensors[2].data[1] = 21.0),
         ),
         ("weaker_dp", Shared, Box::new(|u| u.dp.clip = 2.0)),
         (
@@ -146,6 +153,8 @@ fn norm_bound_matches_formula() {
     let s = spec(FederationMode::Shared);
     let total = (D * D + D + D * N_DOCS + N_DOCS) as f64;
     assert!((s.max_norm - (1.0 + 1.0 * (total.sqrt() + 10.0))).abs() < 1e-9);
+    let k = (2.0 * (2.0 * total / 1e-12).ln()).sqrt();
+    assert!((s.max_abs - (1.0 + k) * (1.0 + 1e-3)).abs() < 1e-9, "{}", s.max_abs);
     // just under the bound passes, just over fails
     let mut u = update(FederationMode::Shared, 3);
     let n = u.tensors.iter().map(|t| t.data.len()).sum::<usize>() as f64;
