@@ -2,7 +2,8 @@
 # Installs what building and testing need, skipping what is already there.
 #   scripts/setup.sh          everything below
 #   scripts/setup.sh system   Debian's chromium, chromium-driver and mesa-vulkan-drivers (headless
-#                             browser tests; lavapipe for native wgpu) and the wasm32 Rust target
+#                             browser tests; lavapipe for native wgpu), rustfmt and the wasm32
+#                             Rust target
 #   scripts/setup.sh bindgen  wasm-bindgen-cli 0.2.130 (the version crates/client pins), compiled
 #                             from crates.io only when missing; the slow part (minutes), so
 #                             scripts/test.sh runs it beside the native build
@@ -20,6 +21,10 @@ if [ "$what" = all ] || [ "$what" = system ]; then
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+  fi
+  if ! cargo fmt --version >/dev/null 2>&1; then
+    echo "== rustup component add rustfmt"
+    rustup component add rustfmt
   fi
   if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
     echo "== rustup target add wasm32-unknown-unknown"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command. Installs missing tools (scripts/setup.sh), fetches the real model if
-# missing, builds the wasm client into pkg/, then runs every suite:
+# missing, checks formatting, builds the wasm client into pkg/, then runs every suite:
 #   1. native: `cargo test --workspace` (core, privacy, protocol, cli, client, worker, www, and the
 #      end-to-end test: real worker + www-server + two headless Chromium sessions);
 #   2. browser: crates/client's wasm tests in headless Chromium (WebGPU and CPU) — what
@@ -45,6 +45,9 @@ join() {
 
 step "tools: system packages and the wasm32 target"
 bash scripts/setup.sh system
+
+step "formatting (cargo fmt --check, rustfmt.toml)"
+cargo fmt --all --check
 
 step "building: native (cargo test --workspace --no-run) | wasm32 client, then wasm-bindgen-cli, in the background"
 background wasm_compile bash scripts/build-wasm.sh compile

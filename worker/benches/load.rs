@@ -26,13 +26,7 @@ struct Opts {
 }
 
 fn parse_args() -> Result<Opts, String> {
-    let mut o = Opts {
-        clients: vec![10, 100, 500],
-        dim: 384,
-        n_docs: 1000,
-        encoding: Encoding::F32,
-        max_uploads: 32,
-    };
+    let mut o = Opts { clients: vec![10, 100, 500], dim: 384, n_docs: 1000, encoding: Encoding::F32, max_uploads: 32 };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -40,11 +34,7 @@ fn parse_args() -> Result<Opts, String> {
             "--clients" => {
                 o.clients = val("--clients")?
                     .split(',')
-                    .map(|s| {
-                        s.trim()
-                            .parse()
-                            .map_err(|_| format!("bad client count {s:?}"))
-                    })
+                    .map(|s| s.trim().parse().map_err(|_| format!("bad client count {s:?}")))
                     .collect::<Result<_, _>>()?;
                 if o.clients.iter().any(|&m| m == 0 || m > 5000) {
                     return Err("client counts must be in 1..=5000".into());
@@ -53,9 +43,7 @@ fn parse_args() -> Result<Opts, String> {
             "--dim" => o.dim = val("--dim")?.parse().map_err(|_| "bad --dim")?,
             "--n-docs" => o.n_docs = val("--n-docs")?.parse().map_err(|_| "bad --n-docs")?,
             "--max-concurrent-uploads" => {
-                o.max_uploads = val("--max-concurrent-uploads")?
-                    .parse()
-                    .map_err(|_| "bad value")?
+                o.max_uploads = val("--max-concurrent-uploads")?.parse().map_err(|_| "bad value")?
             }
             "--encoding" => {
                 o.encoding = match val("--encoding")?.as_str() {
@@ -117,18 +105,9 @@ noise_multiplier = 1.0
         .spawn()
         .expect("spawn worker");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read addr");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("listening line")
-        .to_string();
-    Worker {
-        child,
-        base: format!("http://{addr}"),
-    }
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read addr");
+    let addr = line.trim().strip_prefix("listening on ").expect("listening line").to_string();
+    Worker { child, base: format!("http://{addr}") }
 }
 
 fn proc_status_kb(pid: u32, field: &str) -> u64 {
@@ -209,8 +188,7 @@ async fn run_one(o: &Opts, m: usize) -> Row {
             .send()
             .await
             .expect("enroll");
-        let v: serde_json::Value =
-            serde_json::from_slice(&r.bytes().await.expect("body")).expect("json");
+        let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.expect("body")).expect("json");
         creds.push((
             v["client_id"].as_str().expect("client_id").to_string(),
             v["credential"].as_str().expect("credential").to_string(),
@@ -226,34 +204,21 @@ async fn run_one(o: &Opts, m: usize) -> Row {
             base_version: 0,
             num_examples: 1,
             mode: FederationMode::Shared,
-            dp: DpParams {
-                clip: 1.0,
-                noise_multiplier: 1.0,
-                delta: 1e-5,
-                epsilon_spent: 0.1,
-            },
+            dp: DpParams { clip: 1.0, noise_multiplier: 1.0, delta: 1e-5, epsilon_spent: 0.1 },
             tensors: Vec::new(),
         },
         o.encoding,
     )
     .len()
-        + base_tensors
-            .iter()
-            .map(|t| t.data.len() * o.encoding.elem_size() + 32)
-            .sum::<usize>();
+        + base_tensors.iter().map(|t| t.data.len() * o.encoding.elem_size() + 32).sum::<usize>();
 
     // Every client encodes its own body, then all start together.
     let barrier = Arc::new(tokio::sync::Barrier::new(m + 1));
     let url = format!("{}/v1/federations/bench/updates", worker.base);
     let mut tasks = Vec::with_capacity(m);
     for (i, (client_id, cred)) in creds.into_iter().enumerate() {
-        let (client, url, barrier, tensors, enc) = (
-            client.clone(),
-            url.clone(),
-            barrier.clone(),
-            base_tensors.clone(),
-            o.encoding,
-        );
+        let (client, url, barrier, tensors, enc) =
+            (client.clone(), url.clone(), barrier.clone(), base_tensors.clone(), o.encoding);
         tasks.push(tokio::spawn(async move {
             let u = Update {
                 federation_id: "bench".into(),
@@ -262,12 +227,7 @@ async fn run_one(o: &Opts, m: usize) -> Row {
                 base_version: 0,
                 num_examples: 1 + (i as u64 % 50),
                 mode: FederationMode::Shared,
-                dp: DpParams {
-                    clip: 1.0,
-                    noise_multiplier: 1.0,
-                    delta: 1e-5,
-                    epsilon_spent: 0.1,
-                },
+                dp: DpParams { clip: 1.0, noise_multiplier: 1.0, delta: 1e-5, epsilon_spent: 0.1 },
                 tensors: (*tensors).clone(),
             };
             let body = encode_update(&u, enc);
@@ -301,13 +261,9 @@ async fn run_one(o: &Opts, m: usize) -> Row {
     let t_pub = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
-        let r = client
-            .get(format!("{}/v1/federations/bench/round", worker.base))
-            .send()
-            .await;
+        let r = client.get(format!("{}/v1/federations/bench/round", worker.base)).send().await;
         if let Ok(r) = r
-            && let Ok(v) =
-                serde_json::from_slice::<serde_json::Value>(&r.bytes().await.unwrap_or_default())
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r.bytes().await.unwrap_or_default())
             && v["current_version"].as_u64() >= Some(1)
         {
             break;
@@ -319,11 +275,7 @@ async fn run_one(o: &Opts, m: usize) -> Row {
     drop(worker);
     let _ = std::fs::remove_dir_all(&dir);
     lat.sort();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or_default()
-    };
+    let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default();
     Row {
         m,
         ok,

@@ -2,9 +2,7 @@
 //! defaults and sanity checks.
 
 use crate::error::{Result, WorkerError};
-use fedsearch_protocol::{
-    Encoding, FederationMode, ServerOptimizer, TensorSpec, federated_tensor_specs,
-};
+use fedsearch_protocol::{Encoding, FederationMode, ServerOptimizer, TensorSpec, federated_tensor_specs};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -104,18 +102,8 @@ impl FederationConfig {
     }
 
     fn check(&self) -> Result<()> {
-        let bad = |msg: String| {
-            Err(WorkerError::Config(format!(
-                "federation {:?}: {msg}",
-                self.id
-            )))
-        };
-        if self.id.is_empty()
-            || !self
-                .id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        let bad = |msg: String| Err(WorkerError::Config(format!("federation {:?}: {msg}", self.id)));
+        if self.id.is_empty() || !self.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return bad("id must be non-empty and use only [A-Za-z0-9_-]".into());
         }
         if self.dim == 0 || self.dim > 8192 {
@@ -127,20 +115,13 @@ impl FederationConfig {
         if let Some(ids) = &self.doc_ids
             && ids.len() as u64 != self.n_docs as u64
         {
-            return bad(format!(
-                "doc_ids has {} entries but n_docs = {}",
-                ids.len(),
-                self.n_docs
-            ));
+            return bad(format!("doc_ids has {} entries but n_docs = {}", ids.len(), self.n_docs));
         }
         if !(self.dp.clip > 0.0 && self.dp.clip.is_normal()) {
             return bad(format!("dp.clip = {} must be positive", self.dp.clip));
         }
         if !(self.dp.noise_multiplier > 0.0 && self.dp.noise_multiplier.is_finite()) {
-            return bad(format!(
-                "dp.noise_multiplier = {} must be positive",
-                self.dp.noise_multiplier
-            ));
+            return bad(format!("dp.noise_multiplier = {} must be positive", self.dp.noise_multiplier));
         }
         if !(self.dp.delta > 0.0 && self.dp.delta < 1.0) {
             return bad(format!("dp.delta = {} must be in (0, 1)", self.dp.delta));
@@ -155,14 +136,9 @@ impl FederationConfig {
             return bad("round_deadline_s must be > 0".into());
         }
         if !(self.central_noise_std >= 0.0 && self.central_noise_std.is_finite()) {
-            return bad(format!(
-                "central_noise_std = {} must be >= 0",
-                self.central_noise_std
-            ));
+            return bad(format!("central_noise_std = {} must be >= 0", self.central_noise_std));
         }
-        self.optimizer
-            .check()
-            .map_err(|e| WorkerError::Config(format!("federation {:?}: {e}", self.id)))
+        self.optimizer.check().map_err(|e| WorkerError::Config(format!("federation {:?}: {e}", self.id)))
     }
 }
 
@@ -171,8 +147,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| WorkerError::Config(format!("cannot read {}: {e}", path.display())))?;
-        let cfg: Config = toml::from_str(&text)
-            .map_err(|e| WorkerError::Config(format!("{}: {e}", path.display())))?;
+        let cfg: Config = toml::from_str(&text).map_err(|e| WorkerError::Config(format!("{}: {e}", path.display())))?;
         cfg.check()?;
         Ok(cfg)
     }
@@ -197,11 +172,7 @@ impl Config {
                 dim: 384,
                 n_docs: DEMO_N_DOCS,
                 doc_ids: None,
-                dp: DpConfig {
-                    clip: 1.0,
-                    noise_multiplier: 1.0,
-                    delta: 1e-5,
-                },
+                dp: DpConfig { clip: 1.0, noise_multiplier: 1.0, delta: 1e-5 },
                 min_clients: 1,
                 target_clients: 2,
                 round_deadline_s: 300,
@@ -220,17 +191,12 @@ impl Config {
             return Err(WorkerError::Config("upload_body_secs must be > 0".into()));
         }
         if self.max_concurrent_uploads == 0 {
-            return Err(WorkerError::Config(
-                "max_concurrent_uploads must be > 0".into(),
-            ));
+            return Err(WorkerError::Config("max_concurrent_uploads must be > 0".into()));
         }
         for (i, f) in self.federations.iter().enumerate() {
             f.check()?;
             if self.federations[..i].iter().any(|g| g.id == f.id) {
-                return Err(WorkerError::Config(format!(
-                    "federation id {:?} appears twice",
-                    f.id
-                )));
+                return Err(WorkerError::Config(format!("federation id {:?} appears twice", f.id)));
             }
         }
         Ok(())
@@ -243,8 +209,7 @@ mod tests {
 
     #[test]
     fn example_and_demo_configs_are_valid() {
-        let cfg: Config =
-            toml::from_str(include_str!("../config.example.toml")).expect("example parses");
+        let cfg: Config = toml::from_str(include_str!("../config.example.toml")).expect("example parses");
         cfg.check().expect("example is valid");
         assert_eq!(cfg.federations[0].dim, 384);
         Config::demo().check().expect("demo is valid");

@@ -77,14 +77,10 @@ pub fn open(path: &Path) -> Result<Connection> {
         && !dir.as_os_str().is_empty()
         && !dir.exists()
     {
-        return Err(WorkerError::Config(format!(
-            "database directory {} does not exist",
-            dir.display()
-        )));
+        return Err(WorkerError::Config(format!("database directory {} does not exist", dir.display())));
     }
-    let conn = Connection::open(path).map_err(|e| {
-        WorkerError::Storage(format!("cannot open database {}: {e}", path.display()))
-    })?;
+    let conn = Connection::open(path)
+        .map_err(|e| WorkerError::Storage(format!("cannot open database {}: {e}", path.display())))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: a commit is on disk (WAL fsynced) before we answer 2xx.
@@ -95,10 +91,7 @@ pub fn open(path: &Path) -> Result<Connection> {
 
 /// Current Unix time in seconds.
 pub fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// SHA-256 of a secret (tokens and credentials are stored only hashed; they
@@ -127,12 +120,5 @@ pub fn create_token(conn: &Connection, federation: &str, uses: u64) -> Result<St
 
 /// Whether the federation has been initialised in this database.
 pub fn federation_exists(conn: &Connection, federation: &str) -> Result<bool> {
-    Ok(conn
-        .query_row(
-            "SELECT 1 FROM federations WHERE id = ?1",
-            params![federation],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some())
+    Ok(conn.query_row("SELECT 1 FROM federations WHERE id = ?1", params![federation], |_| Ok(())).optional()?.is_some())
 }

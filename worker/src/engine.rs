@@ -12,8 +12,8 @@ use crate::error::{Result, WorkerError};
 use crate::metrics::Metrics;
 use axum::body::Bytes;
 use fedsearch_protocol::{
-    Encoding, FederationMode, GlobalModel, NoiseRng, OptimizerState, RoundState, RoundStatus,
-    StreamingFedAvg, TensorSpec, Update, ValidationError, decode_global_model, encode_global_model,
+    Encoding, FederationMode, GlobalModel, NoiseRng, OptimizerState, RoundState, RoundStatus, StreamingFedAvg,
+    TensorSpec, Update, ValidationError, decode_global_model, encode_global_model,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{HashMap, HashSet};
@@ -68,15 +68,8 @@ pub struct ClientIdent {
 pub type Credentials = RwLock<HashMap<[u8; 32], ClientIdent>>;
 
 pub enum Job {
-    Submit {
-        update: Box<Update>,
-        reply: oneshot::Sender<Result<SubmitOutcome>>,
-    },
-    Enroll {
-        federation: String,
-        token: String,
-        reply: oneshot::Sender<Result<Enrolled>>,
-    },
+    Submit { update: Box<Update>, reply: oneshot::Sender<Result<SubmitOutcome>> },
+    Enroll { federation: String, token: String, reply: oneshot::Sender<Result<Enrolled>> },
     Tick,
 }
 
@@ -163,25 +156,13 @@ impl Engine {
         }
         let mut creds = HashMap::new();
         {
-            let mut stmt =
-                conn.prepare("SELECT credential_sha256, client_id, federation_id FROM clients")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })?;
+            let mut stmt = conn.prepare("SELECT credential_sha256, client_id, federation_id FROM clients")?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
             for row in rows {
                 let (h, client_id, federation_id) = row?;
                 if let Ok(h) = <[u8; 32]>::try_from(h.as_slice()) {
-                    creds.insert(
-                        h,
-                        ClientIdent {
-                            client_id,
-                            federation_id,
-                        },
-                    );
+                    creds.insert(h, ClientIdent { client_id, federation_id });
                 }
             }
         }
@@ -191,20 +172,10 @@ impl Engine {
             None
         };
         let creds = Arc::new(RwLock::new(creds));
-        let mut engine = Engine {
-            conn,
-            feds,
-            metrics,
-            creds: creds.clone(),
-            rng,
-        };
+        let mut engine = Engine { conn, feds, metrics, creds: creds.clone(), rng };
         // A crash between the last accepted update and publishing: finish now.
         engine.tick();
-        Ok(Opened {
-            engine,
-            feds: shared_map,
-            creds,
-        })
+        Ok(Opened { engine, feds: shared_map, creds })
     }
 
     /// Runs until every job sender is dropped.
@@ -222,11 +193,7 @@ impl Engine {
             for job in batch {
                 match job {
                     Job::Submit { update, reply } => submits.push((update, reply)),
-                    Job::Enroll {
-                        federation,
-                        token,
-                        reply,
-                    } => {
+                    Job::Enroll { federation, token, reply } => {
                         let _ = reply.send(self.enroll(&federation, &token));
                     }
                     Job::Tick => tick = true,
@@ -246,17 +213,13 @@ impl Engine {
         self.feds.iter().position(|f| f.cfg().id == id)
     }
 
-    fn submit_batch(
-        &mut self,
-        submits: Vec<(Box<Update>, oneshot::Sender<Result<SubmitOutcome>>)>,
-    ) {
+    fn submit_batch(&mut self, submits: Vec<(Box<Update>, oneshot::Sender<Result<SubmitOutcome>>)>) {
         let mut by_fed: HashMap<usize, Vec<_>> = HashMap::new();
         for (u, reply) in submits {
             match self.fed_index(&u.federation_id) {
                 Some(i) => by_fed.entry(i).or_default().push((u, reply)),
                 None => {
-                    let _ =
-                        reply.send(Err(WorkerError::UnknownFederation(u.federation_id.clone())));
+                    let _ = reply.send(Err(WorkerError::UnknownFederation(u.federation_id.clone())));
                 }
             }
         }
@@ -268,11 +231,7 @@ impl Engine {
 
     /// Adds a group of validated updates to one federation's aggregate and
     /// persists aggregate + contributor rows in one transaction before replying.
-    fn submit_group(
-        &mut self,
-        i: usize,
-        group: Vec<(Box<Update>, oneshot::Sender<Result<SubmitOutcome>>)>,
-    ) {
+    fn submit_group(&mut self, i: usize, group: Vec<(Box<Update>, oneshot::Sender<Result<SubmitOutcome>>)>) {
         let fed = &self.feds[i];
         let mut agg = fed.agg.clone();
         let mut accepted = Vec::new();
@@ -280,10 +239,7 @@ impl Engine {
         let mut in_batch: HashSet<String> = HashSet::new();
         for (u, reply) in group {
             if u.round != fed.round || fed.state != RoundState::Collecting {
-                let _ = reply.send(Err(WorkerError::WrongRound {
-                    current_round: fed.round,
-                    got: u.round,
-                }));
+                let _ = reply.send(Err(WorkerError::WrongRound { current_round: fed.round, got: u.round }));
                 continue;
             }
             if fed.contributors.contains(&u.client_id) || in_batch.contains(&u.client_id) {
@@ -293,19 +249,14 @@ impl Engine {
             // A round closes at its target exactly: updates beyond it (e.g. later in the same
             // batch) are refused, not folded in.
             if agg.count() >= fed.cfg().target_clients {
-                let _ = reply.send(Err(WorkerError::RoundFull {
-                    round: fed.round,
-                    target: fed.cfg().target_clients,
-                }));
+                let _ = reply.send(Err(WorkerError::RoundFull { round: fed.round, target: fed.cfg().target_clients }));
                 continue;
             }
             if u.base_version != fed.model.version {
-                let _ = reply.send(Err(WorkerError::Invalid(
-                    ValidationError::WrongBaseVersion {
-                        expected: fed.model.version,
-                        got: u.base_version,
-                    },
-                )));
+                let _ = reply.send(Err(WorkerError::Invalid(ValidationError::WrongBaseVersion {
+                    expected: fed.model.version,
+                    got: u.base_version,
+                })));
                 continue;
             }
             // Every update weighs 1, whatever `num_examples` claims: every federation runs
@@ -316,12 +267,7 @@ impl Engine {
                 continue;
             }
             in_batch.insert(u.client_id.clone());
-            accepted.push((
-                u.client_id.clone(),
-                u.num_examples,
-                u.dp.epsilon_spent,
-                reply,
-            ));
+            accepted.push((u.client_id.clone(), u.num_examples, u.dp.epsilon_spent, reply));
         }
         let round = fed.round;
         let fed_id = fed.cfg().id.clone();
@@ -367,14 +313,9 @@ impl Engine {
                     }
                     // Snapshot first, so a client that got 2xx sees its update counted.
                     fed.publish_snapshot();
-                    self.metrics
-                        .updates_accepted
-                        .fetch_add(n, Ordering::Relaxed);
+                    self.metrics.updates_accepted.fetch_add(n, Ordering::Relaxed);
                     for (_, _, _, reply) in accepted {
-                        let _ = reply.send(Ok(SubmitOutcome::Accepted {
-                            round,
-                            updates_received: count,
-                        }));
+                        let _ = reply.send(Ok(SubmitOutcome::Accepted { round, updates_received: count }));
                     }
                     tracing::info!(
                         federation = %fed_id, round, accepted = n, received = count,
@@ -390,9 +331,7 @@ impl Engine {
             }
         }
         for reply in duplicates {
-            self.metrics
-                .updates_duplicate
-                .fetch_add(1, Ordering::Relaxed);
+            self.metrics.updates_duplicate.fetch_add(1, Ordering::Relaxed);
             let _ = reply.send(Ok(SubmitOutcome::Duplicate { round }));
         }
     }
@@ -454,13 +393,9 @@ impl Engine {
         let mut opt_state = fed.opt_state.clone();
         let result = (|| -> Result<()> {
             let delta = fed.agg.finish()?;
-            let noise = if cfg.central_noise_std > 0.0 {
-                self.rng.as_mut().map(|r| (cfg.central_noise_std, r))
-            } else {
-                None
-            };
-            cfg.optimizer
-                .apply(&mut model, &delta, &mut opt_state, noise)?;
+            let noise =
+                if cfg.central_noise_std > 0.0 { self.rng.as_mut().map(|r| (cfg.central_noise_std, r)) } else { None };
+            cfg.optimizer.apply(&mut model, &delta, &mut opt_state, noise)?;
             let blob = encode_global_model(&model, Encoding::F32);
             let now = now_s();
             let tx = self.conn.transaction()?;
@@ -476,7 +411,13 @@ impl Engine {
             tx.execute(
                 "INSERT INTO rounds (federation_id, round, state, base_version, opened_at, deadline)
                  VALUES (?1, ?2, 'collecting', ?3, ?4, ?5)",
-                params![cfg.id, (round + 1) as i64, model.version as i64, now as i64, (now + cfg.round_deadline_s) as i64],
+                params![
+                    cfg.id,
+                    (round + 1) as i64,
+                    model.version as i64,
+                    now as i64,
+                    (now + cfg.round_deadline_s) as i64
+                ],
             )?;
             tx.execute(
                 "DELETE FROM round_aggregates WHERE federation_id = ?1 AND round = ?2",
@@ -502,13 +443,9 @@ impl Engine {
                 fed.state = RoundState::Collecting;
                 fed.publish_snapshot();
                 let secs = t0.elapsed();
-                self.metrics
-                    .rounds_published
-                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics.rounds_published.fetch_add(1, Ordering::Relaxed);
                 self.metrics.aggregations.fetch_add(1, Ordering::Relaxed);
-                self.metrics
-                    .aggregation_micros
-                    .fetch_add(secs.as_micros() as u64, Ordering::Relaxed);
+                self.metrics.aggregation_micros.fetch_add(secs.as_micros() as u64, Ordering::Relaxed);
                 tracing::info!(
                     federation = %cfg.id, round, updates = count, version = fed.model.version,
                     reason, seconds = secs.as_secs_f64(), "round published"
@@ -551,20 +488,11 @@ impl Engine {
         )?;
         tx.commit()?;
         if let Ok(mut c) = self.creds.write() {
-            c.insert(
-                cred_hash,
-                ClientIdent {
-                    client_id: client_id.clone(),
-                    federation_id: federation.into(),
-                },
-            );
+            c.insert(cred_hash, ClientIdent { client_id: client_id.clone(), federation_id: federation.into() });
         }
         self.metrics.enrolments.fetch_add(1, Ordering::Relaxed);
         tracing::info!(federation, client_id = %client_id, "client enrolled");
-        Ok(Enrolled {
-            client_id,
-            credential,
-        })
+        Ok(Enrolled { client_id, credential })
     }
 }
 
@@ -576,11 +504,10 @@ fn load_federation(conn: &Connection, fc: &FederationConfig) -> Result<FedState>
         "INSERT OR IGNORE INTO federations (id, mode, dim, n_docs, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![fc.id, fc.mode.as_str(), fc.dim as i64, fc.n_docs as i64, now as i64],
     )?;
-    let (mode, dim, n_docs): (String, i64, i64) = conn.query_row(
-        "SELECT mode, dim, n_docs FROM federations WHERE id = ?1",
-        params![fc.id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
+    let (mode, dim, n_docs): (String, i64, i64) =
+        conn.query_row("SELECT mode, dim, n_docs FROM federations WHERE id = ?1", params![fc.id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
     if mode != fc.mode.as_str() || dim != fc.dim as i64 || n_docs != fc.n_docs as i64 {
         return Err(WorkerError::Config(format!(
             "federation {:?} in the database has mode {mode}, dim {dim}, n_docs {n_docs} but the config says \
@@ -598,23 +525,14 @@ fn load_federation(conn: &Connection, fc: &FederationConfig) -> Result<FedState>
         .optional()?;
     let (model, opt_state) = match latest {
         Some((m, o)) => {
-            let model = decode_global_model(&m).map_err(|e| {
-                WorkerError::Storage(format!("stored model of {:?} is corrupt: {e}", fc.id))
-            })?;
-            let opt = OptimizerState::from_bytes(&o).map_err(|e| {
-                WorkerError::Storage(format!(
-                    "stored optimizer state of {:?} is corrupt: {e}",
-                    fc.id
-                ))
-            })?;
+            let model = decode_global_model(&m)
+                .map_err(|e| WorkerError::Storage(format!("stored model of {:?} is corrupt: {e}", fc.id)))?;
+            let opt = OptimizerState::from_bytes(&o)
+                .map_err(|e| WorkerError::Storage(format!("stored optimizer state of {:?} is corrupt: {e}", fc.id)))?;
             (model, opt)
         }
         None => {
-            let doc_ids = if fc.mode == FederationMode::Shared {
-                fc.doc_ids.clone()
-            } else {
-                None
-            };
+            let doc_ids = if fc.mode == FederationMode::Shared { fc.doc_ids.clone() } else { None };
             let model = GlobalModel::initial(fc.id.clone(), fc.mode, fc.dim, fc.n_docs, doc_ids);
             let opt = OptimizerState::default();
             conn.execute(
@@ -665,14 +583,10 @@ fn load_federation(conn: &Connection, fc: &FederationConfig) -> Result<FedState>
         .optional()?;
     let agg = match agg_blob {
         Some(b) => {
-            let a = StreamingFedAvg::from_bytes(&b).map_err(|e| {
-                WorkerError::Storage(format!("stored aggregate of {:?} is corrupt: {e}", fc.id))
-            })?;
+            let a = StreamingFedAvg::from_bytes(&b)
+                .map_err(|e| WorkerError::Storage(format!("stored aggregate of {:?} is corrupt: {e}", fc.id)))?;
             if a.specs() != specs {
-                return Err(WorkerError::Storage(format!(
-                    "stored aggregate of {:?} has other tensors",
-                    fc.id
-                )));
+                return Err(WorkerError::Storage(format!("stored aggregate of {:?} has other tensors", fc.id)));
             }
             a
         }
@@ -680,9 +594,7 @@ fn load_federation(conn: &Connection, fc: &FederationConfig) -> Result<FedState>
     };
     let mut contributors = HashSet::new();
     {
-        let mut stmt = conn.prepare(
-            "SELECT client_id FROM contributions WHERE federation_id = ?1 AND round = ?2",
-        )?;
+        let mut stmt = conn.prepare("SELECT client_id FROM contributions WHERE federation_id = ?1 AND round = ?2")?;
         for c in stmt.query_map(params![fc.id, round as i64], |r| r.get::<_, String>(0))? {
             contributors.insert(c?);
         }

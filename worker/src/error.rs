@@ -17,18 +17,11 @@ pub enum WorkerError {
     #[error("credential is not valid for this federation; enrol again to get a new one")]
     InvalidCredential,
 
-    #[error(
-        "enrolment token is unknown, used up, or for another federation; ask the operator for a new token"
-    )]
+    #[error("enrolment token is unknown, used up, or for another federation; ask the operator for a new token")]
     InvalidToken,
 
-    #[error(
-        "credential belongs to client {credential_client:?} but the update says {update_client:?}"
-    )]
-    ClientMismatch {
-        credential_client: String,
-        update_client: String,
-    },
+    #[error("credential belongs to client {credential_client:?} but the update says {update_client:?}")]
+    ClientMismatch { credential_client: String, update_client: String },
 
     #[error("request body exceeds the {limit}-byte limit for this federation")]
     BodyTooLarge { limit: u64 },
@@ -48,9 +41,7 @@ pub enum WorkerError {
     #[error("update body could not be decoded: {0}")]
     Undecodable(ProtocolError),
 
-    #[error(
-        "update is for round {got}, the current round is {current_round}; fetch /round and the current model"
-    )]
+    #[error("update is for round {got}, the current round is {current_round}; fetch /round and the current model")]
     WrongRound { current_round: u64, got: u64 },
 
     #[error(
@@ -95,9 +86,7 @@ impl WorkerError {
             WrongRound { .. } | RoundFull { .. } => StatusCode::CONFLICT,
             Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Db(_) | Storage(_) | Config(_) | Io(_) | Protocol(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Db(_) | Storage(_) | Config(_) | Io(_) | Protocol(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -131,10 +120,7 @@ impl WorkerError {
         let mut v = match self {
             WorkerError::Invalid(e) => serde_json::to_value(e).unwrap_or_else(|_| json!({})),
             WorkerError::UnknownFederation(id) => json!({ "federation": id }),
-            WorkerError::ClientMismatch {
-                credential_client,
-                update_client,
-            } => {
+            WorkerError::ClientMismatch { credential_client, update_client } => {
                 json!({ "credential_client_id": credential_client, "update_client_id": update_client })
             }
             WorkerError::BodyTooLarge { limit } => json!({ "limit_bytes": limit }),
@@ -147,12 +133,11 @@ impl WorkerError {
         if let Value::Object(map) = &mut v {
             map.insert("error".into(), Value::String(self.code().into()));
             // Internal details stay in the logs.
-            let message =
-                if self.status().is_server_error() && !matches!(self, WorkerError::Unavailable) {
-                    "internal error; see worker logs".to_string()
-                } else {
-                    self.to_string()
-                };
+            let message = if self.status().is_server_error() && !matches!(self, WorkerError::Unavailable) {
+                "internal error; see worker logs".to_string()
+            } else {
+                self.to_string()
+            };
             map.insert("message".into(), Value::String(message));
         }
         v

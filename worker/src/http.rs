@@ -60,9 +60,7 @@ impl Drop for InFlight {
 
 impl AppState {
     fn fed(&self, id: &str) -> Result<&Arc<FedShared>> {
-        self.feds
-            .get(id)
-            .ok_or_else(|| WorkerError::UnknownFederation(id.into()))
+        self.feds.get(id).ok_or_else(|| WorkerError::UnknownFederation(id.into()))
     }
 }
 
@@ -86,20 +84,13 @@ pub fn router(state: AppState, allowed_origin: Option<&str>) -> Result<Router> {
         .with_state(state)
         .layer(axum::middleware::from_fn(json_errors));
     if let Some(origin) = allowed_origin {
-        let origin = HeaderValue::from_str(origin).map_err(|_| {
-            WorkerError::Config(format!(
-                "allowed_origin {origin:?} is not a valid header value"
-            ))
-        })?;
+        let origin = HeaderValue::from_str(origin)
+            .map_err(|_| WorkerError::Config(format!("allowed_origin {origin:?} is not a valid header value")))?;
         app = app.layer(
             CorsLayer::new()
                 .allow_origin(AllowOrigin::exact(origin))
                 .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-                .allow_headers([
-                    header::AUTHORIZATION,
-                    header::CONTENT_TYPE,
-                    header::IF_NONE_MATCH,
-                ])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_NONE_MATCH])
                 .expose_headers([header::ETAG, HeaderName::from_static("x-model-version")]),
         );
     }
@@ -134,11 +125,7 @@ async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) 
         s if s.is_server_error() => "internal",
         _ => "bad_request",
     };
-    let message = if text.is_empty() {
-        status.canonical_reason().unwrap_or("error").to_lowercase()
-    } else {
-        text
-    };
+    let message = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_lowercase() } else { text };
     let body = serde_json::to_vec(&json!({ "error": code, "message": message })).unwrap_or_default();
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     parts.headers.remove(header::CONTENT_LENGTH);
@@ -150,10 +137,7 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render())
 }
 
 async fn federation_info(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response> {
@@ -196,16 +180,10 @@ async fn model(
         None | Some("f32") => false,
         Some("f16") => true,
         Some(other) => {
-            return Err(WorkerError::BadRequest(format!(
-                "encoding {other:?}: use f32 or f16"
-            )));
+            return Err(WorkerError::BadRequest(format!("encoding {other:?}: use f32 or f16")));
         }
     };
-    let etag = if f16 {
-        format!("{}-f16\"", snap.etag.trim_end_matches('"'))
-    } else {
-        snap.etag.clone()
-    };
+    let etag = if f16 { format!("{}-f16\"", snap.etag.trim_end_matches('"')) } else { snap.etag.clone() };
     let version = snap.status.current_version.to_string();
     let common = [
         (header::ETAG, etag.clone()),
@@ -219,17 +197,8 @@ async fn model(
     if matches {
         return Ok((StatusCode::NOT_MODIFIED, common).into_response());
     }
-    let body = if f16 {
-        snap.model_f16.clone()
-    } else {
-        snap.model_f32.clone()
-    };
-    Ok((
-        common,
-        [(header::CONTENT_TYPE, "application/octet-stream".to_string())],
-        body,
-    )
-        .into_response())
+    let body = if f16 { snap.model_f16.clone() } else { snap.model_f32.clone() };
+    Ok((common, [(header::CONTENT_TYPE, "application/octet-stream".to_string())], body).into_response())
 }
 
 async fn round(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response> {
@@ -241,34 +210,20 @@ struct EnrollRequest {
     token: String,
 }
 
-async fn enroll(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Response> {
+async fn enroll(State(st): State<AppState>, Path(id): Path<String>, body: Bytes) -> Result<Response> {
     st.fed(&id)?;
-    let req: EnrollRequest = serde_json::from_slice(&body).map_err(|e| {
-        WorkerError::BadRequest(format!("expected JSON {{\"token\": \"...\"}}: {e}"))
-    })?;
+    let req: EnrollRequest = serde_json::from_slice(&body)
+        .map_err(|e| WorkerError::BadRequest(format!("expected JSON {{\"token\": \"...\"}}: {e}")))?;
     let (reply, rx) = oneshot::channel();
     st.jobs
-        .send(Job::Enroll {
-            federation: id,
-            token: req.token,
-            reply,
-        })
+        .send(Job::Enroll { federation: id, token: req.token, reply })
         .await
         .map_err(|_| WorkerError::Unavailable)?;
     let e = rx.await.map_err(|_| WorkerError::Unavailable)??;
     Ok(Json(json!({ "client_id": e.client_id, "credential": e.credential })).into_response())
 }
 
-async fn upload(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn upload(State(st): State<AppState>, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Response {
     let mut body_read = false;
     match upload_inner(&st, &id, &headers, body, &mut body_read).await {
         Ok(r) => r,
@@ -281,8 +236,7 @@ async fn upload(
             if !body_read {
                 // The rest of the body is still on the wire: tell the client
                 // not to reuse this connection (hyper then closes it).
-                r.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             r
         }
@@ -299,29 +253,21 @@ async fn upload_inner(
     let fed = st.fed(id)?.clone();
     let ident = authenticate(st, id, headers)?;
     let limit = fed.cfg.max_update_bytes();
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(WorkerError::BodyTooLarge { limit });
     }
     let _in_flight = InFlight::start(st, id, &ident.client_id)?;
     // Hold a permit from before the body is read until the engine answered:
     // caps memory at max_concurrent_uploads bodies regardless of client count.
-    let _permit = st
-        .upload_permits
-        .acquire()
-        .await
-        .map_err(|_| WorkerError::Unavailable)?;
+    let _permit = st.upload_permits.acquire().await.map_err(|_| WorkerError::Unavailable)?;
     let deadline = st.upload_body_deadline;
     let bytes = tokio::time::timeout(deadline, read_limited(body, limit, declared))
         .await
         .map_err(|_| WorkerError::BodyTimeout { secs: deadline.as_secs() })??;
     *body_read = true;
-    st.metrics
-        .bytes_received
-        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    st.metrics.bytes_received.fetch_add(bytes.len() as u64, Ordering::Relaxed);
 
     let snap = fed.snapshot();
     let fed2 = fed.clone();
@@ -336,10 +282,7 @@ async fn upload_inner(
             });
         }
         if update.round != current_round {
-            return Err(WorkerError::WrongRound {
-                current_round,
-                got: update.round,
-            });
+            return Err(WorkerError::WrongRound { current_round, got: update.round });
         }
         let c = &fed2.cfg;
         let mut spec = UpdateSpec::for_federation(
@@ -359,13 +302,7 @@ async fn upload_inner(
     .map_err(|e| WorkerError::Storage(format!("validation task failed: {e}")))??;
 
     let (reply, rx) = oneshot::channel();
-    st.jobs
-        .send(Job::Submit {
-            update: Box::new(update),
-            reply,
-        })
-        .await
-        .map_err(|_| WorkerError::Unavailable)?;
+    st.jobs.send(Job::Submit { update: Box::new(update), reply }).await.map_err(|_| WorkerError::Unavailable)?;
     match rx.await.map_err(|_| WorkerError::Unavailable)?? {
         SubmitOutcome::Accepted { round, updates_received } => Ok(Json(json!({
             "status": "accepted", "round": round, "updates_received": updates_received
@@ -384,9 +321,7 @@ struct Ident {
 }
 
 fn authenticate(st: &AppState, fed_id: &str, headers: &HeaderMap) -> Result<Ident> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or(WorkerError::MissingCredential)?;
+    let value = headers.get(header::AUTHORIZATION).ok_or(WorkerError::MissingCredential)?;
     let value = value.to_str().map_err(|_| WorkerError::InvalidCredential)?;
     let cred = value
         .strip_prefix("Bearer ")
@@ -396,9 +331,7 @@ fn authenticate(st: &AppState, fed_id: &str, headers: &HeaderMap) -> Result<Iden
     let h = crate::db::hash_secret(cred);
     let creds = st.creds.read().map_err(|_| WorkerError::Unavailable)?;
     match creds.get(&h) {
-        Some(c) if c.federation_id == fed_id => Ok(Ident {
-            client_id: c.client_id.clone(),
-        }),
+        Some(c) if c.federation_id == fed_id => Ok(Ident { client_id: c.client_id.clone() }),
         _ => Err(WorkerError::InvalidCredential),
     }
 }

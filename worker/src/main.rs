@@ -18,11 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(
-    name = "fedsearch-worker",
-    version,
-    about = "fedsearch federated aggregation worker"
-)]
+#[command(name = "fedsearch-worker", version, about = "fedsearch federated aggregation worker")]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -79,14 +75,9 @@ fn main() {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Token {
-            command:
-                TokenCommand::Create {
-                    db,
-                    federation,
-                    uses,
-                },
-        }) => token_create(&db, &federation, uses),
+        Some(Command::Token { command: TokenCommand::Create { db, federation, uses } }) => {
+            token_create(&db, &federation, uses)
+        }
         None => serve(cli.serve),
     };
     if let Err(e) = result {
@@ -134,25 +125,21 @@ fn serve(args: ServeArgs) -> Result<()> {
     if let Some(d) = args.db {
         cfg.db = Some(d);
     }
-    let listen = cfg.listen.clone().ok_or_else(|| {
-        WorkerError::Config("no listen address: pass --listen or set `listen` in the config".into())
-    })?;
-    let db_path = cfg.db.clone().ok_or_else(|| {
-        WorkerError::Config("no database: pass --db or set `db` in the config".into())
-    })?;
+    let listen = cfg
+        .listen
+        .clone()
+        .ok_or_else(|| WorkerError::Config("no listen address: pass --listen or set `listen` in the config".into()))?;
+    let db_path =
+        cfg.db.clone().ok_or_else(|| WorkerError::Config("no database: pass --db or set `db` in the config".into()))?;
 
     let metrics = Arc::new(metrics::Metrics::default());
     let conn = db::open(&db_path)?;
     let opened = engine::Engine::open(conn, &cfg, metrics.clone())?;
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     let engine = opened.engine;
-    let engine_thread = std::thread::Builder::new()
-        .name("fedsearch-engine".into())
-        .spawn(move || engine.run(rx))?;
+    let engine_thread = std::thread::Builder::new().name("fedsearch-engine".into()).spawn(move || engine.run(rx))?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let state = http::AppState {
             feds: Arc::new(opened.feds),

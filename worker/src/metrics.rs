@@ -31,11 +31,7 @@ impl Metrics {
         let mut counter = |name: &str, help: &str, v: u64| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
-        counter(
-            "fedsearch_rounds_published_total",
-            "Rounds aggregated and published.",
-            g(&self.rounds_published),
-        );
+        counter("fedsearch_rounds_published_total", "Rounds aggregated and published.", g(&self.rounds_published));
         counter(
             "fedsearch_updates_accepted_total",
             "Updates accepted into a round aggregate.",
@@ -46,16 +42,8 @@ impl Metrics {
             "Re-sent (client, round) updates answered idempotently.",
             g(&self.updates_duplicate),
         );
-        counter(
-            "fedsearch_bytes_received_total",
-            "Update body bytes received.",
-            g(&self.bytes_received),
-        );
-        counter(
-            "fedsearch_enrolments_total",
-            "Clients enrolled.",
-            g(&self.enrolments),
-        );
+        counter("fedsearch_bytes_received_total", "Update body bytes received.", g(&self.bytes_received));
+        counter("fedsearch_enrolments_total", "Clients enrolled.", g(&self.enrolments));
         let _ = writeln!(
             s,
             "# HELP fedsearch_aggregation_seconds Time spent closing rounds (average, optimizer step, persist).\n\
@@ -70,10 +58,7 @@ impl Metrics {
         );
         if let Ok(m) = self.rejected.lock() {
             for (reason, n) in m.iter() {
-                let _ = writeln!(
-                    s,
-                    "fedsearch_updates_rejected_total{{reason=\"{reason}\"}} {n}"
-                );
+                let _ = writeln!(s, "fedsearch_updates_rejected_total{{reason=\"{reason}\"}} {n}");
             }
         }
         s

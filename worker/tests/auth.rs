@@ -8,11 +8,8 @@ use fedsearch_protocol::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrolment_and_credentials() {
     let dir = TempDir::new("auth");
-    let cfg = format!(
-        "{}{}",
-        federation_toml("alpha", "shared", 5, 5, 300),
-        federation_toml("beta", "shared", 5, 5, 300)
-    );
+    let cfg =
+        format!("{}{}", federation_toml("alpha", "shared", 5, 5, 300), federation_toml("beta", "shared", 5, 5, 300));
     let mut w = Worker::start(dir.path(), &cfg);
     let c = client();
 
@@ -31,35 +28,14 @@ async fn enrolment_and_credentials() {
 
     // upload authorised by the client's own credential
     let u = make_update("alpha", FederationMode::Shared, &a1.client_id, 1, 0, 3, 9);
-    let r = post_update(
-        &c,
-        &w,
-        "alpha",
-        Some(&a1.credential),
-        encode_update(&u, Encoding::F16),
-    )
-    .await;
+    let r = post_update(&c, &w, "alpha", Some(&a1.credential), encode_update(&u, Encoding::F16)).await;
     assert_eq!(r.status(), 200);
     // ... not by another client's, nor on another federation
     let u2 = make_update("alpha", FederationMode::Shared, &a2.client_id, 1, 0, 3, 10);
-    let r = post_update(
-        &c,
-        &w,
-        "alpha",
-        Some(&a1.credential),
-        encode_update(&u2, Encoding::F32),
-    )
-    .await;
+    let r = post_update(&c, &w, "alpha", Some(&a1.credential), encode_update(&u2, Encoding::F32)).await;
     assert_eq!(r.status(), 403);
     let ub = make_update("beta", FederationMode::Shared, &a1.client_id, 1, 0, 3, 11);
-    let r = post_update(
-        &c,
-        &w,
-        "beta",
-        Some(&a1.credential),
-        encode_update(&ub, Encoding::F32),
-    )
-    .await;
+    let r = post_update(&c, &w, "beta", Some(&a1.credential), encode_update(&ub, Encoding::F32)).await;
     assert_eq!(r.status(), 401);
 
     // secrets are stored only hashed
@@ -69,23 +45,13 @@ async fn enrolment_and_credentials() {
     for secret in [&token, &a1.credential, &a2.credential] {
         let s = secret.as_bytes();
         for bytes in [&db_bytes, &wal] {
-            assert!(
-                !bytes.windows(s.len()).any(|win| win == s),
-                "plaintext secret in database"
-            );
+            assert!(!bytes.windows(s.len()).any(|win| win == s), "plaintext secret in database");
         }
     }
 
     // credentials survive a restart
     let w = Worker::start_with(dir.path(), &w.config.clone());
-    let r = post_update(
-        &c,
-        &w,
-        "alpha",
-        Some(&a2.credential),
-        encode_update(&u2, Encoding::F32),
-    )
-    .await;
+    let r = post_update(&c, &w, "alpha", Some(&a2.credential), encode_update(&u2, Encoding::F32)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(round_status(&c, &w, "alpha").await["updates_received"], 2);
 }

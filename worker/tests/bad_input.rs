@@ -16,11 +16,8 @@ async fn expect_error(r: reqwest::Response, status: u16, code: &str) -> serde_js
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_get_status_and_json_error() {
     let dir = TempDir::new("bad");
-    let cfg = format!(
-        "{}{}",
-        federation_toml("fed", "shared", 5, 5, 300),
-        federation_toml("pers", "personal", 5, 5, 300)
-    );
+    let cfg =
+        format!("{}{}", federation_toml("fed", "shared", 5, 5, 300), federation_toml("pers", "personal", 5, 5, 300));
     let w = Worker::start(dir.path(), &cfg);
     let c = client();
     let token = create_token(&w.db, "fed", 2);
@@ -40,45 +37,18 @@ async fn bad_inputs_get_status_and_json_error() {
     // 401 missing / invalid credential
     let r = post_update(&c, &w, "fed", None, encode_update(&good, Encoding::F32)).await;
     expect_error(r, 401, "missing_credential").await;
-    let r = post_update(
-        &c,
-        &w,
-        "fed",
-        Some("fsc_not-a-real-credential"),
-        encode_update(&good, Encoding::F32),
-    )
-    .await;
+    let r = post_update(&c, &w, "fed", Some("fsc_not-a-real-credential"), encode_update(&good, Encoding::F32)).await;
     expect_error(r, 401, "invalid_credential").await;
     // a credential of another federation is not valid here
-    let r = post_update(
-        &c,
-        &w,
-        "fed",
-        Some(&pe.credential),
-        encode_update(&good, Encoding::F32),
-    )
-    .await;
+    let r = post_update(&c, &w, "fed", Some(&pe.credential), encode_update(&good, Encoding::F32)).await;
     expect_error(r, 401, "invalid_credential").await;
 
     // 403 credential of another client
-    let r = post_update(
-        &c,
-        &w,
-        "fed",
-        Some(&other.credential),
-        encode_update(&good, Encoding::F32),
-    )
-    .await;
+    let r = post_update(&c, &w, "fed", Some(&other.credential), encode_update(&good, Encoding::F32)).await;
     expect_error(r, 403, "client_id_mismatch").await;
 
     // 413 body over max_update_bytes (cut off from Content-Length)
-    let info = c
-        .get(w.url("/v1/federations/fed"))
-        .send()
-        .await
-        .unwrap()
-        .json_value()
-        .await;
+    let info = c.get(w.url("/v1/federations/fed")).send().await.unwrap().json_value().await;
     let limit = info["max_update_bytes"].as_u64().unwrap();
     let r = post_update(&c, &w, "fed", cred, vec![0u8; limit as usize + 1]).await;
     let v = expect_error(r, 413, "body_too_large").await;
@@ -104,11 +74,7 @@ async fn bad_inputs_get_status_and_json_error() {
 
     // 422 validation failures
     let mut u = good.clone();
-    let t = u
-        .tensors
-        .iter_mut()
-        .find(|t| t.name == HEAD_WEIGHT)
-        .unwrap();
+    let t = u.tensors.iter_mut().find(|t| t.name == HEAD_WEIGHT).unwrap();
     t.shape = vec![D, N_DOCS - 1];
     t.data.truncate((D * (N_DOCS - 1)) as usize);
     let r = post_update(&c, &w, "fed", cred, encode_update(&u, Encoding::F32)).await;
@@ -170,32 +136,16 @@ async fn bad_inputs_get_status_and_json_error() {
     // head tensors in a personal-mode federation
     let mut pu = make_update("pers", FederationMode::Shared, &pe.client_id, 1, 0, 10, 2);
     pu.mode = FederationMode::Personal;
-    let r = post_update(
-        &c,
-        &w,
-        "pers",
-        Some(&pe.credential),
-        encode_update(&pu, Encoding::F32),
-    )
-    .await;
+    let r = post_update(&c, &w, "pers", Some(&pe.credential), encode_update(&pu, Encoding::F32)).await;
     let v = expect_error(r, 422, "head_in_personal_mode").await;
     assert!(v["tensor"].as_str().unwrap().starts_with("head."));
 
     // bad enrolment bodies/tokens
-    let r = c
-        .post(w.url("/v1/federations/fed/enroll"))
-        .body("not json")
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(w.url("/v1/federations/fed/enroll")).body("not json").send().await.unwrap();
     expect_error(r, 400, "bad_request").await;
     let r = enroll(&c, &w, "fed", "fst_bogus").await;
     expect_error(r, 401, "invalid_token").await;
-    let r = c
-        .get(w.url("/v1/federations/fed/model?encoding=f8"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(w.url("/v1/federations/fed/model?encoding=f8")).send().await.unwrap();
     expect_error(r, 400, "bad_request").await;
 
     // still healthy, nothing was counted, and the good update is accepted
@@ -204,25 +154,10 @@ async fn bad_inputs_get_status_and_json_error() {
     assert_eq!(round_status(&c, &w, "fed").await["updates_received"], 0);
     let r = post_update(&c, &w, "fed", cred, encode_update(&good, Encoding::F32)).await;
     assert_eq!(r.status(), 200);
-    let metrics = c
-        .get(w.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for reason in [
-        "undecodable",
-        "shape_mismatch",
-        "body_too_large",
-        "wrong_round",
-        "non_finite",
-    ] {
+    let metrics = c.get(w.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for reason in ["undecodable", "shape_mismatch", "body_too_large", "wrong_round", "non_finite"] {
         assert!(
-            metrics.contains(&format!(
-                "fedsearch_updates_rejected_total{{reason=\"{reason}\"}}"
-            )),
+            metrics.contains(&format!("fedsearch_updates_rejected_total{{reason=\"{reason}\"}}")),
             "{reason} missing from metrics:\n{metrics}"
         );
     }
@@ -239,13 +174,7 @@ async fn chunked_body_over_limit_is_cut_off() {
     let c = client();
     let token = create_token(&w.db, "fed", 1);
     let e = enroll_ok(&c, &w, "fed", &token).await;
-    let info = c
-        .get(w.url("/v1/federations/fed"))
-        .send()
-        .await
-        .unwrap()
-        .json_value()
-        .await;
+    let info = c.get(w.url("/v1/federations/fed")).send().await.unwrap().json_value().await;
     let limit = info["max_update_bytes"].as_u64().unwrap() as usize;
     let addr = w.base.trim_start_matches("http://").to_string();
     let cred = e.credential.clone();
@@ -286,14 +215,8 @@ async fn chunked_body_over_limit_is_cut_off() {
     .await
     .unwrap();
     assert!(response.starts_with("HTTP/1.1 413"), "{response}");
-    assert!(
-        response.contains("\"error\":\"body_too_large\""),
-        "{response}"
-    );
-    assert_eq!(
-        c.get(w.url("/v1/health")).send().await.unwrap().status(),
-        200
-    );
+    assert!(response.contains("\"error\":\"body_too_large\""), "{response}");
+    assert_eq!(c.get(w.url("/v1/health")).send().await.unwrap().status(), 200);
 }
 
 /// axum's own rejections (body over the JSON limit, unknown route, wrong method) are the
@@ -304,7 +227,13 @@ async fn framework_rejections_are_json() {
     let w = Worker::start(dir.path(), &federation_toml("fed", "shared", 1, 2, 300));
     let c = client();
     let big = format!("{{\"token\": \"{}\"}}", "x".repeat(20 * 1024));
-    let r = c.post(w.url("/v1/federations/fed/enroll")).header("content-type", "application/json").body(big).send().await.unwrap();
+    let r = c
+        .post(w.url("/v1/federations/fed/enroll"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
     expect_error(r, 413, "body_too_large").await;
     let r = c.get(w.url("/v1/nothing-here")).send().await.unwrap();
     expect_error(r, 404, "not_found").await;

@@ -15,10 +15,7 @@ async fn full_round_with_three_clients_publishes_the_uniform_mean() {
 
     let base = get_model(&c, &w, "fed").await;
     assert_eq!(base.version, 0);
-    assert_eq!(
-        base.doc_ids.as_deref().map(<[String]>::len),
-        Some(N_DOCS as usize)
-    );
+    assert_eq!(base.doc_ids.as_deref().map(<[String]>::len), Some(N_DOCS as usize));
     let status = round_status(&c, &w, "fed").await;
     assert_eq!(status["state"], "collecting");
     let round = status["round"].as_u64().unwrap();
@@ -26,21 +23,9 @@ async fn full_round_with_three_clients_publishes_the_uniform_mean() {
     let mut sent = Vec::new();
     for (i, n) in [10u64, 20, 70].into_iter().enumerate() {
         let e = enroll_ok(&c, &w, "fed", &token).await;
-        let u = make_update(
-            "fed",
-            FederationMode::Shared,
-            &e.client_id,
-            round,
-            0,
-            n,
-            1000 + i as u64,
-        );
+        let u = make_update("fed", FederationMode::Shared, &e.client_id, round, 0, n, 1000 + i as u64);
         // alternate encodings: the worker accepts both
-        let enc = if i % 2 == 0 {
-            Encoding::F32
-        } else {
-            Encoding::F16
-        };
+        let enc = if i % 2 == 0 { Encoding::F32 } else { Encoding::F16 };
         let r = post_update(&c, &w, "fed", Some(&e.credential), encode_update(&u, enc)).await;
         assert_eq!(r.status(), 200);
         let v = r.json_value().await;
@@ -51,11 +36,7 @@ async fn full_round_with_three_clients_publishes_the_uniform_mean() {
     }
     wait_for_version(&c, &w, "fed", 1).await;
 
-    let r = c
-        .get(w.url("/v1/federations/fed/model"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(w.url("/v1/federations/fed/model")).send().await.unwrap();
     assert_eq!(r.headers()["x-model-version"], "1");
     let etag = r.headers()["etag"].to_str().unwrap().to_string();
     let model = decode_global_model(&r.bytes().await.unwrap()).unwrap();
@@ -63,19 +44,10 @@ async fn full_round_with_three_clients_publishes_the_uniform_mean() {
     assert_tensors_close(&model.tensors, &expected_model(&base, &sent));
 
     // ETag → 304
-    let r = c
-        .get(w.url("/v1/federations/fed/model"))
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(w.url("/v1/federations/fed/model")).header("if-none-match", &etag).send().await.unwrap();
     assert_eq!(r.status(), 304);
     // f16 download of the same version
-    let r = c
-        .get(w.url("/v1/federations/fed/model?encoding=f16"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(w.url("/v1/federations/fed/model?encoding=f16")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let m16 = decode_global_model(&r.bytes().await.unwrap()).unwrap();
     assert_eq!(m16.version, 1);
@@ -86,46 +58,21 @@ async fn full_round_with_three_clients_publishes_the_uniform_mean() {
     assert_eq!(s["current_version"], 1);
     assert_eq!(s["updates_received"], 0);
 
-    let metrics = c
-        .get(w.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("fedsearch_rounds_published_total 1"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("fedsearch_updates_accepted_total 3"),
-        "{metrics}"
-    );
-    let info = c
-        .get(w.url("/v1/federations/fed"))
-        .send()
-        .await
-        .unwrap()
-        .json_value()
-        .await;
+    let metrics = c.get(w.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("fedsearch_rounds_published_total 1"), "{metrics}");
+    assert!(metrics.contains("fedsearch_updates_accepted_total 3"), "{metrics}");
+    let info = c.get(w.url("/v1/federations/fed")).send().await.unwrap().json_value().await;
     assert_eq!(info["mode"], "shared");
     assert_eq!(info["dim"], D);
     assert_eq!(info["dp"]["clip"], 1.0);
-    assert_eq!(
-        info["model"]["url"],
-        "http://example.invalid/model.safetensors"
-    );
+    assert_eq!(info["model"]["url"], "http://example.invalid/model.safetensors");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadline_closes_round_when_min_met_and_extends_otherwise() {
     let dir = TempDir::new("deadline");
-    let cfg = format!(
-        "{}{}",
-        federation_toml("quick", "personal", 1, 5, 1),
-        federation_toml("slow", "shared", 2, 5, 1)
-    );
+    let cfg =
+        format!("{}{}", federation_toml("quick", "personal", 1, 5, 1), federation_toml("slow", "shared", 2, 5, 1));
     let w = Worker::start(dir.path(), &cfg);
     let c = client();
     let tq = create_token(&w.db, "quick", 1);
@@ -133,19 +80,9 @@ async fn deadline_closes_round_when_min_met_and_extends_otherwise() {
 
     let e = enroll_ok(&c, &w, "quick", &tq).await;
     let base = get_model(&c, &w, "quick").await;
-    assert!(
-        base.tensor(HEAD_WEIGHT).is_none(),
-        "personal mode shares no head"
-    );
+    assert!(base.tensor(HEAD_WEIGHT).is_none(), "personal mode shares no head");
     let u = make_update("quick", FederationMode::Personal, &e.client_id, 1, 0, 4, 5);
-    let r = post_update(
-        &c,
-        &w,
-        "quick",
-        Some(&e.credential),
-        encode_update(&u, Encoding::F32),
-    )
-    .await;
+    let r = post_update(&c, &w, "quick", Some(&e.credential), encode_update(&u, Encoding::F32)).await;
     assert_eq!(r.status(), 200);
     wait_for_version(&c, &w, "quick", 1).await; // min 1 met at the 1 s deadline
     let m = get_model(&c, &w, "quick").await;
@@ -154,36 +91,17 @@ async fn deadline_closes_round_when_min_met_and_extends_otherwise() {
     // below min at the deadline: extended, the update is kept
     let e1 = enroll_ok(&c, &w, "slow", &ts).await;
     let u1 = make_update("slow", FederationMode::Shared, &e1.client_id, 1, 0, 3, 6);
-    let r = post_update(
-        &c,
-        &w,
-        "slow",
-        Some(&e1.credential),
-        encode_update(&u1, Encoding::F32),
-    )
-    .await;
+    let r = post_update(&c, &w, "slow", Some(&e1.credential), encode_update(&u1, Encoding::F32)).await;
     assert_eq!(r.status(), 200);
-    let first_deadline = round_status(&c, &w, "slow").await["deadline_unix_s"]
-        .as_u64()
-        .unwrap();
+    let first_deadline = round_status(&c, &w, "slow").await["deadline_unix_s"].as_u64().unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     let s = round_status(&c, &w, "slow").await;
     assert_eq!(s["current_version"], 0);
     assert_eq!(s["updates_received"], 1);
-    assert!(
-        s["deadline_unix_s"].as_u64().unwrap() > first_deadline,
-        "deadline extended: {s}"
-    );
+    assert!(s["deadline_unix_s"].as_u64().unwrap() > first_deadline, "deadline extended: {s}");
     let e2 = enroll_ok(&c, &w, "slow", &ts).await;
     let u2 = make_update("slow", FederationMode::Shared, &e2.client_id, 1, 0, 1, 7);
-    let r = post_update(
-        &c,
-        &w,
-        "slow",
-        Some(&e2.credential),
-        encode_update(&u2, Encoding::F32),
-    )
-    .await;
+    let r = post_update(&c, &w, "slow", Some(&e2.credential), encode_update(&u2, Encoding::F32)).await;
     assert_eq!(r.status(), 200);
     wait_for_version(&c, &w, "slow", 1).await;
 }

@@ -86,10 +86,8 @@ const WORKER_TOTAL_SECS: u64 = 120;
 
 /// The error JSON the worker documents (`{"error", "message"}`), from the proxy itself.
 fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = format!(
-        "{{\"error\":\"{code}\",\"message\":\"{}\"}}",
-        message.replace('\\', "\\\\").replace('"', "\\\"")
-    );
+    let body =
+        format!("{{\"error\":\"{code}\",\"message\":\"{}\"}}", message.replace('\\', "\\\\").replace('"', "\\\""));
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
@@ -122,9 +120,10 @@ fn app(args: &Args) -> Router {
         // Model weights (`application/octet-stream`) are sent as they are: floats do not
         // shrink, and a compressed response loses its Content-Length, which the page's
         // download progress needs.
-        .layer(CompressionLayer::new().compress_when(
-            DefaultPredicate::new().and(NotForContentType::const_new("application/octet-stream")),
-        ))
+        .layer(
+            CompressionLayer::new()
+                .compress_when(DefaultPredicate::new().and(NotForContentType::const_new("application/octet-stream"))),
+        )
         .layer(middleware::from_fn(isolation_headers))
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
@@ -238,8 +237,16 @@ async fn etag(req: Request, next: Next) -> Response {
 fn hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "connection" | "keep-alive" | "proxy-authenticate" | "proxy-authorization" | "te" | "trailer"
-            | "transfer-encoding" | "upgrade" | "host" | "content-length"
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
     )
 }
 
@@ -339,4 +346,3 @@ async fn main() {
     };
     server::serve(listener, app(&args), shutdown, limits).await;
 }
-

@@ -79,12 +79,8 @@ async fn serves_files_with_the_right_types_and_headers() {
     assert!(etag.starts_with("W/\""), "{etag}");
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"\0asm\x01\0\0\0");
 
-    let r = c
-        .get(format!("{}/pkg/fedsearch_client_bg.wasm", s.base))
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
+    let r =
+        c.get(format!("{}/pkg/fedsearch_client_bg.wasm", s.base)).header("if-none-match", &etag).send().await.unwrap();
     assert_eq!(r.status(), 304);
     assert_eq!(r.headers()["etag"], etag.as_str());
 
@@ -155,7 +151,11 @@ async fn fake_worker_answering(status: &'static str) -> String {
                         let head = &text[..end];
                         let len: usize = head
                             .lines()
-                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
                             .unwrap_or(0);
                         if buf.len() < end + 4 + len {
                             continue;
@@ -163,7 +163,9 @@ async fn fake_worker_answering(status: &'static str) -> String {
                         let first = head.lines().next().unwrap_or("");
                         let auth = head
                             .lines()
-                            .find_map(|l| l.to_ascii_lowercase().starts_with("authorization:").then(|| l[14..].trim().to_string()))
+                            .find_map(|l| {
+                                l.to_ascii_lowercase().starts_with("authorization:").then(|| l[14..].trim().to_string())
+                            })
                             .unwrap_or_default();
                         let body = format!("{{\"line\":\"{first}\",\"auth\":\"{auth}\",\"len\":{len}}}");
                         let resp = format!(
@@ -259,7 +261,8 @@ async fn the_proxy_refuses_dot_segments_bounds_bodies_and_passes_the_workers_sta
     let s = start_with(&root, Some(&worker), &["--max-body-bytes", "1000"]);
     // `/v1/../metrics` would be resolved by the forwarding URL parser into `/metrics`.
     for path in ["/v1/../metrics", "/v1/%2e%2e/metrics", "/v1/%2E./metrics", "/v1/federations/./demo"] {
-        let (status, text) = raw_request(&s.base, &format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")).await;
+        let (status, text) =
+            raw_request(&s.base, &format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")).await;
         assert!(status == 400 || status == 404, "{path}: {text}");
         assert!(!text.contains("\"line\""), "{path} reached the worker: {text}");
     }
@@ -282,11 +285,13 @@ async fn the_proxy_refuses_dot_segments_bounds_bodies_and_passes_the_workers_sta
     // One slot: a request whose body never comes holds it until its body deadline (3 s, then
     // 408); a second one meanwhile waits its queue time (1 s) and is turned away (503).
     let worker = fake_worker().await;
-    let s = start_with(&root, Some(&worker), &["--max-proxied", "1", "--proxy-queue-secs", "1", "--proxy-body-secs", "3"]);
+    let s =
+        start_with(&root, Some(&worker), &["--max-proxied", "1", "--proxy-queue-secs", "1", "--proxy-body-secs", "3"]);
     let slow = {
         let base = s.base.clone();
         tokio::spawn(async move {
-            raw_request(&base, "POST /v1/federations/demo/updates HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n").await
+            raw_request(&base, "POST /v1/federations/demo/updates HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n")
+                .await
         })
     };
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -28,7 +28,13 @@ pub struct EncodeRate {
 
 /// Measures and prints sentences/s for each batch size (one JSON line each, then a readable
 /// summary), with the padding each batch size costs.
-pub fn encode(model: &Path, corpus: Option<&Path>, n: usize, max_len: usize, batches: &[usize]) -> CliResult<Vec<EncodeRate>> {
+pub fn encode(
+    model: &Path,
+    corpus: Option<&Path>,
+    n: usize,
+    max_len: usize,
+    batches: &[usize],
+) -> CliResult<Vec<EncodeRate>> {
     if batches.is_empty() || batches.contains(&0) {
         return Err(CliError::Input("--batches needs batch sizes of at least 1, e.g. 1,32".into()));
     }

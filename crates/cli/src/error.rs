@@ -22,7 +22,9 @@ impl CliError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Core(CoreError::Backend(_) | CoreError::Diverged { .. }) | CliError::Io(_) | CliError::Tool(_) => 1,
+            CliError::Core(CoreError::Backend(_) | CoreError::Diverged { .. })
+            | CliError::Io(_)
+            | CliError::Tool(_) => 1,
             CliError::Core(_) | CliError::Input(_) | CliError::Privacy(_) => 2,
         }
     }

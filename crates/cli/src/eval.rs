@@ -9,8 +9,8 @@ use crate::embed::{EmbedCache, embed};
 use crate::error::{CliError, CliResult, read_input};
 use crate::progress::bar;
 use burn::prelude::*;
-use fedsearch_core::adapter::SoftEmbeddingAdapter;
 use fedsearch_core::CoreError;
+use fedsearch_core::adapter::SoftEmbeddingAdapter;
 use fedsearch_core::data::{Corpus, LabelledQuery, parse_queries, parse_query_lines, subset, to_jsonl, training_pairs};
 use fedsearch_core::head::{CENTROID_MIX, CarHead, centroid_keys};
 use fedsearch_core::index::{HybridWeights, SearchIndex, car_logits};
@@ -165,7 +165,12 @@ async fn train_with_bar(
 
 /// Loads the corpus and test queries, applying `--docs` (a seeded subset; queries keep the gold
 /// documents that are in it and are dropped when none is).
-pub fn load_data(corpus: &Path, queries: &Path, docs: Option<usize>, seed: u64) -> CliResult<(Corpus, Vec<LabelledQuery>)> {
+pub fn load_data(
+    corpus: &Path,
+    queries: &Path,
+    docs: Option<usize>,
+    seed: u64,
+) -> CliResult<(Corpus, Vec<LabelledQuery>)> {
     let corpus = Corpus::from_jsonl(&read_input(corpus, "corpus")?)?;
     let qtext = read_input(queries, "queries")?;
     // Resolve every id against the full corpus first, so a bad doc_id is an error, not a drop.
@@ -185,7 +190,11 @@ pub fn load_data(corpus: &Path, queries: &Path, docs: Option<usize>, seed: u64) 
 }
 
 /// Splits pseudo-query pairs into (training, held out): a seeded `fraction` is held out.
-pub fn split_heldout(pairs: Vec<(String, usize)>, fraction: f64, seed: u64) -> (Vec<(String, usize)>, Vec<(String, usize)>) {
+pub fn split_heldout(
+    pairs: Vec<(String, usize)>,
+    fraction: f64,
+    seed: u64,
+) -> (Vec<(String, usize)>, Vec<(String, usize)>) {
     use rand::SeedableRng;
     use rand::seq::SliceRandom;
     let mut order: Vec<usize> = (0..pairs.len()).collect();
@@ -268,14 +277,16 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
             // Two cache entries: the pseudo-queries' stays valid whatever clicks are added. Each
             // click is embedded once; its repeats (`click_weight`) reuse the rows.
             let mut p_emb = embed(&enc, &p_texts[..n_pseudo], None, "pseudo-queries", &cache).await?;
-            let click_emb = embed(&enc, &p_texts[n_pseudo..n_pseudo + n_clicks], None, "training pairs", &cache).await?;
+            let click_emb =
+                embed(&enc, &p_texts[n_pseudo..n_pseudo + n_clicks], None, "training pairs", &cache).await?;
             while p_emb.len() < p_texts.len() * d {
                 p_emb.extend_from_slice(&click_emb);
             }
             let encode_s = t.elapsed().as_secs_f64();
             let head = opts.head_init.head(&index.doc_emb, &p_emb[..n_pseudo * d], &p_targets[..n_pseudo], d, &device);
             let model = Retriever { adapter: SoftEmbeddingAdapter::identity(d, &device), head };
-            let (car, rep) = train_with_bar(model, TrainInputs::Cached(&p_emb), &p_targets, &opts.head, &device, "head").await?;
+            let (car, rep) =
+                train_with_bar(model, TrainInputs::Cached(&p_emb), &p_targets, &opts.head, &device, "head").await?;
             let train_s = rep.seconds;
             let logits = car_logits(&car, &q_emb, d, &device).await?;
             let h_logits = car_logits(&car, &h_emb, d, &device).await?;
@@ -288,7 +299,8 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
             if wants("car-adapter") || wants("hybrid") {
                 let t = Instant::now();
                 let inputs = TrainInputs::Texts { encoder: &enc, texts: &p_texts };
-                let (tuned, rep2) = train_with_bar(car, inputs, &p_targets, &opts.adapter, &device, "adapter+head").await?;
+                let (tuned, rep2) =
+                    train_with_bar(car, inputs, &p_targets, &opts.adapter, &device, "adapter+head").await?;
                 let tuned_q = embed(&enc, &q_texts, Some(&tuned.adapter), "test queries+adapter", &cache).await?;
                 let tuned_h = embed(&enc, &h_texts, Some(&tuned.adapter), "held-out+adapter", &cache).await?;
                 let logits = car_logits(&tuned, &tuned_q, d, &device).await?;
@@ -305,14 +317,14 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
         }
         if wants("hybrid") {
             let (logits, h_logits) = best_logits.as_ref().expect("hybrid trains CaR first");
-            let m = rank_all(&gold, |q| index.hybrid_scores(&logits[q * n..(q + 1) * n], q_row(q), &q_texts[q], opts.hybrid));
+            let m = rank_all(&gold, |q| {
+                index.hybrid_scores(&logits[q * n..(q + 1) * n], q_row(q), &q_texts[q], opts.hybrid)
+            });
             let pq = rank_all(&h_gold, |q| {
                 index.hybrid_scores(&h_logits[q * n..(q + 1) * n], h_row(q), &h_texts[q], opts.hybrid)
             });
-            let (train_s, encode_s) = methods
-                .get("car-adapter")
-                .or(methods.get("car"))
-                .map_or((0.0, 0.0), |r| (r.train_s, r.encode_s));
+            let (train_s, encode_s) =
+                methods.get("car-adapter").or(methods.get("car")).map_or((0.0, 0.0), |r| (r.train_s, r.encode_s));
             methods.insert("hybrid".to_string(), row(m, pq, train_s, encode_s, None));
         }
         let report = EvalReport {

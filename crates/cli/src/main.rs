@@ -229,9 +229,27 @@ fn run(cli: Cli) -> CliResult<()> {
             Ok(())
         }
         Command::Eval {
-            model, corpus, queries, method, docs, seed, json, train_pairs, click_weight, max_len, head_epochs,
-            head_lr, adapter_epochs, adapter_lr, adapter_batch, adapter_steps, hybrid_weights,
-            head_init, head_pull, pq_holdout, embed_cache,
+            model,
+            corpus,
+            queries,
+            method,
+            docs,
+            seed,
+            json,
+            train_pairs,
+            click_weight,
+            max_len,
+            head_epochs,
+            head_lr,
+            adapter_epochs,
+            adapter_lr,
+            adapter_batch,
+            adapter_steps,
+            hybrid_weights,
+            head_init,
+            head_pull,
+            pq_holdout,
+            embed_cache,
         } => {
             let methods: Vec<String> = if method == "all" {
                 eval::METHODS.iter().map(|s| s.to_string()).collect()
@@ -242,7 +260,16 @@ fn run(cli: Cli) -> CliResult<()> {
                 return Err(CliError::Input("--hybrid-weights takes three numbers: CaR,MIPS,BM25".into()));
             };
             let opts = eval::EvalOptions {
-                model, corpus, queries, methods, docs, seed, json, max_len, train_pairs, click_weight,
+                model,
+                corpus,
+                queries,
+                methods,
+                docs,
+                seed,
+                json,
+                max_len,
+                train_pairs,
+                click_weight,
                 head: TrainConfig { epochs: head_epochs, head_lr, seed, pull_to_keys: head_pull, ..Default::default() },
                 adapter: TrainConfig {
                     epochs: adapter_epochs,
@@ -264,8 +291,11 @@ fn run(cli: Cli) -> CliResult<()> {
         Command::Bench { command: BenchCommand::Encode { model, corpus, n, max_len, batches } } => {
             bench::encode(&model, corpus.as_deref(), n, max_len, &batches).map(|_| ())
         }
-        Command::Bench { command: BenchCommand::Throughput { model, sentences, head_steps, adapter_steps, max_len, json } } => {
-            let cfg = fedsearch_core::bench::ThroughputConfig { sentences, head_steps, adapter_steps, ..Default::default() };
+        Command::Bench {
+            command: BenchCommand::Throughput { model, sentences, head_steps, adapter_steps, max_len, json },
+        } => {
+            let cfg =
+                fedsearch_core::bench::ThroughputConfig { sentences, head_steps, adapter_steps, ..Default::default() };
             bench::throughput(&model, &cfg, max_len, json.as_deref()).map(|_| ())
         }
         Command::Simulate(args) => simulate::run(&args),

@@ -48,27 +48,27 @@
 //! applying) — what the round would take with one device per client (network time not counted).
 
 use crate::embed::{EmbedCache, embed};
-use crate::error::{CliError, CliResult};
 use crate::error::read_input;
+use crate::error::{CliError, CliResult};
 use crate::eval::{HeadInit, load_data};
 use crate::progress::bar;
 use burn::prelude::*;
 use fedsearch_core::adapter::SoftEmbeddingAdapter;
 use fedsearch_core::checkpoint::{HostTensor, retriever_from_tensors, retriever_tensors};
 use fedsearch_core::data::{parse_queries, training_pairs};
-use fedsearch_core::train::Retriever;
 use fedsearch_core::head::DEFAULT_HEAD_SCALE;
 use fedsearch_core::index::car_logits;
 use fedsearch_core::metrics::{Metrics, MetricsBuilder};
 use fedsearch_core::model::{DEFAULT_MAX_LEN, ModelFiles, SentenceEncoder};
 use fedsearch_core::pseudo::{PseudoQueryConfig, pseudo_queries};
 use fedsearch_core::search::top_k;
+use fedsearch_core::train::Retriever;
 use fedsearch_core::train::{TrainConfig, TrainInputs, train};
 use fedsearch_privacy::NoiseRng;
 use fedsearch_protocol::{
-    DpParams, Encoding, FederationMode, GlobalModel, NamedTensor, OptimizerState, ServerOptimizer,
-    StreamingFedAvg, TensorSpec, Update, UpdateSpec, decode_update, encode_update,
-    federated_tensor_specs, is_head_tensor, validate_update,
+    DpParams, Encoding, FederationMode, GlobalModel, NamedTensor, OptimizerState, ServerOptimizer, StreamingFedAvg,
+    TensorSpec, Update, UpdateSpec, decode_update, encode_update, federated_tensor_specs, is_head_tensor,
+    validate_update,
 };
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -313,8 +313,7 @@ fn check_args(a: &SimulateArgs) -> CliResult<()> {
     }
     if a.mode == ModeArg::Personal && a.train == TrainArg::Head {
         return bad(
-            "--mode personal shares only the adapter, which --train head does not train: use --train adapter"
-                .into(),
+            "--mode personal shares only the adapter, which --train head does not train: use --train adapter".into()
         );
     }
     if a.docs == Some(0) {
@@ -344,12 +343,7 @@ fn derive_u64(seed: u64, purpose: &str, a: u64, b: u64) -> u64 {
 }
 
 /// Splits pair indices across clients: IID (dealt at random) or by document (disjoint sets).
-fn split_pairs(
-    pairs: &[(String, usize)],
-    clients: usize,
-    split: SplitArg,
-    seed: u64,
-) -> CliResult<Vec<Vec<usize>>> {
+fn split_pairs(pairs: &[(String, usize)], clients: usize, split: SplitArg, seed: u64) -> CliResult<Vec<Vec<usize>>> {
     let mut rng = ChaCha8Rng::seed_from_u64(derive_u64(seed, "split", 0, 0));
     let mut out = vec![Vec::new(); clients];
     match split {
@@ -552,7 +546,8 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
                 None => None,
             };
             let mut agg = StreamingFedAvg::new(&specs);
-            let (mut slowest, mut server_s, mut bytes_sum, mut norm_sum, mut loss_sum) = (0.0f64, 0.0, 0usize, 0.0, 0.0);
+            let (mut slowest, mut server_s, mut bytes_sum, mut norm_sum, mut loss_sum) =
+                (0.0f64, 0.0, 0usize, 0.0, 0.0);
             for (c, client) in clients.iter_mut().enumerate() {
                 let t_client = Instant::now();
                 // The client's starting point: the global model (+ its own head in personal mode).
@@ -561,7 +556,8 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
                     start.retain(|t| !is_head_tensor(&t.name));
                     start.extend(client.head.iter().cloned());
                 }
-                let model = keyed(retriever_from_tensors(&start, DEFAULT_HEAD_SCALE, &device)?, keys.as_deref(), &device);
+                let model =
+                    keyed(retriever_from_tensors(&start, DEFAULT_HEAD_SCALE, &device)?, keys.as_deref(), &device);
                 let cfg = TrainConfig {
                     epochs: args.local_steps,
                     batch_size: args.batch_size,
@@ -702,10 +698,8 @@ fn server_spec(
     delta: f64,
 ) -> CliResult<UpdateSpec> {
     let mut spec = match (clip, sigma) {
-        (Some(c), Some(s)) => {
-            UpdateSpec::for_federation(FEDERATION_ID, mode, d as u32, n_docs as u32, version, c, s)
-                .map_err(proto("federation spec"))?
-        }
+        (Some(c), Some(s)) => UpdateSpec::for_federation(FEDERATION_ID, mode, d as u32, n_docs as u32, version, c, s)
+            .map_err(proto("federation spec"))?,
         // Clip only: the update's norm can be at most C (plus f16 rounding, relative error
         // below 2⁻¹¹ per value); no noise is required.
         (Some(c), None) => UpdateSpec {
@@ -779,7 +773,8 @@ async fn evaluate(
                     .map(|(q, g)| (q, g.iter().copied().filter(|d| client.docs.contains(d)).collect::<Vec<_>>()))
                     .filter(|(_, g)| !g.is_empty())
                     .collect();
-                let feats: Vec<f32> = held.iter().flat_map(|(q, _)| q_feats[q * d..(q + 1) * d].iter().copied()).collect();
+                let feats: Vec<f32> =
+                    held.iter().flat_map(|(q, _)| q_feats[q * d..(q + 1) * d].iter().copied()).collect();
                 let g: Vec<Vec<usize>> = held.into_iter().map(|(_, g)| g).collect();
                 rank_into(&mut m, &model, &feats, &g, d, device).await?;
             }

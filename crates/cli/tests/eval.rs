@@ -63,7 +63,12 @@ fn queries_with_several_gold_documents_count_a_hit_on_any_of_them() {
         let q = dir.path().join(format!("{name}.jsonl"));
         std::fs::write(&q, lines).unwrap();
         let out = dir.path().join(format!("{name}.json"));
-        let o = eval(&dir.path().join("model"), &dir.path().join("corpus.jsonl"), &q, &["--method", "bm25", "--json", out.to_str().unwrap()]);
+        let o = eval(
+            &dir.path().join("model"),
+            &dir.path().join("corpus.jsonl"),
+            &q,
+            &["--method", "bm25", "--json", out.to_str().unwrap()],
+        );
         assert!(o.status.success(), "{}", stderr(&o));
         serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
     };
@@ -131,7 +136,10 @@ fn bad_input_exits_with_code_2_and_a_message() {
     // Several gold documents: an empty list, an unknown title, both fields at once.
     let cases = [
         ("{\"query\": \"capital of france\", \"doc_ids\": []}\n", "doc_ids is empty"),
-        ("{\"query\": \"capital of france\", \"doc_ids\": [\"paris\", \"atlantis\"]}\n", "\"atlantis\" is not in the corpus"),
+        (
+            "{\"query\": \"capital of france\", \"doc_ids\": [\"paris\", \"atlantis\"]}\n",
+            "\"atlantis\" is not in the corpus",
+        ),
         ("{\"query\": \"x\", \"doc_id\": \"paris\", \"doc_ids\": [\"rome\"]}\n", "not both"),
         ("{\"query\": \"x\"}\n", "no doc_id or doc_ids"),
         ("\n", "no queries"),
@@ -186,8 +194,10 @@ fn data_wiki_subset_includes_every_gold_article() {
         let o = wiki(seed_dir, "10", &gold);
         assert!(o.status.success(), "{}", stderr(&o));
         let corpus = std::fs::read_to_string(root.join(seed_dir).join("corpus.jsonl")).unwrap();
-        let ids: Vec<String> =
-            corpus.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_str().unwrap().to_string()).collect();
+        let ids: Vec<String> = corpus
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_str().unwrap().to_string())
+            .collect();
         assert_eq!(ids.len(), 10);
         for g in ["Article 3", "Article 17", "Article 31"] {
             assert!(ids.iter().any(|i| i == g), "{g} missing from {ids:?}");

@@ -186,5 +186,9 @@ fn click_pairs_train_the_federated_model_and_may_not_leak_the_test_set() {
 
     let out = simulate(dir, &["--train-pairs", test.as_str()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("shares the query"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("shares the query"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

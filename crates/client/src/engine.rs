@@ -17,8 +17,8 @@ use fedsearch_core::search::{inner_products, top_k};
 use fedsearch_core::train::{Retriever, TrainConfig, TrainInputs, TrainProgress, TrainReport, train};
 use fedsearch_privacy::{NoiseRng, RdpAccountant, privatize_update};
 use fedsearch_protocol::{
-    ADAPTER_BIAS, ADAPTER_WEIGHT, DpParams, Encoding, FederationMode, GlobalModel, HEAD_BIAS,
-    HEAD_WEIGHT, NamedTensor, Update, encode_update,
+    ADAPTER_BIAS, ADAPTER_WEIGHT, DpParams, Encoding, FederationMode, GlobalModel, HEAD_BIAS, HEAD_WEIGHT, NamedTensor,
+    Update, encode_update,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -120,7 +120,11 @@ pub const MAX_DOCUMENT_BYTES: usize = 5 << 20;
 /// are not UTF-8), or too large.
 pub fn document_problem(raw: &str, plain: &str) -> Option<String> {
     if raw.len() > MAX_DOCUMENT_BYTES {
-        return Some(format!("is {:.1} MiB; the limit is {} MiB", raw.len() as f64 / (1 << 20) as f64, MAX_DOCUMENT_BYTES >> 20));
+        return Some(format!(
+            "is {:.1} MiB; the limit is {} MiB",
+            raw.len() as f64 / (1 << 20) as f64,
+            MAX_DOCUMENT_BYTES >> 20
+        ));
     }
     let (mut chars, mut odd) = (0usize, 0usize);
     for c in raw.chars() {
@@ -737,7 +741,9 @@ impl State {
             ));
         }
         if self.base != HostModel::initial(self.dim(), self.docs.len()) {
-            return err("the local model did not start from the initial model: download the global model (syncGlobal) and train again");
+            return err(
+                "the local model did not start from the initial model: download the global model (syncGlobal) and train again",
+            );
         }
         self.meta.global = Some(GlobalMeta {
             federation_id: info.id.clone(),
@@ -837,7 +843,13 @@ impl State {
     }
 
     /// The top `k` documents for `query` by `method`, computed locally.
-    pub async fn search(&mut self, encoder: &SentenceEncoder, query: &str, k: usize, method: Method) -> Result<Vec<Hit>> {
+    pub async fn search(
+        &mut self,
+        encoder: &SentenceEncoder,
+        query: &str,
+        k: usize,
+        method: Method,
+    ) -> Result<Vec<Hit>> {
         if self.docs.is_empty() || query.trim().is_empty() {
             return Ok(Vec::new());
         }
@@ -864,7 +876,12 @@ impl State {
             .filter(has_evidence)
             .map(|i| {
                 let d = &self.docs[i];
-                Hit { id: d.id.clone(), title: d.title.clone(), score: scores[i], snippet: snippet(&d.text, query, 200) }
+                Hit {
+                    id: d.id.clone(),
+                    title: d.title.clone(),
+                    score: scores[i],
+                    snippet: snippet(&d.text, query, 200),
+                }
             })
             .collect())
     }
@@ -933,10 +950,7 @@ pub fn build_update(
         return err("sync with the federation (syncGlobal) before contributing");
     };
     if global.federation_id != info.id {
-        return err(format!(
-            "the local model started from federation {:?}, not {:?}",
-            global.federation_id, info.id
-        ));
+        return err(format!("the local model started from federation {:?}, not {:?}", global.federation_id, info.id));
     }
     if global.version != info.current_version {
         return err(format!(

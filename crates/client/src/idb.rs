@@ -115,7 +115,8 @@ async fn transaction_done(tx: &web_sys::IdbTransaction) -> Result<(), JsValue> {
             let _ = reject.call1(&JsValue::NULL, &js_sys::Error::new("IndexedDB: the write failed (quota exceeded?)"));
         });
         let abort = Closure::once_into_js(move |_e: web_sys::Event| {
-            let _ = reject2.call1(&JsValue::NULL, &js_sys::Error::new("IndexedDB: the write was aborted (quota exceeded?)"));
+            let _ = reject2
+                .call1(&JsValue::NULL, &js_sys::Error::new("IndexedDB: the write was aborted (quota exceeded?)"));
         });
         tx.set_oncomplete(Some(done.unchecked_ref()));
         tx.set_onerror(Some(fail.unchecked_ref()));

@@ -41,7 +41,12 @@ fn caches() -> Option<web_sys::CacheStorage> {
 }
 
 /// A fetch; network failures become "cannot reach URL" errors.
-pub async fn fetch(url: &str, method: &str, headers: &[(&str, &str)], body: Option<&JsValue>) -> Result<Response, JsValue> {
+pub async fn fetch(
+    url: &str,
+    method: &str,
+    headers: &[(&str, &str)],
+    body: Option<&JsValue>,
+) -> Result<Response, JsValue> {
     let init = RequestInit::new();
     init.set_method(method);
     if let Some(b) = body {
@@ -87,13 +92,7 @@ pub async fn http_error(what: &str, resp: &Response) -> JsValue {
 /// A response's body as bytes, calling `progress(loaded, total)` as chunks arrive; `total` is
 /// 0 when the size is unknown (no Content-Length, or one that the decoded body outgrew).
 pub async fn read_body(resp: &Response, progress: &mut dyn FnMut(f64, f64)) -> Result<Vec<u8>, JsValue> {
-    let total: f64 = resp
-        .headers()
-        .get("content-length")
-        .ok()
-        .flatten()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0.0);
+    let total: f64 = resp.headers().get("content-length").ok().flatten().and_then(|s| s.parse().ok()).unwrap_or(0.0);
     let Some(body) = resp.body() else {
         let buf = JsFuture::from(resp.array_buffer()?).await?;
         let v = Uint8Array::new(&buf).to_vec();
@@ -167,7 +166,11 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str, what: &str) -> 
 }
 
 /// POST JSON → parsed JSON.
-pub async fn post_json<T: serde::de::DeserializeOwned>(url: &str, body: &serde_json::Value, what: &str) -> Result<T, JsValue> {
+pub async fn post_json<T: serde::de::DeserializeOwned>(
+    url: &str,
+    body: &serde_json::Value,
+    what: &str,
+) -> Result<T, JsValue> {
     let b = JsValue::from_str(&body.to_string());
     let resp = fetch(url, "POST", &[("content-type", "application/json")], Some(&b)).await?;
     if !resp.ok() {

@@ -57,8 +57,28 @@ pub fn normalize_space(s: &str) -> String {
 pub fn html_to_text(html: &str) -> String {
     const SKIP: [&str; 6] = ["script", "style", "head", "noscript", "template", "svg"];
     const BLOCK: [&str; 22] = [
-        "p", "div", "br", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "table",
-        "section", "article", "header", "footer", "blockquote", "pre", "hr", "title",
+        "p",
+        "div",
+        "br",
+        "li",
+        "ul",
+        "ol",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "tr",
+        "table",
+        "section",
+        "article",
+        "header",
+        "footer",
+        "blockquote",
+        "pre",
+        "hr",
+        "title",
     ];
     let mut out = String::with_capacity(html.len() / 2);
     let mut rest = html;
@@ -103,11 +123,8 @@ pub fn html_to_text(html: &str) -> String {
 
 /// Like [`normalize_space`] but a single line break inside a paragraph stays a break.
 fn normalize_inline(s: &str) -> String {
-    let lines: Vec<String> = s
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines: Vec<String> =
+        s.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).filter(|l| !l.is_empty()).collect();
     lines.join("\n")
 }
 

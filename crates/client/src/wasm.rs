@@ -63,10 +63,13 @@ pub async fn webgpu_device() -> Result<Device, String> {
     if gpu.is_undefined() || gpu.is_null() {
         return Err("this browser has no WebGPU (navigator.gpu is missing)".into());
     }
-    let device = Device::wgpu_options().init_async().await.map_err(|e| format!("WebGPU initialisation failed: {e:?}"))?;
+    let device =
+        Device::wgpu_options().init_async().await.map_err(|e| format!("WebGPU initialisation failed: {e:?}"))?;
     // A first kernel and read-back proves the adapter really works.
     let t = burn::prelude::Tensor::<1>::from_floats([1.0, 2.0], &device);
-    let v = fedsearch_core::model::read_f32(t.mul_scalar(2.0)).await.map_err(|e| format!("WebGPU does not compute: {e}"))?;
+    let v = fedsearch_core::model::read_f32(t.mul_scalar(2.0))
+        .await
+        .map_err(|e| format!("WebGPU does not compute: {e}"))?;
     if v != [2.0, 4.0] {
         return Err(format!("WebGPU computed {v:?} instead of [2, 4]"));
     }
@@ -116,9 +119,11 @@ struct Inner {
 
 impl Inner {
     fn state(&self) -> Result<std::cell::RefMut<'_, State>, JsValue> {
-        self.state
-            .try_borrow_mut()
-            .map_err(|_| js_error("the client is busy with another operation (training, indexing or contributing): wait for it to finish"))
+        self.state.try_borrow_mut().map_err(|_| {
+            js_error(
+                "the client is busy with another operation (training, indexing or contributing): wait for it to finish",
+            )
+        })
     }
 
     /// The state for reading (reports, lists); fails while an operation holds it.
@@ -174,7 +179,8 @@ impl Inner {
     }
 
     async fn enroll(&self, token: &str) -> Result<Enrolment, JsValue> {
-        let e: Enrolment = net::post_json(&self.url("/enroll"), &serde_json::json!({ "token": token }), "enrolment").await?;
+        let e: Enrolment =
+            net::post_json(&self.url("/enroll"), &serde_json::json!({ "token": token }), "enrolment").await?;
         let mut st = self.state()?;
         st.meta.enrolment = Some(e.clone());
         self.persist(&st, &["meta"]).await?;
@@ -188,7 +194,12 @@ impl Inner {
         let previous = st.meta.global.as_ref().map(|g| g.version);
         st.apply_global(&g)?;
         self.persist(&st, &["weights", "meta"]).await?;
-        Ok(SyncResult { version: g.version, previous_version: previous, mode: g.mode.as_str().into(), bytes: bytes.len() })
+        Ok(SyncResult {
+            version: g.version,
+            previous_version: previous,
+            mode: g.mode.as_str().into(),
+            bytes: bytes.len(),
+        })
     }
 }
 
@@ -262,10 +273,12 @@ impl FedsearchClient {
     /// `config.json`, `model.safetensors` and `tokenizer.json` under `modelBaseUrl`, picks
     /// WebGPU or the CPU, and restores the local documents and model from IndexedDB.
     pub async fn create(options: JsValue, on_progress: Option<Function>) -> Result<FedsearchClient, JsValue> {
-        let opts: CreateOptions = serde_wasm_bindgen::from_value(options)
-            .map_err(|e| js_error(format!("create(options): {e}")))?;
+        let opts: CreateOptions =
+            serde_wasm_bindgen::from_value(options).map_err(|e| js_error(format!("create(options): {e}")))?;
         if opts.model_base_url.is_empty() {
-            return Err(js_error("create(options): modelBaseUrl is required (the folder with config.json, model.safetensors, tokenizer.json)"));
+            return Err(js_error(
+                "create(options): modelBaseUrl is required (the folder with config.json, model.safetensors, tokenizer.json)",
+            ));
         }
         let base = opts.model_base_url.trim_end_matches('/').to_string();
         let mut files = Vec::new();
@@ -276,7 +289,10 @@ impl FedsearchClient {
                 net::call(cb.as_ref(), &[name.into(), loaded.into(), total.into(), false.into()]);
             };
             let (bytes, cached) = net::cached_download(&url, &mut progress).await?;
-            net::call(on_progress.as_ref(), &[name.into(), (bytes.len() as f64).into(), (bytes.len() as f64).into(), cached.into()]);
+            net::call(
+                on_progress.as_ref(),
+                &[name.into(), (bytes.len() as f64).into(), (bytes.len() as f64).into(), cached.into()],
+            );
             files.push(bytes);
         }
         let safetensors = files.pop().unwrap_or_default();
@@ -293,8 +309,8 @@ impl FedsearchClient {
         tokenizer_json: Vec<u8>,
         options: JsValue,
     ) -> Result<FedsearchClient, JsValue> {
-        let opts: CreateOptions = serde_wasm_bindgen::from_value(options)
-            .map_err(|e| js_error(format!("fromModelBytes(options): {e}")))?;
+        let opts: CreateOptions =
+            serde_wasm_bindgen::from_value(options).map_err(|e| js_error(format!("fromModelBytes(options): {e}")))?;
         Self::build(ModelFiles { config_json, safetensors, tokenizer_json }, opts).await
     }
 
@@ -346,8 +362,9 @@ impl FedsearchClient {
             let kind_s = kind.unwrap_or_default();
             let kind = TextKind::parse(&kind_s)
                 .ok_or_else(|| js_error(format!("unknown document kind {kind_s:?}: use text, markdown or html")))?;
-            let input: Vec<DocInput> = serde_wasm_bindgen::from_value(docs)
-                .map_err(|e| js_error(format!("addDocuments: expected an array of strings or {{id?, title, text}}: {e}")))?;
+            let input: Vec<DocInput> = serde_wasm_bindgen::from_value(docs).map_err(|e| {
+                js_error(format!("addDocuments: expected an array of strings or {{id?, title, text}}: {e}"))
+            })?;
             let new: Vec<NewDoc> = input
                 .into_iter()
                 .map(|d| match d {
@@ -390,7 +407,14 @@ impl FedsearchClient {
                 let val = p.val_top1.map_or(JsValue::NULL, JsValue::from);
                 net::call(
                     on_progress.as_ref(),
-                    &[(p.step as f64).into(), (p.total_steps as f64).into(), p.loss.into(), p.examples_per_s.into(), (p.epoch as f64).into(), val],
+                    &[
+                        (p.step as f64).into(),
+                        (p.total_steps as f64).into(),
+                        p.loss.into(),
+                        p.examples_per_s.into(),
+                        (p.epoch as f64).into(),
+                        val,
+                    ],
                 );
                 !cancel.get()
             };
@@ -426,7 +450,9 @@ impl FedsearchClient {
                 serde_wasm_bindgen::from_value(options).map_err(|e| js_error(format!("benchmark(options): {e}")))?
             };
             let mut stage = |s: &str| net::call(on_stage.as_ref(), &[s.into()]);
-            let t = fedsearch_core::bench::throughput(&inner.encoder, &cfg, &mut stage).await.map_err(|e| js_error(e.to_string()))?;
+            let t = fedsearch_core::bench::throughput(&inner.encoder, &cfg, &mut stage)
+                .await
+                .map_err(|e| js_error(e.to_string()))?;
             to_js(&t.to_json(inner.backend))
         })
     }
@@ -472,7 +498,8 @@ impl FedsearchClient {
             inner.state()?.adopt_initial(&info)?;
             let (body, report) = {
                 let st = inner.state()?;
-                let mut rng = NoiseRng::from_os_entropy().map_err(|e| js_error(format!("no secure randomness: {e}")))?;
+                let mut rng =
+                    NoiseRng::from_os_entropy().map_err(|e| js_error(format!("no secure randomness: {e}")))?;
                 let (body, _update, report) = engine::build_update(&st, &info, &enrol.client_id, &mut rng)?;
                 (body, report)
             };
@@ -488,7 +515,18 @@ impl FedsearchClient {
                 engine::record_contribution(&mut st, &info, &report)?;
                 inner.persist(&st, &["meta"]).await?;
             }
-            let ContributionReport { round, base_version, bytes, norm_before_clip, norm_after_clip, noise_std, epsilon_before, epsilon, delta, tensors } = report;
+            let ContributionReport {
+                round,
+                base_version,
+                bytes,
+                norm_before_clip,
+                norm_after_clip,
+                noise_std,
+                epsilon_before,
+                epsilon,
+                delta,
+                tensors,
+            } = report;
             to_js(&ContributeResult {
                 status,
                 round,
@@ -535,7 +573,9 @@ impl FedsearchClient {
     #[wasm_bindgen(js_name = epsilonAfter)]
     pub fn epsilon_after(&self, noise_multiplier: f64, delta: f64) -> Result<f64, JsValue> {
         if !(noise_multiplier.is_finite() && noise_multiplier > 0.0 && delta > 0.0 && delta < 1.0) {
-            return Err(js_error(format!("epsilonAfter: σ must be positive and δ in (0, 1), got σ = {noise_multiplier}, δ = {delta}")));
+            return Err(js_error(format!(
+                "epsilonAfter: σ must be positive and δ in (0, 1), got σ = {noise_multiplier}, δ = {delta}"
+            )));
         }
         let st = self.inner.state_ref()?;
         Ok(st.meta.privacy.epsilon_after(noise_multiplier as f32, delta)?)

@@ -179,7 +179,10 @@ fn the_update_is_private_valid_and_textless() {
     let g = GlobalModel::initial("demo", FederationMode::Shared, d, 10, Some(ids));
     assert!(build_update(&st, &info, "c1", &mut NoiseRng::from_seed([1; 32])).is_err(), "needs a synced global first");
     st.apply_global(&g).unwrap();
-    block(st.train(&enc, &TrainOptions { mode: "adapter+head".into(), epochs: 3, ..Default::default() }, &mut |_| true)).unwrap();
+    block(
+        st.train(&enc, &TrainOptions { mode: "adapter+head".into(), epochs: 3, ..Default::default() }, &mut |_| true),
+    )
+    .unwrap();
     let (body, update, report) = build_update(&st, &info, "c1", &mut NoiseRng::from_seed([7; 32])).unwrap();
     assert!(report.norm_after_clip <= 1.0 + 1e-6, "clipped norm {}", report.norm_after_clip);
     assert!(report.norm_before_clip > 0.0);
@@ -208,7 +211,11 @@ fn the_update_is_private_valid_and_textless() {
     let pg = GlobalModel::initial("demo", FederationMode::Personal, d, 0, None);
     st.apply_global(&pg).unwrap();
     let (_, pu, _) = build_update(&st, &pinfo, "c1", &mut NoiseRng::from_seed([3; 32])).unwrap();
-    assert!(pu.tensors.iter().all(|t| !t.name.starts_with("head")), "{:?}", pu.tensors.iter().map(|t| &t.name).collect::<Vec<_>>());
+    assert!(
+        pu.tensors.iter().all(|t| !t.name.starts_with("head")),
+        "{:?}",
+        pu.tensors.iter().map(|t| &t.name).collect::<Vec<_>>()
+    );
     let pspec = UpdateSpec::for_federation("demo", FederationMode::Personal, d, 0, 0, 1.0, 0.8).unwrap();
     validate_update(&pu, &pspec).unwrap();
 
@@ -294,7 +301,9 @@ fn documents_are_converted_chunked_and_deduplicated() {
 fn empty_binary_and_oversized_documents_are_refused_by_name() {
     use fedsearch_client::engine::{MAX_DOCUMENT_BYTES, NewDoc};
     let doc = |title: &str, text: String| NewDoc { id: None, title: title.into(), text };
-    let png_as_text = String::from_utf8_lossy(&[0x89, b'P', b'N', b'G', 13, 10, 26, 10, 0xff, 0xfe, 0xfd, 0x9c, 0x80, 0x81, 0x82]).repeat(20);
+    let png_as_text =
+        String::from_utf8_lossy(&[0x89, b'P', b'N', b'G', 13, 10, 26, 10, 0xff, 0xfe, 0xfd, 0x9c, 0x80, 0x81, 0x82])
+            .repeat(20);
     let cases = [
         (doc("empty", "   \n ".into()), "\"empty\" is empty"),
         (doc("tags only", "<p> </p>".into()), "\"tags only\" is empty"),

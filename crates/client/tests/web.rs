@@ -127,7 +127,10 @@ async fn promise(p: js_sys::Promise) -> JsValue {
 
 async fn client(db: &str) -> FedsearchClient {
     let f = tiny_files();
-    let opts = serde_wasm_bindgen::to_value(&serde_json::json!({ "federation": "test", "dbName": db, "backend": "cpu", "maxLen": 64 })).unwrap();
+    let opts = serde_wasm_bindgen::to_value(
+        &serde_json::json!({ "federation": "test", "dbName": db, "backend": "cpu", "maxLen": 64 }),
+    )
+    .unwrap();
     FedsearchClient::from_model_bytes(f.config_json, f.safetensors, f.tokenizer_json, opts).await.expect("client")
 }
 
@@ -160,7 +163,11 @@ async fn search_results_survive_recreating_the_client_from_indexeddb() {
     let c2 = client(&db).await;
     assert_eq!(c2.document_count(), 3);
     for (i, m) in ["bm25", "mips", "car", "hybrid"].iter().enumerate() {
-        assert_eq!(ids(&promise(c2.search("capital of italy".into(), Some(3), Some(m.to_string()))).await), before[i], "{m}");
+        assert_eq!(
+            ids(&promise(c2.search("capital of italy".into(), Some(3), Some(m.to_string()))).await),
+            before[i],
+            "{m}"
+        );
     }
     let report: serde_json::Value = serde_wasm_bindgen::from_value(c2.privacy_report().unwrap()).unwrap();
     assert_eq!(report["clicks"], 1);

@@ -13,10 +13,13 @@ fn main() {
     let files = ModelFiles::read_dir(std::path::Path::new(&dir)).expect("model");
     let texts = sample_sentences(32);
     let targets: Vec<usize> = (0..32).collect();
-    for (name, device) in [("wgpu", pollster::block_on(Device::wgpu_options().init_async()).expect("wgpu")), ("flex", Device::flex())] {
+    for (name, device) in
+        [("wgpu", pollster::block_on(Device::wgpu_options().init_async()).expect("wgpu")), ("flex", Device::flex())]
+    {
         let enc = SentenceEncoder::load(&files, &device, DEFAULT_MAX_LEN).unwrap();
         let d = enc.dim();
-        let model = Retriever { adapter: SoftEmbeddingAdapter::identity(d, &device), head: CarHead::zeros(d, 32, &device) };
+        let model =
+            Retriever { adapter: SoftEmbeddingAdapter::identity(d, &device), head: CarHead::zeros(d, 32, &device) };
         let cfg = TrainConfig { epochs: 3, batch_size: 32, holdout_fraction: 0.0, ..Default::default() };
         let inputs = TrainInputs::Texts { encoder: &enc, texts: &texts };
         let r = pollster::block_on(train(model, inputs, &targets, &cfg, &device, &mut |p| {

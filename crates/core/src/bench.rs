@@ -75,7 +75,11 @@ impl Throughput {
 }
 
 /// Runs the workload on `encoder`'s device. `stage` is told which part is running.
-pub async fn throughput(encoder: &SentenceEncoder, cfg: &ThroughputConfig, stage: &mut dyn FnMut(&str)) -> Result<Throughput> {
+pub async fn throughput(
+    encoder: &SentenceEncoder,
+    cfg: &ThroughputConfig,
+    stage: &mut dyn FnMut(&str),
+) -> Result<Throughput> {
     let n = cfg.sentences.max(2);
     let texts = sample_sentences(n);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -83,7 +87,9 @@ pub async fn throughput(encoder: &SentenceEncoder, cfg: &ThroughputConfig, stage
     let d = encoder.dim();
 
     stage("warming up");
-    encoder.embed(&refs[..refs.len().min(cfg.encode_batch.max(1))], None, cfg.encode_batch.max(1), &mut |_, _| {}).await?;
+    encoder
+        .embed(&refs[..refs.len().min(cfg.encode_batch.max(1))], None, cfg.encode_batch.max(1), &mut |_, _| {})
+        .await?;
 
     stage("encoding");
     let t = Instant::now();
@@ -91,7 +97,8 @@ pub async fn throughput(encoder: &SentenceEncoder, cfg: &ThroughputConfig, stage
     let encode_rate = n as f64 / t.elapsed().as_secs_f64().max(1e-9);
 
     let targets: Vec<usize> = (0..n).collect();
-    let fresh = || Retriever { adapter: SoftEmbeddingAdapter::identity(d, &device), head: CarHead::zeros(d, n, &device) };
+    let fresh =
+        || Retriever { adapter: SoftEmbeddingAdapter::identity(d, &device), head: CarHead::zeros(d, n, &device) };
     let train_cfg = |steps: usize| TrainConfig {
         epochs: steps.max(1),
         batch_size: cfg.train_batch.max(1),
@@ -107,7 +114,9 @@ pub async fn throughput(encoder: &SentenceEncoder, cfg: &ThroughputConfig, stage
     train(fresh(), inputs, &targets, &train_cfg(1), &device, &mut |_| true).await?;
 
     stage("training the head");
-    let (_, head) = train(fresh(), TrainInputs::Cached(&features), &targets, &train_cfg(cfg.head_steps), &device, &mut |_| true).await?;
+    let (_, head) =
+        train(fresh(), TrainInputs::Cached(&features), &targets, &train_cfg(cfg.head_steps), &device, &mut |_| true)
+            .await?;
 
     stage("training adapter + head");
     let inputs = TrainInputs::Texts { encoder, texts: &texts };

@@ -23,10 +23,7 @@ pub struct HostTensor {
 
 /// Serialises host tensors (and string metadata) as safetensors bytes.
 pub fn write_safetensors(tensors: &[HostTensor], metadata: HashMap<String, String>) -> Result<Vec<u8>> {
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|t| t.data.iter().flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
+    let bytes: Vec<Vec<u8>> = tensors.iter().map(|t| t.data.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
     let mut views = Vec::with_capacity(tensors.len());
     for (t, b) in tensors.iter().zip(&bytes) {
         let view = TensorView::new(Dtype::F32, t.shape.clone(), b)
@@ -42,14 +39,22 @@ pub async fn retriever_tensors(model: &Retriever) -> Result<Vec<HostTensor>> {
     let d = model.adapter.dim();
     let n = model.head.num_docs();
     let mut out = vec![
-        HostTensor { name: "adapter.weight".into(), shape: vec![d, d], data: read_f32(model.adapter.weight.val()).await? },
+        HostTensor {
+            name: "adapter.weight".into(),
+            shape: vec![d, d],
+            data: read_f32(model.adapter.weight.val()).await?,
+        },
         HostTensor { name: "adapter.bias".into(), shape: vec![d], data: read_f32(model.adapter.bias.val()).await? },
         HostTensor { name: "head.weight".into(), shape: vec![d, n], data: read_f32(model.head.weight.val()).await? },
         HostTensor { name: "head.bias".into(), shape: vec![n], data: read_f32(model.head.bias.val()).await? },
     ];
     if let Some(keys) = &model.head.keys {
         // Stored row-major `[n, d]`, one key per document, as `CarHead::with_keys` takes them.
-        out.push(HostTensor { name: HEAD_KEYS.into(), shape: vec![n, d], data: read_f32(keys.clone().transpose()).await? });
+        out.push(HostTensor {
+            name: HEAD_KEYS.into(),
+            shape: vec![n, d],
+            data: read_f32(keys.clone().transpose()).await?,
+        });
     }
     Ok(out)
 }
@@ -86,10 +91,7 @@ pub fn retriever_from_tensors(tensors: &[HostTensor], scale: f32, device: &Devic
         head = head.with_keys(&keys.data, device);
     }
     head.scale = scale;
-    Ok(Retriever {
-        adapter: SoftEmbeddingAdapter::from_values(aw.data.clone(), ab.data.clone(), device),
-        head,
-    })
+    Ok(Retriever { adapter: SoftEmbeddingAdapter::from_values(aw.data.clone(), ab.data.clone(), device), head })
 }
 
 /// Saves adapter + head + document ids as safetensors bytes.

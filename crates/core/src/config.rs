@@ -48,9 +48,7 @@ impl BertConfig {
     pub fn check(&self) -> Result<()> {
         if let Some(t) = &self.model_type {
             if !matches!(t.as_str(), "bert" | "roberta" | "xlm-roberta") {
-                return Err(CoreError::Config(format!(
-                    "model_type {t:?} is not a BERT-style encoder"
-                )));
+                return Err(CoreError::Config(format!("model_type {t:?} is not a BERT-style encoder")));
             }
         }
         if let Some(p) = &self.position_embedding_type {
@@ -61,22 +59,15 @@ impl BertConfig {
             }
         }
         if !matches!(self.hidden_act.as_str(), "gelu" | "gelu_new" | "gelu_pytorch_tanh") {
-            return Err(CoreError::Config(format!(
-                "hidden_act {:?} is not supported",
-                self.hidden_act
-            )));
+            return Err(CoreError::Config(format!("hidden_act {:?} is not supported", self.hidden_act)));
         }
-        if self.hidden_size == 0
-            || self.num_attention_heads == 0
-            || self.hidden_size % self.num_attention_heads != 0
-        {
+        if self.hidden_size == 0 || self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
             return Err(CoreError::Config(format!(
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
             )));
         }
-        if self.vocab_size == 0 || self.max_position_embeddings == 0 || self.num_hidden_layers == 0
-        {
+        if self.vocab_size == 0 || self.max_position_embeddings == 0 || self.num_hidden_layers == 0 {
             return Err(CoreError::Config(
                 "vocab_size, max_position_embeddings and num_hidden_layers must be positive".into(),
             ));

@@ -18,11 +18,7 @@ pub struct Document {
 impl Document {
     /// The text every method sees: `title + ". " + text` (just the text when untitled).
     pub fn full_text(&self) -> String {
-        if self.title.trim().is_empty() {
-            self.text.clone()
-        } else {
-            format!("{}. {}", self.title, self.text)
-        }
+        if self.title.trim().is_empty() { self.text.clone() } else { format!("{}. {}", self.title, self.text) }
     }
 }
 
@@ -109,7 +105,9 @@ impl QueryLine {
                 Err(CoreError::Data(format!("queries line {line}: doc_ids is empty (name at least one document)")))
             }
             (None, Some(ids)) => Ok(ids.iter().map(String::as_str).collect()),
-            (Some(_), Some(_)) => Err(CoreError::Data(format!("queries line {line}: give doc_id or doc_ids, not both"))),
+            (Some(_), Some(_)) => {
+                Err(CoreError::Data(format!("queries line {line}: give doc_id or doc_ids, not both")))
+            }
             (None, None) => Err(CoreError::Data(format!("queries line {line}: no doc_id or doc_ids"))),
         }
     }
@@ -153,8 +151,7 @@ fn parse_jsonl<T: for<'de> Deserialize<'de>>(text: &str, what: &str) -> Result<V
         if line.trim().is_empty() {
             continue;
         }
-        let item = serde_json::from_str(line)
-            .map_err(|e| CoreError::Data(format!("{what} line {}: {e}", i + 1)))?;
+        let item = serde_json::from_str(line).map_err(|e| CoreError::Data(format!("{what} line {}: {e}", i + 1)))?;
         out.push(item);
     }
     Ok(out)
@@ -172,14 +169,19 @@ pub fn to_jsonl<T: Serialize>(items: &[T]) -> String {
 
 /// A seeded subset of `n` documents that contains every document in `must` (ids), and the
 /// queries that keep at least one gold document in it (their gold lists cut to the subset).
-pub fn subset(corpus: &Corpus, queries: &[QueryLine], n: usize, must: &[String], seed: u64) -> Result<(Corpus, Vec<QueryLine>)> {
+pub fn subset(
+    corpus: &Corpus,
+    queries: &[QueryLine],
+    n: usize,
+    must: &[String],
+    seed: u64,
+) -> Result<(Corpus, Vec<QueryLine>)> {
     use rand::SeedableRng;
     use rand::seq::SliceRandom;
     let mut keep: Vec<usize> = Vec::new();
     for id in must {
-        let pos = corpus
-            .position(id)
-            .ok_or_else(|| CoreError::Data(format!("gold document {id:?} is not in the corpus")))?;
+        let pos =
+            corpus.position(id).ok_or_else(|| CoreError::Data(format!("gold document {id:?} is not in the corpus")))?;
         if !keep.contains(&pos) {
             keep.push(pos);
         }

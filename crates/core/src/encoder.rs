@@ -83,25 +83,16 @@ impl BertLayer {
 impl BertEncoder {
     /// Hidden states `[batch, seq, hidden]` for token ids `[batch, seq]` and a 0/1 mask.
     /// With an adapter, the word embeddings pass through it before positions are added.
-    pub fn forward(
-        &self,
-        ids: Tensor<2, Int>,
-        mask: Tensor<2>,
-        adapter: Option<&SoftEmbeddingAdapter>,
-    ) -> Tensor<3> {
+    pub fn forward(&self, ids: Tensor<2, Int>, mask: Tensor<2>, adapter: Option<&SoftEmbeddingAdapter>) -> Tensor<3> {
         let [b, l] = ids.dims();
         let device = ids.device();
         let mut words = self.embeddings.word.forward(ids);
         if let Some(adapter) = adapter {
             words = adapter.forward(words);
         }
-        let positions = Tensor::<1, Int>::arange(0..l as i64, &device)
-            .reshape([1, l])
-            .expand([b, l]);
+        let positions = Tensor::<1, Int>::arange(0..l as i64, &device).reshape([1, l]).expand([b, l]);
         let types = Tensor::<2, Int>::zeros([b, l], &device);
-        let x = words
-            + self.embeddings.position.forward(positions)
-            + self.embeddings.token_type.forward(types);
+        let x = words + self.embeddings.position.forward(positions) + self.embeddings.token_type.forward(types);
         let d = self.hidden_size();
         let mut x = self.embeddings.layer_norm.forward(x).reshape([b * l, d]);
         // 0 for real tokens, -10000 for padding (the original BERT's additive mask), one row per

@@ -92,7 +92,10 @@ pub async fn car_logits(model: &Retriever, features: &[f32], dim: usize, device:
     let mut out = Vec::with_capacity(n * model.head.num_docs());
     for start in (0..n).step_by(512) {
         let end = (start + 512).min(n);
-        let x = Tensor::<2>::from_data(TensorData::new(features[start * dim..end * dim].to_vec(), [end - start, dim]), device);
+        let x = Tensor::<2>::from_data(
+            TensorData::new(features[start * dim..end * dim].to_vec(), [end - start, dim]),
+            device,
+        );
         out.extend(read_f32(model.head.forward(x)).await?);
     }
     Ok(out)

@@ -33,18 +33,9 @@ impl Weights<'_> {
         }
         let bytes = view.data();
         let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
+            Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
             other => {
                 return Err(CoreError::Weights(format!(
                     "tensor {full:?} has dtype {other:?}; only F32, F16 and BF16 are supported"
@@ -94,14 +85,9 @@ impl Weights<'_> {
 /// Loads the frozen encoder from safetensors bytes. The weights are placed on `device` without
 /// autodiff whatever `device` is, so they never receive gradients.
 pub fn load_encoder(weights: &[u8], cfg: &BertConfig, device: &Device) -> Result<BertEncoder> {
-    let st = SafeTensors::deserialize(weights).map_err(|e| {
-        CoreError::Weights(format!("model.safetensors is not a valid safetensors file: {e}"))
-    })?;
-    let prefix = if st.names().iter().any(|n| n.starts_with("bert.embeddings.")) {
-        "bert."
-    } else {
-        ""
-    };
+    let st = SafeTensors::deserialize(weights)
+        .map_err(|e| CoreError::Weights(format!("model.safetensors is not a valid safetensors file: {e}")))?;
+    let prefix = if st.names().iter().any(|n| n.starts_with("bert.embeddings.")) { "bert." } else { "" };
     let w = Weights { st, prefix, device: device.clone().without_autodiff() };
     let d = cfg.hidden_size;
     let eps = cfg.layer_norm_eps;

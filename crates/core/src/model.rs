@@ -73,7 +73,8 @@ impl SentenceEncoder {
     pub fn activation_bytes_per_example(&self, seq_len: usize) -> u64 {
         let c = &self.config;
         let l = seq_len as u64;
-        let largest = (c.num_attention_heads as u64 * l * l).max(l * c.intermediate_size as u64).max(l * c.hidden_size as u64);
+        let largest =
+            (c.num_attention_heads as u64 * l * l).max(l * c.intermediate_size as u64).max(l * c.hidden_size as u64);
         largest * 4
     }
 
@@ -178,6 +179,5 @@ pub fn batch_tensors(batch: &TokenBatch, device: &Device) -> (Tensor<2, Int>, Te
 /// Reads a float tensor back to the host without blocking (required in the browser).
 pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     let data = t.into_data_async().await?;
-    data.try_into_vec::<f32>()
-        .map_err(|e| CoreError::Backend(format!("unexpected tensor element type: {e:?}")))
+    data.try_into_vec::<f32>().map_err(|e| CoreError::Backend(format!("unexpected tensor element type: {e:?}")))
 }

@@ -18,9 +18,7 @@ pub fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
 /// Inner products of one query with every row of `docs` (row-major `[n, d]`).
 pub fn inner_products(query: &[f32], docs: &[f32]) -> Vec<f32> {
     let d = query.len();
-    docs.chunks_exact(d)
-        .map(|row| row.iter().zip(query).map(|(a, b)| a * b).sum())
-        .collect()
+    docs.chunks_exact(d).map(|row| row.iter().zip(query).map(|(a, b)| a * b).sum()).collect()
 }
 
 /// A row-major `[rows, cols]` matrix as row-major `[cols, rows]`.

@@ -6,9 +6,8 @@ use std::sync::OnceLock;
 
 /// Lucene's English stop words.
 const STOP_WORDS: &[&str] = &[
-    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it",
-    "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these",
-    "they", "this", "to", "was", "will", "with",
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it", "no", "not", "of",
+    "on", "or", "such", "that", "the", "their", "then", "there", "these", "they", "this", "to", "was", "will", "with",
 ];
 
 fn stemmer() -> &'static Stemmer {
@@ -18,10 +17,7 @@ fn stemmer() -> &'static Stemmer {
 
 /// Lower-cased alphanumeric words, in order.
 pub fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
 }
 
 /// Index terms: words without stop words, stemmed.
@@ -76,10 +72,7 @@ mod tests {
     #[test]
     fn sentences_split_on_boundaries_only() {
         let s = sentences("Paris is in France. It has 2.1 million people. The U.S. Army came. Done");
-        assert_eq!(
-            s,
-            vec!["Paris is in France.", "It has 2.1 million people.", "The U.S. Army came.", "Done"]
-        );
+        assert_eq!(s, vec!["Paris is in France.", "It has 2.1 million people.", "The U.S. Army came.", "Done"]);
     }
 
     #[test]

@@ -29,10 +29,10 @@ impl Default for TinyBertSpec {
 
 const SPECIALS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
 const WORDS: &[&str] = &[
-    "the", "of", "and", "in", "is", "a", "to", "was", "city", "river", "music", "war", "king",
-    "film", "game", "bird", "ship", "sea", "star", "art", "food", "man", "eating", "piece",
-    "bread", "girl", "baby", "carrying", "capital", "france", "paris", "rome", "italy", "dog",
-    "cat", "planet", "moon", "sun", "book", "author", "football", "club", "team", "song", "band",
+    "the", "of", "and", "in", "is", "a", "to", "was", "city", "river", "music", "war", "king", "film", "game", "bird",
+    "ship", "sea", "star", "art", "food", "man", "eating", "piece", "bread", "girl", "baby", "carrying", "capital",
+    "france", "paris", "rome", "italy", "dog", "cat", "planet", "moon", "sun", "book", "author", "football", "club",
+    "team", "song", "band",
 ];
 
 /// The tiny model's vocabulary, in id order.
@@ -109,8 +109,10 @@ fn tokenizer_json(vocab: &[String]) -> String {
     let added: Vec<_> = SPECIALS
         .iter()
         .enumerate()
-        .map(|(i, s)| json!({"id": i, "content": s, "single_word": false, "lstrip": false,
-            "rstrip": false, "normalized": false, "special": true}))
+        .map(|(i, s)| {
+            json!({"id": i, "content": s, "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true})
+        })
         .collect();
     json!({
         "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,

@@ -38,10 +38,7 @@ impl TextTokenizer {
                  {expected_vocab}: the tokenizer belongs to another model"
             )));
         }
-        let pad_id = inner
-            .token_to_id("[PAD]")
-            .or_else(|| inner.token_to_id("<pad>"))
-            .unwrap_or(0);
+        let pad_id = inner.token_to_id("[PAD]").or_else(|| inner.token_to_id("<pad>")).unwrap_or(0);
         if max_len < 3 {
             return Err(CoreError::Tokenizer(format!("max_len {max_len} is too small")));
         }
@@ -63,10 +60,7 @@ impl TextTokenizer {
 
     /// Token ids of one text, with `[CLS]`/`[SEP]`.
     pub fn ids(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, true)
-            .map_err(|e| CoreError::Tokenizer(format!("cannot tokenize: {e}")))?;
+        let enc = self.inner.encode(text, true).map_err(|e| CoreError::Tokenizer(format!("cannot tokenize: {e}")))?;
         Ok(enc.get_ids().to_vec())
     }
 

@@ -136,11 +136,8 @@ pub async fn train(
         total_steps = total_steps.min(m);
     }
     let start = Instant::now();
-    let mut report = TrainReport {
-        train_examples: train_idx.len(),
-        holdout_examples: holdout.len(),
-        ..Default::default()
-    };
+    let mut report =
+        TrainReport { train_examples: train_idx.len(), holdout_examples: holdout.len(), ..Default::default() };
     let mut best: Option<(f64, Retriever)> = None;
     let mut since_best = 0;
     let mut seen = 0usize;
@@ -271,10 +268,8 @@ async fn holdout_top1(
         let pooled = pooled_batch(inputs, chunk, &model.adapter, device, true)?;
         let best = model.head.forward(pooled).argmax(1);
         let best = best.into_data_async().await?;
-        let best: Vec<i64> = best
-            .convert::<i64>()
-            .try_into_vec::<i64>()
-            .map_err(|e| CoreError::Backend(format!("{e:?}")))?;
+        let best: Vec<i64> =
+            best.convert::<i64>().try_into_vec::<i64>().map_err(|e| CoreError::Backend(format!("{e:?}")))?;
         correct += chunk.iter().zip(best).filter(|(i, b)| targets[**i] as i64 == *b).count();
     }
     Ok(correct as f64 / holdout.len().max(1) as f64)

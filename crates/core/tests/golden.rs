@@ -17,10 +17,7 @@ fn minilm_golden_ids_embedding_and_cosines() {
     let device = Device::flex();
     let files = ModelFiles::read_dir(&dir).unwrap();
     let enc = SentenceEncoder::load(&files, &device, DEFAULT_MAX_LEN).unwrap();
-    assert_eq!(
-        enc.tokenizer.ids("A man is eating food.").unwrap(),
-        vec![101, 1037, 2158, 2003, 5983, 2833, 1012, 102]
-    );
+    assert_eq!(enc.tokenizer.ids("A man is eating food.").unwrap(), vec![101, 1037, 2158, 2003, 5983, 2833, 1012, 102]);
     let texts = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby."];
     let emb = pollster::block_on(enc.embed(&texts, None, 8, &mut |_, _| {})).unwrap();
     let d = enc.dim();
@@ -61,5 +58,8 @@ fn minilm_batches_fit_the_webgpu_storage_binding_limit() {
     let largest = enc.fit_batch(1000, 256) as u64 * enc.activation_bytes_per_example(256);
     assert!(largest <= fedsearch_core::model::WEBGPU_MIN_STORAGE_BINDING_BYTES);
     // The word-embedding table (the largest weight) fits one binding too.
-    assert!((enc.config.vocab_size * enc.config.hidden_size * 4) as u64 <= fedsearch_core::model::WEBGPU_MIN_STORAGE_BINDING_BYTES);
+    assert!(
+        (enc.config.vocab_size * enc.config.hidden_size * 4) as u64
+            <= fedsearch_core::model::WEBGPU_MIN_STORAGE_BINDING_BYTES
+    );
 }

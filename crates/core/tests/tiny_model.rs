@@ -3,6 +3,7 @@
 
 use burn::optim::GradientsParams;
 use burn::prelude::*;
+use fedsearch_core::CoreError;
 use fedsearch_core::adapter::SoftEmbeddingAdapter;
 use fedsearch_core::checkpoint::{load_retriever, save_retriever};
 use fedsearch_core::head::{CarHead, centroid_keys, cross_entropy};
@@ -10,7 +11,6 @@ use fedsearch_core::model::{ModelFiles, SentenceEncoder, read_f32};
 use fedsearch_core::search::transpose;
 use fedsearch_core::tiny::{TinyBertSpec, tiny_bert_files};
 use fedsearch_core::train::{Retriever, TrainConfig, TrainInputs, train};
-use fedsearch_core::CoreError;
 
 fn tiny() -> (SentenceEncoder, Device) {
     let device = Device::flex();
@@ -97,7 +97,8 @@ fn batches_group_texts_of_similar_token_counts() {
     let plan = enc.plan_batches(&texts, 2).unwrap();
     let mut sorted = lens.clone();
     sorted.sort();
-    let batch_lens: Vec<Vec<usize>> = plan.batches.iter().map(|(idx, _)| idx.iter().map(|&i| lens[i]).collect()).collect();
+    let batch_lens: Vec<Vec<usize>> =
+        plan.batches.iter().map(|(idx, _)| idx.iter().map(|&i| lens[i]).collect()).collect();
     assert_eq!(batch_lens.concat(), sorted, "batches follow token counts");
     // Hand count: each batch is padded to its longest member.
     let real: usize = lens.iter().sum();
@@ -179,21 +180,26 @@ fn keys_are_fixed_the_residual_trains_and_checkpoints_keep_both() {
     let keys: Vec<f32> = (0..4 * d).map(|i| ((i * 5 % 13) as f32 - 6.0) / 40.0).collect();
     let head = CarHead::from_keys(&keys, 4, d, &device);
     let q = &feats[..d];
-    let logits = block(read_f32(head.forward(Tensor::from_data(TensorData::new(q.to_vec(), [1, d]), &device)))).unwrap();
+    let logits =
+        block(read_f32(head.forward(Tensor::from_data(TensorData::new(q.to_vec(), [1, d]), &device)))).unwrap();
     for (j, l) in logits.iter().enumerate() {
         let dot: f32 = keys[j * d..(j + 1) * d].iter().zip(q).map(|(k, v)| k * v).sum();
         assert!((l - 20.0 * dot).abs() < 1e-4, "logit {j}: {l} vs {}", 20.0 * dot);
     }
     let model = Retriever { adapter: SoftEmbeddingAdapter::identity(d, &device), head };
     let cfg = TrainConfig { epochs: 5, batch_size: 16, holdout_fraction: 0.0, head_lr: 5e-2, ..Default::default() };
-    let (trained, _) = block(train(model, TrainInputs::Cached(&feats), &targets, &cfg, &device, &mut |_| true)).unwrap();
+    let (trained, _) =
+        block(train(model, TrainInputs::Cached(&feats), &targets, &cfg, &device, &mut |_| true)).unwrap();
     let k_after = block(read_f32(trained.head.keys.clone().unwrap().transpose())).unwrap();
     assert_eq!(k_after, keys, "training must not move the keys");
     let residual = block(read_f32(trained.head.weight.val())).unwrap();
     assert!(residual.iter().any(|v| v.abs() > 1e-4), "the residual trains");
     let bytes = block(save_retriever(&trained, &["a".into(), "b".into(), "c".into(), "d".into()])).unwrap();
     let (back, _) = load_retriever(&bytes, d, &device).unwrap();
-    assert_eq!(block(read_f32(back.head.effective_weight())).unwrap(), block(read_f32(trained.head.effective_weight())).unwrap());
+    assert_eq!(
+        block(read_f32(back.head.effective_weight())).unwrap(),
+        block(read_f32(trained.head.effective_weight())).unwrap()
+    );
     assert_eq!(block(read_f32(back.head.weight.val())).unwrap(), residual);
 }
 
@@ -228,9 +234,15 @@ fn the_pull_keeps_the_head_near_its_keys() {
             head: CarHead::from_keys(&transpose(&start, d, 4), 4, d, &device),
         };
         let cfg = TrainConfig {
-            epochs: 20, batch_size: 16, holdout_fraction: 0.0, head_lr: 5e-2, pull_to_keys: pull, ..Default::default()
+            epochs: 20,
+            batch_size: 16,
+            holdout_fraction: 0.0,
+            head_lr: 5e-2,
+            pull_to_keys: pull,
+            ..Default::default()
         };
-        let (trained, _) = block(train(model, TrainInputs::Cached(&feats), &targets, &cfg, &device, &mut |_| true)).unwrap();
+        let (trained, _) =
+            block(train(model, TrainInputs::Cached(&feats), &targets, &cfg, &device, &mut |_| true)).unwrap();
         let w = block(read_f32(trained.head.effective_weight())).unwrap();
         w.iter().zip(&start).map(|(a, b)| (a - b) * (a - b)).sum::<f32>().sqrt()
     };
@@ -250,14 +262,23 @@ fn adapter_and_head_training_lowers_loss_changes_adapter_and_can_be_cancelled() 
     };
     let before_encoder = block(read_f32(enc.bert.embeddings.word.weight.val())).unwrap();
     let cfg = TrainConfig {
-        epochs: 15, batch_size: 16, holdout_fraction: 0.25, patience: 100,
-        head_lr: 5e-2, adapter_lr: 1e-2, ..Default::default()
+        epochs: 15,
+        batch_size: 16,
+        holdout_fraction: 0.25,
+        patience: 100,
+        head_lr: 5e-2,
+        adapter_lr: 1e-2,
+        ..Default::default()
     };
     let mut losses = Vec::new();
     let mut saw_val = false;
     let inputs = TrainInputs::Texts { encoder: &enc, texts: &texts };
     let (trained, report) = block(train(model, inputs, &targets, &cfg, &device, &mut |p| {
-        if p.val_top1.is_some() { saw_val = true } else { losses.push(p.loss) }
+        if p.val_top1.is_some() {
+            saw_val = true
+        } else {
+            losses.push(p.loss)
+        }
         true
     }))
     .unwrap();
@@ -285,14 +306,21 @@ fn checkpoint_round_trip_and_width_check() {
     let (enc, device) = tiny();
     let d = enc.dim();
     let model = Retriever {
-        adapter: SoftEmbeddingAdapter::from_values((0..d * d).map(|i| i as f32 * 1e-3).collect(), vec![0.5; d], &device),
+        adapter: SoftEmbeddingAdapter::from_values(
+            (0..d * d).map(|i| i as f32 * 1e-3).collect(),
+            vec![0.5; d],
+            &device,
+        ),
         head: CarHead::from_values((0..d * 3).map(|i| i as f32).collect(), vec![1.0, 2.0, 3.0], d, &device),
     };
     let ids = vec!["a".to_string(), "b".into(), "c".into()];
     let bytes = block(save_retriever(&model, &ids)).unwrap();
     let (back, back_ids) = load_retriever(&bytes, d, &device).unwrap();
     assert_eq!(back_ids, ids);
-    assert_eq!(block(read_f32(back.adapter.weight.val())).unwrap(), block(read_f32(model.adapter.weight.val())).unwrap());
+    assert_eq!(
+        block(read_f32(back.adapter.weight.val())).unwrap(),
+        block(read_f32(model.adapter.weight.val())).unwrap()
+    );
     assert_eq!(block(read_f32(back.head.weight.val())).unwrap(), block(read_f32(model.head.weight.val())).unwrap());
     assert!(matches!(load_retriever(&bytes, d + 1, &device), Err(CoreError::Checkpoint(_))));
     assert!(matches!(load_retriever(&bytes[..10], d, &device), Err(CoreError::Checkpoint(_))));
@@ -311,7 +339,8 @@ fn batches_over_the_storage_binding_limit_are_split_with_the_same_result() {
             adapter: SoftEmbeddingAdapter::identity(enc.dim(), &device),
             head: CarHead::zeros(enc.dim(), 4, &device),
         };
-        let cfg = TrainConfig { epochs: 2, batch_size: 16, holdout_fraction: 0.0, adapter_lr: 1e-2, ..Default::default() };
+        let cfg =
+            TrainConfig { epochs: 2, batch_size: 16, holdout_fraction: 0.0, adapter_lr: 1e-2, ..Default::default() };
         let mut losses = Vec::new();
         let inputs = TrainInputs::Texts { encoder: enc, texts: &texts };
         block(train(model, inputs, &targets, &cfg, &device, &mut |p| {

@@ -64,17 +64,10 @@ impl RdpAccountant {
             && last.noise_multiplier == sigma
             && last.sample_rate == q
         {
-            last.steps = last
-                .steps
-                .checked_add(steps)
-                .ok_or(PrivacyError::StepOverflow)?;
+            last.steps = last.steps.checked_add(steps).ok_or(PrivacyError::StepOverflow)?;
             return Ok(());
         }
-        self.history.push(MechanismStep {
-            noise_multiplier: sigma,
-            sample_rate: q,
-            steps,
-        });
+        self.history.push(MechanismStep { noise_multiplier: sigma, sample_rate: q, steps });
         Ok(())
     }
 
@@ -85,9 +78,7 @@ impl RdpAccountant {
 
     /// Total number of steps recorded.
     pub fn total_steps(&self) -> u64 {
-        self.history
-            .iter()
-            .fold(0u64, |a, s| a.saturating_add(s.steps))
+        self.history.iter().fold(0u64, |a, s| a.saturating_add(s.steps))
     }
 
     /// (ε, best RDP order) spent so far at the given δ ∈ (0, 1).
@@ -108,10 +99,7 @@ impl RdpAccountant {
         let rdp: Vec<f64> = orders
             .iter()
             .map(|&a| {
-                self.history
-                    .iter()
-                    .map(|s| s.steps as f64 * compute_rdp(s.sample_rate, s.noise_multiplier, a))
-                    .sum()
+                self.history.iter().map(|s| s.steps as f64 * compute_rdp(s.sample_rate, s.noise_multiplier, a)).sum()
             })
             .collect();
         Ok(privacy_spent(&orders, &rdp, delta))
@@ -153,10 +141,7 @@ pub fn sigma_for_epsilon(target_eps: f64, q: f64, steps: u64, delta: f64) -> Res
     let orders = default_orders();
     let floor = privacy_spent(&orders, &vec![0.0; orders.len()], delta).0;
     if target_eps <= floor {
-        return Err(PrivacyError::UnreachableEpsilon {
-            target: target_eps,
-            floor,
-        });
+        return Err(PrivacyError::UnreachableEpsilon { target: target_eps, floor });
     }
     let eps_at = |sigma: f64| epsilon(sigma, q, steps, delta);
 
@@ -166,10 +151,7 @@ pub fn sigma_for_epsilon(target_eps: f64, q: f64, steps: u64, delta: f64) -> Res
     while eps_at(hi)? > target_eps {
         hi *= 2.0;
         if hi > SIGMA_MAX {
-            return Err(PrivacyError::UnreachableEpsilon {
-                target: target_eps,
-                floor,
-            });
+            return Err(PrivacyError::UnreachableEpsilon { target: target_eps, floor });
         }
     }
     let mut lo = hi / 2.0;
@@ -194,10 +176,7 @@ pub fn sigma_for_epsilon(target_eps: f64, q: f64, steps: u64, delta: f64) -> Res
 
 /// Opacus' `DEFAULT_ALPHAS`: `[1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))`.
 fn default_orders() -> Vec<f64> {
-    (1..100)
-        .map(|x| 1.0 + f64::from(x) / 10.0)
-        .chain((12..64).map(f64::from))
-        .collect()
+    (1..100).map(|x| 1.0 + f64::from(x) / 10.0).chain((12..64).map(f64::from)).collect()
 }
 
 fn check_sigma(sigma: f64) -> Result<()> {
@@ -216,11 +195,7 @@ fn check_q(q: f64) -> Result<()> {
     if q > 0.0 && q <= 1.0 {
         Ok(())
     } else {
-        Err(PrivacyError::InvalidParameter {
-            name: "sample rate q",
-            value: q,
-            expected: "in (0, 1]",
-        })
+        Err(PrivacyError::InvalidParameter { name: "sample rate q", value: q, expected: "in (0, 1]" })
     }
 }
 
@@ -228,11 +203,7 @@ fn check_delta(delta: f64) -> Result<()> {
     if delta > 0.0 && delta < 1.0 {
         Ok(())
     } else {
-        Err(PrivacyError::InvalidParameter {
-            name: "delta",
-            value: delta,
-            expected: "in (0, 1)",
-        })
+        Err(PrivacyError::InvalidParameter { name: "delta", value: delta, expected: "in (0, 1)" })
     }
 }
 
@@ -254,11 +225,8 @@ fn compute_rdp(q: f64, sigma: f64, alpha: f64) -> f64 {
     if q == 1.0 {
         return alpha / (2.0 * sigma * sigma);
     }
-    let log_a = if alpha.fract() == 0.0 {
-        Some(log_a_int(q, sigma, alpha as u32))
-    } else {
-        log_a_frac(q, sigma, alpha)
-    };
+    let log_a =
+        if alpha.fract() == 0.0 { Some(log_a_int(q, sigma, alpha as u32)) } else { log_a_frac(q, sigma, alpha) };
     match log_a {
         Some(l) => l / (alpha - 1.0),
         None => f64::NAN,
@@ -410,11 +378,7 @@ mod tests {
             (&[(0.8, 0.1, 100)], 12.358541266984813, 2.4),
             (&[(4.0, 0.001, 100_000)], 0.29665596224710777, 49.0),
             (&[(1.1, 256.0 / 60000.0, 3515)], 1.2811442759635466, 12.0),
-            (
-                &[(1.0, 0.01, 500), (2.0, 0.05, 300)],
-                2.5839397364244983,
-                7.6,
-            ),
+            (&[(1.0, 0.01, 500), (2.0, 0.05, 300)], 2.5839397364244983, 7.6),
             (&[(2.0, 1.0, 10)], 8.0794062224204923, 3.9),
         ];
         for (hist, want, want_order) in cases {
@@ -435,17 +399,11 @@ mod tests {
         let mut orders: Vec<f64> = (1..100).map(|x| 1.0 + x as f64 / 10.0).collect();
         orders.extend((12..64).map(|x| x as f64));
         assert_eq!(orders.len(), 151);
-        for (sigma, t, delta) in [
-            (2.0f64, 10u64, 1e-5f64),
-            (1.0, 1, 1e-6),
-            (5.0, 1000, 1e-5),
-            (0.7, 3, 0.01),
-        ] {
+        for (sigma, t, delta) in [(2.0f64, 10u64, 1e-5f64), (1.0, 1, 1e-6), (5.0, 1000, 1e-5), (0.7, 3, 0.01)] {
             let want = orders
                 .iter()
                 .map(|&a| {
-                    t as f64 * a / (2.0 * sigma * sigma) + ((a - 1.0) / a).ln()
-                        - (delta.ln() + a.ln()) / (a - 1.0)
+                    t as f64 * a / (2.0 * sigma * sigma) + ((a - 1.0) / a).ln() - (delta.ln() + a.ln()) / (a - 1.0)
                 })
                 .fold(f64::INFINITY, f64::min);
             let got = epsilon(sigma, 1.0, t, delta).unwrap();
@@ -470,10 +428,7 @@ mod tests {
         ];
         for (x, want) in cases {
             let got = log_erfc(x);
-            assert!(
-                (got - want).abs() <= 1e-13 * (1.0 + want.abs()),
-                "x={x}: {got} vs {want}"
-            );
+            assert!((got - want).abs() <= 1e-13 * (1.0 + want.abs()), "x={x}: {got} vs {want}");
         }
     }
 
@@ -509,22 +464,10 @@ mod tests {
     #[test]
     fn epsilon_is_monotone() {
         let e1 = epsilon(1.0, 0.01, 1000, 1e-5).unwrap();
-        assert!(
-            epsilon(1.2, 0.01, 1000, 1e-5).unwrap() < e1,
-            "more noise → smaller ε"
-        );
-        assert!(
-            epsilon(1.0, 0.02, 1000, 1e-5).unwrap() > e1,
-            "larger q → larger ε"
-        );
-        assert!(
-            epsilon(1.0, 0.01, 2000, 1e-5).unwrap() > e1,
-            "more steps → larger ε"
-        );
-        assert!(
-            epsilon(1.0, 0.01, 1000, 1e-3).unwrap() < e1,
-            "larger δ → smaller ε"
-        );
+        assert!(epsilon(1.2, 0.01, 1000, 1e-5).unwrap() < e1, "more noise → smaller ε");
+        assert!(epsilon(1.0, 0.02, 1000, 1e-5).unwrap() > e1, "larger q → larger ε");
+        assert!(epsilon(1.0, 0.01, 2000, 1e-5).unwrap() > e1, "more steps → larger ε");
+        assert!(epsilon(1.0, 0.01, 1000, 1e-3).unwrap() < e1, "larger δ → smaller ε");
     }
 
     #[test]
@@ -535,10 +478,7 @@ mod tests {
         }
         assert_eq!(a.history().len(), 1);
         assert_eq!(a.total_steps(), 1000);
-        assert_eq!(
-            a.epsilon(1e-5).unwrap().0,
-            epsilon(1.0, 0.01, 1000, 1e-5).unwrap()
-        );
+        assert_eq!(a.epsilon(1e-5).unwrap().0, epsilon(1.0, 0.01, 1000, 1e-5).unwrap());
         a.step(2.0, 0.05, 300).unwrap();
         assert_eq!(a.history().len(), 2);
         assert!(a.epsilon(1e-5).unwrap().0 > epsilon(1.0, 0.01, 1000, 1e-5).unwrap());

@@ -63,17 +63,11 @@ pub fn clip_to_norm(v: &mut [f32], c: f32) -> Result<ClipReport> {
     check_clip(c)?;
     let norm_before = l2_norm(v);
     if !norm_before.is_finite() {
-        return Err(PrivacyError::NonFinite {
-            what: "vector to clip",
-        });
+        return Err(PrivacyError::NonFinite { what: "vector to clip" });
     }
     let bound = f64::from(c);
     if norm_before <= bound {
-        return Ok(ClipReport {
-            norm_before,
-            scale: 1.0,
-            norm_after: norm_before,
-        });
+        return Ok(ClipReport { norm_before, scale: 1.0, norm_after: norm_before });
     }
 
     let mut scale = bound / norm_before;
@@ -84,22 +78,14 @@ pub fn clip_to_norm(v: &mut [f32], c: f32) -> Result<ClipReport> {
         if rounds == MAX_SHRINK_ROUNDS {
             // Unreachable for normal `c`; zero is always within the bound.
             v.fill(0.0);
-            return Ok(ClipReport {
-                norm_before,
-                scale: 0.0,
-                norm_after: 0.0,
-            });
+            return Ok(ClipReport { norm_before, scale: 0.0, norm_after: 0.0 });
         }
         scale_in_place(v, SHRINK);
         scale *= SHRINK;
         norm_after = l2_norm(v);
         rounds += 1;
     }
-    Ok(ClipReport {
-        norm_before,
-        scale,
-        norm_after,
-    })
+    Ok(ClipReport { norm_before, scale, norm_after })
 }
 
 fn scale_in_place(v: &mut [f32], s: f64) {
@@ -158,32 +144,21 @@ mod tests {
             let dim = 1 + (trial * 37) % 3000;
             let mag = magnitudes[trial % magnitudes.len()];
             let c = bounds[(trial / magnitudes.len()) % bounds.len()];
-            let mut v: Vec<f32> = (0..dim)
-                .map(|_| (rng.standard_normal() * mag) as f32)
-                .collect();
+            let mut v: Vec<f32> = (0..dim).map(|_| (rng.standard_normal() * mag) as f32).collect();
             let before = v.clone();
             let r = clip_to_norm(&mut v, c).unwrap();
             let after = l2_norm(&v);
-            assert!(
-                after <= f64::from(c),
-                "norm {after} > C {c} (dim {dim}, mag {mag})"
-            );
+            assert!(after <= f64::from(c), "norm {after} > C {c} (dim {dim}, mag {mag})");
             assert_eq!(after, r.norm_after);
             if r.scale < 1.0 {
                 clipped += 1;
                 // Clipping a big vector should land very close to C, not far below.
-                assert!(
-                    after >= f64::from(c) * (1.0 - 1e-5),
-                    "over-shrunk: {after} vs {c}"
-                );
+                assert!(after >= f64::from(c) * (1.0 - 1e-5), "over-shrunk: {after} vs {c}");
             } else {
                 assert_eq!(v, before);
             }
         }
-        assert!(
-            clipped > 100,
-            "test did not exercise clipping enough ({clipped})"
-        );
+        assert!(clipped > 100, "test did not exercise clipping enough ({clipped})");
     }
 
     /// Adversarial rounding case: many equal coordinates whose rounded scaled
@@ -203,18 +178,10 @@ mod tests {
     fn rejects_bad_input_without_touching_vector() {
         let mut v = vec![1.0f32, 2.0];
         for c in [0.0f32, -1.0, f32::NAN, f32::INFINITY, 1e-45] {
-            assert!(matches!(
-                clip_to_norm(&mut v, c),
-                Err(PrivacyError::InvalidParameter { .. })
-            ));
+            assert!(matches!(clip_to_norm(&mut v, c), Err(PrivacyError::InvalidParameter { .. })));
         }
         let mut bad = vec![1.0f32, f32::NAN];
-        assert_eq!(
-            clip_to_norm(&mut bad, 1.0),
-            Err(PrivacyError::NonFinite {
-                what: "vector to clip"
-            })
-        );
+        assert_eq!(clip_to_norm(&mut bad, 1.0), Err(PrivacyError::NonFinite { what: "vector to clip" }));
         let mut bad = vec![f32::INFINITY, 1.0];
         assert!(clip_to_norm(&mut bad, 1.0).is_err());
         assert_eq!(bad[0], f32::INFINITY);

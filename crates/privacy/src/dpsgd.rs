@@ -112,45 +112,27 @@ pub(crate) fn clipped_sum(
         expected: usize::MAX,
         got: x.len(),
     })?;
-    let g_len = batch
-        .checked_mul(d_out)
-        .ok_or(PrivacyError::ShapeMismatch {
-            what: "g (batch × d_out)",
-            expected: usize::MAX,
-            got: g.len(),
-        })?;
+    let g_len = batch.checked_mul(d_out).ok_or(PrivacyError::ShapeMismatch {
+        what: "g (batch × d_out)",
+        expected: usize::MAX,
+        got: g.len(),
+    })?;
     if x.len() != x_len {
-        return Err(PrivacyError::ShapeMismatch {
-            what: "x (batch × d_in)",
-            expected: x_len,
-            got: x.len(),
-        });
+        return Err(PrivacyError::ShapeMismatch { what: "x (batch × d_in)", expected: x_len, got: x.len() });
     }
     if g.len() != g_len {
-        return Err(PrivacyError::ShapeMismatch {
-            what: "g (batch × d_out)",
-            expected: g_len,
-            got: g.len(),
-        });
+        return Err(PrivacyError::ShapeMismatch { what: "g (batch × d_out)", expected: g_len, got: g.len() });
     }
     if d_out == 0 {
-        return Err(PrivacyError::InvalidParameter {
-            name: "d_out",
-            value: 0.0,
-            expected: "at least 1",
-        });
+        return Err(PrivacyError::InvalidParameter { name: "d_out", value: 0.0, expected: "at least 1" });
     }
-    let w_len = d_in
-        .checked_mul(d_out)
-        .ok_or(PrivacyError::InvalidParameter {
-            name: "d_in × d_out",
-            value: f64::INFINITY,
-            expected: "small enough to allocate",
-        })?;
+    let w_len = d_in.checked_mul(d_out).ok_or(PrivacyError::InvalidParameter {
+        name: "d_in × d_out",
+        value: f64::INFINITY,
+        expected: "small enough to allocate",
+    })?;
     if x.iter().chain(g).any(|v| !v.is_finite()) {
-        return Err(PrivacyError::NonFinite {
-            what: "per-example inputs or output gradients",
-        });
+        return Err(PrivacyError::NonFinite { what: "per-example inputs or output gradients" });
     }
 
     let c = f64::from(clip);
@@ -191,14 +173,7 @@ mod tests {
 
     /// Naive reference: materialise each example's outer product and bias
     /// gradient as one flat vector, measure its norm directly, clip, sum.
-    fn naive_clipped_sum(
-        x: &[f32],
-        g: &[f32],
-        batch: usize,
-        d_in: usize,
-        d_out: usize,
-        c: f64,
-    ) -> (Vec<f64>, usize) {
+    fn naive_clipped_sum(x: &[f32], g: &[f32], batch: usize, d_in: usize, d_out: usize, c: f64) -> (Vec<f64>, usize) {
         let mut sum = vec![0.0f64; d_in * d_out + d_out];
         let mut clipped = 0;
         for e in 0..batch {
@@ -226,9 +201,7 @@ mod tests {
     }
 
     fn random(rng: &mut NoiseRng, n: usize, scale: f64) -> Vec<f32> {
-        (0..n)
-            .map(|_| (rng.standard_normal() * scale) as f32)
-            .collect()
+        (0..n).map(|_| (rng.standard_normal() * scale) as f32).collect()
     }
 
     fn example_batch() -> (Vec<f32>, Vec<f32>, usize, usize, usize) {
@@ -266,10 +239,7 @@ mod tests {
         }
         // With a huge bound nothing is clipped; with a tiny one everything non-zero is.
         assert_eq!(clipped_sum(&x, &g, batch, d_in, d_out, 1e4).unwrap().2, 0);
-        assert_eq!(
-            clipped_sum(&x, &g, batch, d_in, d_out, 1e-6).unwrap().2,
-            batch - 1
-        );
+        assert_eq!(clipped_sum(&x, &g, batch, d_in, d_out, 1e-6).unwrap().2, batch - 1);
     }
 
     #[test]
@@ -287,27 +257,12 @@ mod tests {
     #[test]
     fn full_step_matches_reference_with_same_noise_stream() {
         let (x, g, batch, d_in, d_out) = example_batch();
-        let params = DpSgdParams {
-            clip: 1.0,
-            noise_multiplier: 1.3,
-            expected_batch_size: None,
-        };
-        let got = dp_linear_grad(
-            &x,
-            &g,
-            batch,
-            d_in,
-            d_out,
-            &params,
-            &mut NoiseRng::from_seed([9; 32]),
-        )
-        .unwrap();
+        let params = DpSgdParams { clip: 1.0, noise_multiplier: 1.3, expected_batch_size: None };
+        let got = dp_linear_grad(&x, &g, batch, d_in, d_out, &params, &mut NoiseRng::from_seed([9; 32])).unwrap();
         let (reference, _) = naive_clipped_sum(&x, &g, batch, d_in, d_out, 1.0);
         let mut rng = NoiseRng::from_seed([9; 32]);
-        let expected: Vec<f32> = reference
-            .iter()
-            .map(|v| ((v + 1.3 * rng.standard_normal()) / batch as f64) as f32)
-            .collect();
+        let expected: Vec<f32> =
+            reference.iter().map(|v| ((v + 1.3 * rng.standard_normal()) / batch as f64) as f32).collect();
         let got_flat: Vec<f32> = got.weight.iter().chain(&got.bias).copied().collect();
         assert_eq!(got.weight.len(), d_in * d_out);
         assert_eq!(got.bias.len(), d_out);
@@ -322,27 +277,9 @@ mod tests {
         let (batch, d_in, d_out) = (4, 300, 200);
         let x = vec![1.0f32; batch * d_in];
         let g = vec![0.0f32; batch * d_out];
-        let params = DpSgdParams {
-            clip: 2.0,
-            noise_multiplier: 0.5,
-            expected_batch_size: None,
-        };
-        let out = dp_linear_grad(
-            &x,
-            &g,
-            batch,
-            d_in,
-            d_out,
-            &params,
-            &mut NoiseRng::from_seed([2; 32]),
-        )
-        .unwrap();
-        let all: Vec<f64> = out
-            .weight
-            .iter()
-            .chain(&out.bias)
-            .map(|&v| f64::from(v))
-            .collect();
+        let params = DpSgdParams { clip: 2.0, noise_multiplier: 0.5, expected_batch_size: None };
+        let out = dp_linear_grad(&x, &g, batch, d_in, d_out, &params, &mut NoiseRng::from_seed([2; 32])).unwrap();
+        let all: Vec<f64> = out.weight.iter().chain(&out.bias).map(|&v| f64::from(v)).collect();
         let n = all.len() as f64;
         let mean = all.iter().sum::<f64>() / n;
         let std = (all.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
@@ -352,73 +289,29 @@ mod tests {
 
     #[test]
     fn empty_poisson_batch_is_pure_noise() {
-        let params = DpSgdParams {
-            clip: 1.0,
-            noise_multiplier: 1.0,
-            expected_batch_size: Some(8),
-        };
-        let out = dp_linear_grad(
-            &[],
-            &[],
-            0,
-            3,
-            2,
-            &params,
-            &mut NoiseRng::from_seed([1; 32]),
-        )
-        .unwrap();
+        let params = DpSgdParams { clip: 1.0, noise_multiplier: 1.0, expected_batch_size: Some(8) };
+        let out = dp_linear_grad(&[], &[], 0, 3, 2, &params, &mut NoiseRng::from_seed([1; 32])).unwrap();
         assert_eq!(out.weight.len(), 6);
         assert!(out.weight.iter().any(|&v| v != 0.0));
-        let no_expected = DpSgdParams {
-            expected_batch_size: None,
-            ..params
-        };
-        assert!(
-            dp_linear_grad(
-                &[],
-                &[],
-                0,
-                3,
-                2,
-                &no_expected,
-                &mut NoiseRng::from_seed([1; 32])
-            )
-            .is_err()
-        );
+        let no_expected = DpSgdParams { expected_batch_size: None, ..params };
+        assert!(dp_linear_grad(&[], &[], 0, 3, 2, &no_expected, &mut NoiseRng::from_seed([1; 32])).is_err());
     }
 
     #[test]
     fn rejects_bad_shapes_and_values() {
         let mut rng = NoiseRng::from_seed([0; 32]);
-        let p = DpSgdParams {
-            clip: 1.0,
-            noise_multiplier: 1.0,
-            expected_batch_size: None,
-        };
+        let p = DpSgdParams { clip: 1.0, noise_multiplier: 1.0, expected_batch_size: None };
         let x = [1.0f32; 6];
         let g = [1.0f32; 4];
         assert!(dp_linear_grad(&x, &g, 2, 3, 2, &p, &mut rng).is_ok());
-        assert!(matches!(
-            dp_linear_grad(&x[..5], &g, 2, 3, 2, &p, &mut rng),
-            Err(PrivacyError::ShapeMismatch { .. })
-        ));
-        assert!(matches!(
-            dp_linear_grad(&x, &g[..3], 2, 3, 2, &p, &mut rng),
-            Err(PrivacyError::ShapeMismatch { .. })
-        ));
+        assert!(matches!(dp_linear_grad(&x[..5], &g, 2, 3, 2, &p, &mut rng), Err(PrivacyError::ShapeMismatch { .. })));
+        assert!(matches!(dp_linear_grad(&x, &g[..3], 2, 3, 2, &p, &mut rng), Err(PrivacyError::ShapeMismatch { .. })));
         assert!(dp_linear_grad(&x, &g, usize::MAX, 3, 2, &p, &mut rng).is_err());
         let mut xn = x;
         xn[2] = f32::NAN;
-        assert!(matches!(
-            dp_linear_grad(&xn, &g, 2, 3, 2, &p, &mut rng),
-            Err(PrivacyError::NonFinite { .. })
-        ));
+        assert!(matches!(dp_linear_grad(&xn, &g, 2, 3, 2, &p, &mut rng), Err(PrivacyError::NonFinite { .. })));
         for (clip, sigma) in [(0.0, 1.0), (1.0, 0.0), (1.0, -1.0), (f32::NAN, 1.0)] {
-            let bad = DpSgdParams {
-                clip,
-                noise_multiplier: sigma,
-                expected_batch_size: None,
-            };
+            let bad = DpSgdParams { clip, noise_multiplier: sigma, expected_batch_size: None };
             assert!(dp_linear_grad(&x, &g, 2, 3, 2, &bad, &mut rng).is_err());
         }
     }

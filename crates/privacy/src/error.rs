@@ -11,19 +11,11 @@ pub type Result<T> = std::result::Result<T, PrivacyError>;
 pub enum PrivacyError {
     /// A scalar parameter is outside its valid range (or NaN).
     #[error("invalid {name} = {value}: must be {expected}")]
-    InvalidParameter {
-        name: &'static str,
-        value: f64,
-        expected: &'static str,
-    },
+    InvalidParameter { name: &'static str, value: f64, expected: &'static str },
 
     /// A buffer does not have the length its declared shape implies.
     #[error("{what} has {got} values but its shape needs {expected}")]
-    ShapeMismatch {
-        what: &'static str,
-        expected: usize,
-        got: usize,
-    },
+    ShapeMismatch { what: &'static str, expected: usize, got: usize },
 
     /// An input buffer contains NaN or ±infinity; such an update cannot be
     /// clipped meaningfully and is refused rather than passed on.

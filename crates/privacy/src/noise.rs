@@ -31,9 +31,7 @@ impl NoiseRng {
     /// A generator with a fixed seed, for tests and reproducible simulations
     /// only: anyone who knows the seed can subtract the noise.
     pub fn from_seed(seed: [u8; 32]) -> Self {
-        Self {
-            inner: ChaCha20Rng::from_seed(seed),
-        }
+        Self { inner: ChaCha20Rng::from_seed(seed) }
     }
 
     /// One draw from N(0, 1).
@@ -104,10 +102,7 @@ mod tests {
 
     #[test]
     fn debug_does_not_leak_state() {
-        assert_eq!(
-            format!("{:?}", NoiseRng::from_seed([1; 32])),
-            "NoiseRng { .. }"
-        );
+        assert_eq!(format!("{:?}", NoiseRng::from_seed([1; 32])), "NoiseRng { .. }");
     }
 
     #[test]
@@ -117,11 +112,7 @@ mod tests {
         let mut v = vec![5.0f32; n];
         add_gaussian_noise(&mut v, 0.25, &mut rng).unwrap();
         let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / n as f64;
-        let var = v
-            .iter()
-            .map(|&x| (f64::from(x) - mean).powi(2))
-            .sum::<f64>()
-            / (n - 1) as f64;
+        let var = v.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
         assert!((mean - 5.0).abs() < 0.003, "mean {mean}");
         assert!((var.sqrt() / 0.25 - 1.0).abs() < 0.02, "std {}", var.sqrt());
     }

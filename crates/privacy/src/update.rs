@@ -49,11 +49,7 @@ pub fn privatize_update(
     let noise_std = f64::from(noise_multiplier) * f64::from(clip);
     let report = clip_to_norm(delta, clip)?;
     add_gaussian_noise(delta, noise_std, rng)?;
-    Ok(PrivatizeReport {
-        norm_before_clip: report.norm_before,
-        norm_after_clip: report.norm_after,
-        noise_std,
-    })
+    Ok(PrivatizeReport { norm_before_clip: report.norm_before, norm_after_clip: report.norm_after, noise_std })
 }
 
 /// Largest L2 norm a server should accept for a `dim`-dimensional update that
@@ -121,16 +117,10 @@ mod tests {
         assert_eq!(r.norm_before_clip, 0.0);
         let x: Vec<f64> = v.iter().map(|&x| f64::from(x)).collect();
         let (mean, std) = mean_std(&x);
-        assert!(
-            (std - 1.0).abs() < 0.02,
-            "empirical std {std}, expected 1.0"
-        );
+        assert!((std - 1.0).abs() < 0.02, "empirical std {std}, expected 1.0");
         assert!(mean.abs() < 0.01, "empirical mean {mean}");
         let within = x.iter().filter(|x| x.abs() <= 1.0).count() as f64 / n as f64;
-        assert!(
-            (within - 0.6827).abs() < 0.005,
-            "fraction within 1 std: {within}"
-        );
+        assert!((within - 0.6827).abs() < 0.005, "fraction within 1 std: {within}");
     }
 
     /// Same check with OS entropy (what production uses), on a vector that needs
@@ -146,11 +136,7 @@ mod tests {
         let r = privatize_update(&mut v, 2.0, 0.5, &mut rng).unwrap();
         assert!(r.norm_before_clip > 2.0);
         assert!(r.norm_after_clip <= 2.0 && r.norm_after_clip > 1.99);
-        let resid: Vec<f64> = v
-            .iter()
-            .zip(&clipped)
-            .map(|(&a, &b)| f64::from(a) - f64::from(b))
-            .collect();
+        let resid: Vec<f64> = v.iter().zip(&clipped).map(|(&a, &b)| f64::from(a) - f64::from(b)).collect();
         let (mean, std) = mean_std(&resid);
         assert!((std - 1.0).abs() < 0.02, "empirical std {std}");
         assert!(mean.abs() < 0.015, "empirical mean {mean}");
@@ -160,13 +146,7 @@ mod tests {
     fn rejects_bad_parameters_without_touching_update() {
         let mut rng = NoiseRng::from_seed([0; 32]);
         let mut v = vec![1.0f32, 2.0];
-        for (c, s) in [
-            (0.0, 1.0),
-            (-1.0, 1.0),
-            (1.0, 0.0),
-            (1.0, -0.5),
-            (1.0, f32::NAN),
-        ] {
+        for (c, s) in [(0.0, 1.0), (-1.0, 1.0), (1.0, 0.0), (1.0, -0.5), (1.0, f32::NAN)] {
             assert!(privatize_update(&mut v, c, s, &mut rng).is_err());
         }
         assert_eq!(v, vec![1.0, 2.0]);

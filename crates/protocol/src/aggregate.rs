@@ -3,9 +3,7 @@
 //! and the server optimizer (FedAvg / FedAdam) that applies the averaged
 //! delta to the global model, optionally adding central Gaussian noise.
 
-use crate::codec::{
-    Encoding, KIND_AGGREGATE_STATE, KIND_OPTIMIZER_STATE, Reader, Writer, open_frame,
-};
+use crate::codec::{Encoding, KIND_AGGREGATE_STATE, KIND_OPTIMIZER_STATE, Reader, Writer, open_frame};
 use crate::error::ProtocolError;
 use crate::types::{GlobalModel, NamedTensor, TensorSpec, Update, shape_numel};
 use fedsearch_privacy::NoiseRng;
@@ -66,12 +64,10 @@ impl StreamingFedAvg {
         // Resolve and check everything first so a failure leaves no partial sum.
         let mut order = Vec::with_capacity(self.tensors.len());
         for acc in &self.tensors {
-            let t = update
-                .tensor(&acc.name)
-                .ok_or_else(|| ProtocolError::AggregateMismatch {
-                    tensor: acc.name.clone(),
-                    reason: "is missing from the update".into(),
-                })?;
+            let t = update.tensor(&acc.name).ok_or_else(|| ProtocolError::AggregateMismatch {
+                tensor: acc.name.clone(),
+                reason: "is missing from the update".into(),
+            })?;
             if t.shape != acc.shape || t.data.len() != acc.sum.len() {
                 return Err(ProtocolError::AggregateMismatch {
                     tensor: acc.name.clone(),
@@ -107,10 +103,7 @@ impl StreamingFedAvg {
 
     /// Tensor layout of the accumulator.
     pub fn specs(&self) -> Vec<TensorSpec> {
-        self.tensors
-            .iter()
-            .map(|t| TensorSpec::new(t.name.clone(), t.shape.clone()))
-            .collect()
+        self.tensors.iter().map(|t| TensorSpec::new(t.name.clone(), t.shape.clone())).collect()
     }
 
     /// The weighted mean delta `Σ wᵢ Δᵢ / Σ wᵢ`.
@@ -132,12 +125,8 @@ impl StreamingFedAvg {
 
     /// Compact binary form (f64 sums, CRC-protected) for persistence.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let cap = 32
-            + self
-                .tensors
-                .iter()
-                .map(|t| 16 + t.name.len() + 4 * t.shape.len() + 8 * t.sum.len())
-                .sum::<usize>();
+        let cap =
+            32 + self.tensors.iter().map(|t| 16 + t.name.len() + 4 * t.shape.len() + 8 * t.sum.len()).sum::<usize>();
         let mut w = Writer::new(KIND_AGGREGATE_STATE, Encoding::F32, cap);
         w.u64(self.count);
         w.f64(self.total_weight);
@@ -166,11 +155,7 @@ impl StreamingFedAvg {
             tensors.push(AccTensor { name, shape, sum });
         }
         r.finish()?;
-        Ok(Self {
-            tensors,
-            total_weight,
-            count,
-        })
+        Ok(Self { tensors, total_weight, count })
     }
 }
 
@@ -182,12 +167,7 @@ pub enum ServerOptimizer {
     FedAvg { lr: f64 },
     /// Reddi et al., "Adaptive Federated Optimization":
     /// m = β1 m + (1-β1) Δ; v = β2 v + (1-β2) Δ²; x += lr · m / (√v + ε).
-    FedAdam {
-        lr: f64,
-        beta1: f64,
-        beta2: f64,
-        eps: f64,
-    },
+    FedAdam { lr: f64, beta1: f64, beta2: f64, eps: f64 },
 }
 
 impl Default for ServerOptimizer {
@@ -208,13 +188,7 @@ pub struct OptimizerState {
 impl OptimizerState {
     /// Compact binary form (f32, CRC-protected).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let cap = 16
-            + 4 * (self
-                .m
-                .iter()
-                .chain(&self.v)
-                .map(|t| t.data.len() + 8)
-                .sum::<usize>());
+        let cap = 16 + 4 * (self.m.iter().chain(&self.v).map(|t| t.data.len() + 8).sum::<usize>());
         let mut w = Writer::new(KIND_OPTIMIZER_STATE, Encoding::F32, cap);
         w.u64(self.step);
         for list in [&self.m, &self.v] {
@@ -228,8 +202,7 @@ impl OptimizerState {
 
     /// Inverse of [`OptimizerState::to_bytes`].
     pub fn from_bytes(data: &[u8]) -> Result<Self, ProtocolError> {
-        let (mut r, enc): (Reader<'_>, Encoding) =
-            open_frame(data, KIND_OPTIMIZER_STATE, "optimizer state", true)?;
+        let (mut r, enc): (Reader<'_>, Encoding) = open_frame(data, KIND_OPTIMIZER_STATE, "optimizer state", true)?;
         let step = r.u64("optimizer step")?;
         let m = r.tensors(enc)?;
         let v = r.tensors(enc)?;
@@ -241,23 +214,14 @@ impl OptimizerState {
 impl ServerOptimizer {
     /// Checks hyper-parameters are usable.
     pub fn check(&self) -> Result<(), ProtocolError> {
-        let bad = |what: &str, v: f64| {
-            Err(ProtocolError::Optimizer(format!(
-                "{what} = {v} is out of range"
-            )))
-        };
+        let bad = |what: &str, v: f64| Err(ProtocolError::Optimizer(format!("{what} = {v} is out of range")));
         match *self {
             ServerOptimizer::FedAvg { lr } => {
                 if !(lr.is_finite() && lr > 0.0) {
                     return bad("lr", lr);
                 }
             }
-            ServerOptimizer::FedAdam {
-                lr,
-                beta1,
-                beta2,
-                eps,
-            } => {
+            ServerOptimizer::FedAdam { lr, beta1, beta2, eps } => {
                 if !(lr.is_finite() && lr > 0.0) {
                     return bad("lr", lr);
                 }
@@ -318,12 +282,7 @@ impl ServerOptimizer {
                     }
                 }
             }
-            ServerOptimizer::FedAdam {
-                lr,
-                beta1,
-                beta2,
-                eps,
-            } => {
+            ServerOptimizer::FedAdam { lr, beta1, beta2, eps } => {
                 for d in &delta {
                     let m = moment(&mut state.m, d);
                     for (mi, &g) in m.data.iter_mut().zip(&d.data) {
@@ -336,10 +295,9 @@ impl ServerOptimizer {
                     }
                 }
                 for d in &delta {
-                    let (Some(m), Some(v)) = (
-                        state.m.iter().find(|t| t.name == d.name),
-                        state.v.iter().find(|t| t.name == d.name),
-                    ) else {
+                    let (Some(m), Some(v)) =
+                        (state.m.iter().find(|t| t.name == d.name), state.v.iter().find(|t| t.name == d.name))
+                    else {
                         continue;
                     };
                     if let Some(t) = model.tensors.iter_mut().find(|t| t.name == d.name) {
@@ -362,17 +320,12 @@ fn moment<'a>(list: &'a mut Vec<NamedTensor>, d: &NamedTensor) -> &'a mut NamedT
     let idx = match list.iter().position(|t| t.name == d.name) {
         Some(i) => {
             if list[i].shape != d.shape || list[i].data.len() != d.data.len() {
-                list[i] =
-                    NamedTensor::new(d.name.clone(), d.shape.clone(), vec![0.0; d.data.len()]);
+                list[i] = NamedTensor::new(d.name.clone(), d.shape.clone(), vec![0.0; d.data.len()]);
             }
             i
         }
         None => {
-            list.push(NamedTensor::new(
-                d.name.clone(),
-                d.shape.clone(),
-                vec![0.0; d.data.len()],
-            ));
+            list.push(NamedTensor::new(d.name.clone(), d.shape.clone(), vec![0.0; d.data.len()]));
             list.len() - 1
         }
     };

@@ -161,11 +161,7 @@ impl<'a> Reader<'a> {
     }
     fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], ProtocolError> {
         if n > self.remaining() {
-            return Err(ProtocolError::Truncated {
-                what,
-                needed: n as u64,
-                available: self.remaining() as u64,
-            });
+            return Err(ProtocolError::Truncated { what, needed: n as u64, available: self.remaining() as u64 });
         }
         let s = &self.data[self.pos..self.pos + n];
         self.pos += n;
@@ -195,90 +191,46 @@ impl<'a> Reader<'a> {
     pub(crate) fn string(&mut self, what: &'static str) -> Result<String, ProtocolError> {
         let len = self.u32(what)? as u64;
         if len > self.remaining() as u64 {
-            return Err(ProtocolError::LengthTooLarge {
-                what,
-                declared: len,
-                available: self.remaining() as u64,
-            });
+            return Err(ProtocolError::LengthTooLarge { what, declared: len, available: self.remaining() as u64 });
         }
         let bytes = self.take(len as usize, what)?;
-        std::str::from_utf8(bytes)
-            .map(str::to_owned)
-            .map_err(|_| ProtocolError::InvalidUtf8 { what })
+        std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| ProtocolError::InvalidUtf8 { what })
     }
     /// Reads a u32 element count where each element needs at least
     /// `min_elem_bytes`; errors (without allocating) if they cannot fit.
-    pub(crate) fn count(
-        &mut self,
-        what: &'static str,
-        min_elem_bytes: usize,
-    ) -> Result<usize, ProtocolError> {
+    pub(crate) fn count(&mut self, what: &'static str, min_elem_bytes: usize) -> Result<usize, ProtocolError> {
         let n = self.u32(what)? as u64;
         let need = n.saturating_mul(min_elem_bytes as u64);
         if need > self.remaining() as u64 {
-            return Err(ProtocolError::LengthTooLarge {
-                what,
-                declared: n,
-                available: self.remaining() as u64,
-            });
+            return Err(ProtocolError::LengthTooLarge { what, declared: n, available: self.remaining() as u64 });
         }
         Ok(n as usize)
     }
-    pub(crate) fn f32_vec(
-        &mut self,
-        numel: u64,
-        enc: Encoding,
-        what: &'static str,
-    ) -> Result<Vec<f32>, ProtocolError> {
+    pub(crate) fn f32_vec(&mut self, numel: u64, enc: Encoding, what: &'static str) -> Result<Vec<f32>, ProtocolError> {
         let bytes = numel.saturating_mul(enc.elem_size() as u64);
         if bytes > self.remaining() as u64 {
-            return Err(ProtocolError::LengthTooLarge {
-                what,
-                declared: numel,
-                available: self.remaining() as u64,
-            });
+            return Err(ProtocolError::LengthTooLarge { what, declared: numel, available: self.remaining() as u64 });
         }
         let raw = self.take(bytes as usize, what)?;
         Ok(match enc {
-            Encoding::F32 => raw
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Encoding::F16 => raw
-                .chunks_exact(2)
-                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
+            Encoding::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Encoding::F16 => raw.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         })
     }
-    pub(crate) fn f64_vec(
-        &mut self,
-        numel: u64,
-        what: &'static str,
-    ) -> Result<Vec<f64>, ProtocolError> {
+    pub(crate) fn f64_vec(&mut self, numel: u64, what: &'static str) -> Result<Vec<f64>, ProtocolError> {
         let bytes = numel.saturating_mul(8);
         if bytes > self.remaining() as u64 {
-            return Err(ProtocolError::LengthTooLarge {
-                what,
-                declared: numel,
-                available: self.remaining() as u64,
-            });
+            return Err(ProtocolError::LengthTooLarge { what, declared: numel, available: self.remaining() as u64 });
         }
         let raw = self.take(bytes as usize, what)?;
-        Ok(raw
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-            .collect())
+        Ok(raw.chunks_exact(8).map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect())
     }
     /// Reads a tensor name and shape, returning the element count.
     pub(crate) fn tensor_header(&mut self) -> Result<(String, Vec<u32>, u64), ProtocolError> {
         let name = self.string("tensor name")?;
         let ndim = self.u8("tensor rank")? as u32;
         if ndim > MAX_DIMS {
-            return Err(ProtocolError::TooManyDims {
-                tensor: name,
-                ndim,
-                max: MAX_DIMS,
-            });
+            return Err(ProtocolError::TooManyDims { tensor: name, ndim, max: MAX_DIMS });
         }
         let mut shape = Vec::with_capacity(ndim as usize);
         let mut numel: u64 = 1;
@@ -322,10 +274,7 @@ pub(crate) fn open_frame<'a>(
     let mut header = Reader::new(data);
     let (found_kind, enc) = read_header(&mut header)?;
     if found_kind != kind {
-        return Err(ProtocolError::WrongKind {
-            expected: kind_name,
-            found: found_kind,
-        });
+        return Err(ProtocolError::WrongKind { expected: kind_name, found: found_kind });
     }
     if header.remaining() < TRAILER_LEN {
         return Err(ProtocolError::Truncated {
@@ -356,17 +305,11 @@ pub fn peek_encoding(data: &[u8]) -> Result<Encoding, ProtocolError> {
 fn read_header(r: &mut Reader<'_>) -> Result<(u8, Encoding), ProtocolError> {
     let magic: [u8; 4] = r.array("magic")?;
     if magic != MAGIC {
-        return Err(ProtocolError::BadMagic {
-            found: magic,
-            expected: MAGIC,
-        });
+        return Err(ProtocolError::BadMagic { found: magic, expected: MAGIC });
     }
     let schema = u16::from_le_bytes(r.array("schema version")?);
     if schema != SCHEMA_VERSION {
-        return Err(ProtocolError::UnsupportedVersion {
-            found: schema,
-            supported: SCHEMA_VERSION,
-        });
+        return Err(ProtocolError::UnsupportedVersion { found: schema, supported: SCHEMA_VERSION });
     }
     let kind = r.u8("message kind")?;
     Ok((kind, Encoding::from_byte(r.u8("encoding")?)?))
@@ -379,10 +322,7 @@ pub fn encode_update(u: &Update, enc: Encoding) -> Vec<u8> {
     let cap = 64
         + u.federation_id.len()
         + u.client_id.len()
-        + u.tensors
-            .iter()
-            .map(|t| tensor_encoded_len(t, enc))
-            .sum::<usize>();
+        + u.tensors.iter().map(|t| tensor_encoded_len(t, enc)).sum::<usize>();
     let mut w = Writer::new(KIND_UPDATE, enc, cap);
     w.str(&u.federation_id);
     w.u64(u.round);
@@ -430,16 +370,7 @@ fn decode_update_inner(data: &[u8], verify_crc: bool) -> Result<Update, Protocol
     };
     let tensors = r.tensors(enc)?;
     r.finish()?;
-    Ok(Update {
-        federation_id,
-        round,
-        client_id,
-        base_version,
-        num_examples,
-        mode,
-        dp,
-        tensors,
-    })
+    Ok(Update { federation_id, round, client_id, base_version, num_examples, mode, dp, tensors })
 }
 
 // ---------------------------------------------------------------- GlobalModel
@@ -448,13 +379,8 @@ fn decode_update_inner(data: &[u8], verify_crc: bool) -> Result<Update, Protocol
 pub fn encode_global_model(m: &GlobalModel, enc: Encoding) -> Vec<u8> {
     let cap = 64
         + m.federation_id.len()
-        + m.tensors
-            .iter()
-            .map(|t| tensor_encoded_len(t, enc))
-            .sum::<usize>()
-        + m.doc_ids
-            .as_ref()
-            .map_or(0, |d| d.iter().map(|s| s.len() + 4).sum());
+        + m.tensors.iter().map(|t| tensor_encoded_len(t, enc)).sum::<usize>()
+        + m.doc_ids.as_ref().map_or(0, |d| d.iter().map(|s| s.len() + 4).sum());
     let mut w = Writer::new(KIND_GLOBAL_MODEL, enc, cap);
     w.str(&m.federation_id);
     w.u64(m.version);
@@ -506,11 +432,5 @@ fn decode_global_model_inner(data: &[u8], verify_crc: bool) -> Result<GlobalMode
         }
     };
     r.finish()?;
-    Ok(GlobalModel {
-        federation_id,
-        version,
-        mode,
-        tensors,
-        doc_ids,
-    })
+    Ok(GlobalModel { federation_id, version, mode, tensors, doc_ids })
 }

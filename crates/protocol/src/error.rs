@@ -9,11 +9,7 @@ pub enum ProtocolError {
         "message truncated while reading {what}: needed {needed} more bytes, only {available} left \
          (was the upload cut off?)"
     )]
-    Truncated {
-        what: &'static str,
-        needed: u64,
-        available: u64,
-    },
+    Truncated { what: &'static str, needed: u64, available: u64 },
 
     #[error("not a fedsearch message: magic bytes {found:02x?}, expected {expected:02x?}")]
     BadMagic { found: [u8; 4], expected: [u8; 4] },
@@ -46,11 +42,7 @@ pub enum ProtocolError {
         "declared {what} of {declared} cannot fit in the {available} bytes that remain; \
          refusing to allocate"
     )]
-    LengthTooLarge {
-        what: &'static str,
-        declared: u64,
-        available: u64,
-    },
+    LengthTooLarge { what: &'static str, declared: u64, available: u64 },
 
     #[error("tensor {tensor:?} declares {ndim} dimensions; at most {max} are allowed")]
     TooManyDims { tensor: String, ndim: u32, max: u32 },

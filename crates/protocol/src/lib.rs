@@ -17,14 +17,13 @@ mod validate;
 pub use aggregate::{AccTensor, OptimizerState, ServerOptimizer, StreamingFedAvg};
 pub use codec::{
     Encoding, HEADER_LEN, MAGIC, MAX_DIMS, SCHEMA_VERSION, TRAILER_LEN, decode_global_model,
-    decode_global_model_ignoring_checksum, decode_update, decode_update_ignoring_checksum,
-    encode_global_model, encode_update, peek_encoding,
+    decode_global_model_ignoring_checksum, decode_update, decode_update_ignoring_checksum, encode_global_model,
+    encode_update, peek_encoding,
 };
 pub use dp::NoiseRng;
 pub use error::ProtocolError;
 pub use types::{
-    ADAPTER_BIAS, ADAPTER_WEIGHT, DpParams, FederationMode, GlobalModel, HEAD_BIAS, HEAD_WEIGHT,
-    MINILM_DIM, NamedTensor, RoundState, RoundStatus, TensorSpec, Update, federated_tensor_specs,
-    is_head_tensor, shape_numel,
+    ADAPTER_BIAS, ADAPTER_WEIGHT, DpParams, FederationMode, GlobalModel, HEAD_BIAS, HEAD_WEIGHT, MINILM_DIM,
+    NamedTensor, RoundState, RoundStatus, TensorSpec, Update, federated_tensor_specs, is_head_tensor, shape_numel,
 };
 pub use validate::{UpdateSpec, ValidationError, validate_update};

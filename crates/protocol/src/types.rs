@@ -84,21 +84,13 @@ pub struct NamedTensor {
 
 impl NamedTensor {
     pub fn new(name: impl Into<String>, shape: Vec<u32>, data: Vec<f32>) -> Self {
-        Self {
-            name: name.into(),
-            shape,
-            data,
-        }
+        Self { name: name.into(), shape, data }
     }
 
     /// A tensor filled with zeros.
     pub fn zeros(name: impl Into<String>, shape: Vec<u32>) -> Self {
         let n = shape_numel(&shape).unwrap_or(0);
-        Self {
-            name: name.into(),
-            shape,
-            data: vec![0.0; n],
-        }
+        Self { name: name.into(), shape, data: vec![0.0; n] }
     }
 
     /// Number of elements implied by the shape (None on overflow).
@@ -109,9 +101,7 @@ impl NamedTensor {
 
 /// Product of the dimensions, None on overflow.
 pub fn shape_numel(shape: &[u32]) -> Option<usize> {
-    shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
 }
 
 /// Expected name and shape of one tensor.
@@ -123,10 +113,7 @@ pub struct TensorSpec {
 
 impl TensorSpec {
     pub fn new(name: impl Into<String>, shape: Vec<u32>) -> Self {
-        Self {
-            name: name.into(),
-            shape,
-        }
+        Self { name: name.into(), shape }
     }
 
     pub fn numel(&self) -> usize {
@@ -136,10 +123,7 @@ impl TensorSpec {
 
 /// The federated tensors for a mode: adapter always, head only in shared mode.
 pub fn federated_tensor_specs(mode: FederationMode, dim: u32, n_docs: u32) -> Vec<TensorSpec> {
-    let mut v = vec![
-        TensorSpec::new(ADAPTER_WEIGHT, vec![dim, dim]),
-        TensorSpec::new(ADAPTER_BIAS, vec![dim]),
-    ];
+    let mut v = vec![TensorSpec::new(ADAPTER_WEIGHT, vec![dim, dim]), TensorSpec::new(ADAPTER_BIAS, vec![dim])];
     if mode == FederationMode::Shared {
         v.push(TensorSpec::new(HEAD_WEIGHT, vec![dim, n_docs]));
         v.push(TensorSpec::new(HEAD_BIAS, vec![n_docs]));
@@ -196,21 +180,13 @@ impl GlobalModel {
         for i in 0..d {
             w[i * d + i] = 1.0;
         }
-        let mut tensors = vec![
-            NamedTensor::new(ADAPTER_WEIGHT, vec![dim, dim], w),
-            NamedTensor::zeros(ADAPTER_BIAS, vec![dim]),
-        ];
+        let mut tensors =
+            vec![NamedTensor::new(ADAPTER_WEIGHT, vec![dim, dim], w), NamedTensor::zeros(ADAPTER_BIAS, vec![dim])];
         if mode == FederationMode::Shared {
             tensors.push(NamedTensor::zeros(HEAD_WEIGHT, vec![dim, n_docs]));
             tensors.push(NamedTensor::zeros(HEAD_BIAS, vec![n_docs]));
         }
-        Self {
-            federation_id: federation_id.into(),
-            version: 0,
-            mode,
-            tensors,
-            doc_ids,
-        }
+        Self { federation_id: federation_id.into(), version: 0, mode, tensors, doc_ids }
     }
 
     /// Looks up a tensor by name.

@@ -70,10 +70,7 @@ pub enum ValidationError {
     WrongFederation { expected: String, got: String },
 
     #[error("update declares mode {got} but the federation is {expected}")]
-    WrongMode {
-        expected: FederationMode,
-        got: FederationMode,
-    },
+    WrongMode { expected: FederationMode, got: FederationMode },
 
     #[error(
         "update was trained from model version {got}, the current version is {expected}; \
@@ -87,36 +84,23 @@ pub enum ValidationError {
     #[error("num_examples is 0; an update must be trained on at least one example")]
     ZeroExamples,
 
-    #[error(
-        "tensor {tensor:?} is a classifier-head tensor, which personal-mode federations never share"
-    )]
+    #[error("tensor {tensor:?} is a classifier-head tensor, which personal-mode federations never share")]
     HeadInPersonalMode { tensor: String },
 
     #[error("required tensor {tensor:?} is missing")]
     MissingTensor { tensor: String },
 
     #[error("unexpected tensor {tensor:?}; expected only {expected:?}")]
-    UnexpectedTensor {
-        tensor: String,
-        expected: Vec<String>,
-    },
+    UnexpectedTensor { tensor: String, expected: Vec<String> },
 
     #[error("tensor {tensor:?} appears more than once")]
     DuplicateTensor { tensor: String },
 
     #[error("tensor {tensor:?} has shape {got:?}, expected {expected:?}")]
-    ShapeMismatch {
-        tensor: String,
-        expected: Vec<u32>,
-        got: Vec<u32>,
-    },
+    ShapeMismatch { tensor: String, expected: Vec<u32>, got: Vec<u32> },
 
     #[error("tensor {tensor:?} holds {got} values but its shape implies {expected}")]
-    DataLengthMismatch {
-        tensor: String,
-        expected: u64,
-        got: u64,
-    },
+    DataLengthMismatch { tensor: String, expected: u64, got: u64 },
 
     #[error("tensor {tensor:?} has a non-finite value (NaN or ±inf) at index {index}")]
     NonFinite { tensor: String, index: u64 },
@@ -131,19 +115,10 @@ pub enum ValidationError {
         "tensor {tensor:?} value {value} at index {index} exceeds the plausible bound {max} for \
          the required clip and noise: one update may not move a single weight that far"
     )]
-    CoordinateTooLarge {
-        tensor: String,
-        index: u64,
-        value: f64,
-        max: f64,
-    },
+    CoordinateTooLarge { tensor: String, index: u64, value: f64, max: f64 },
 
     #[error("declared DP parameter {field} = {declared} is weaker than the required {required}")]
-    WeakerDp {
-        field: &'static str,
-        required: f64,
-        declared: f64,
-    },
+    WeakerDp { field: &'static str, required: f64, declared: f64 },
 
     #[error("DP parameter {field} = {value} is not a valid value")]
     InvalidDp { field: &'static str, value: f64 },
@@ -194,30 +169,20 @@ pub fn validate_update(u: &Update, spec: &UpdateSpec) -> Result<(), ValidationEr
     if spec.mode == FederationMode::Personal
         && let Some(t) = u.tensors.iter().find(|t| is_head_tensor(&t.name))
     {
-        return Err(ValidationError::HeadInPersonalMode {
-            tensor: t.name.clone(),
-        });
+        return Err(ValidationError::HeadInPersonalMode { tensor: t.name.clone() });
     }
     if u.mode != spec.mode {
-        return Err(ValidationError::WrongMode {
-            expected: spec.mode,
-            got: u.mode,
-        });
+        return Err(ValidationError::WrongMode { expected: spec.mode, got: u.mode });
     }
     if u.base_version != spec.base_version {
-        return Err(ValidationError::WrongBaseVersion {
-            expected: spec.base_version,
-            got: u.base_version,
-        });
+        return Err(ValidationError::WrongBaseVersion { expected: spec.base_version, got: u.base_version });
     }
     check_dp(u, spec)?;
 
     // Tensor set: no duplicates, nothing extra, nothing missing, right shapes.
     for (i, t) in u.tensors.iter().enumerate() {
         if u.tensors[..i].iter().any(|p| p.name == t.name) {
-            return Err(ValidationError::DuplicateTensor {
-                tensor: t.name.clone(),
-            });
+            return Err(ValidationError::DuplicateTensor { tensor: t.name.clone() });
         }
         match spec.tensors.iter().find(|s| s.name == t.name) {
             None => {
@@ -247,9 +212,7 @@ pub fn validate_update(u: &Update, spec: &UpdateSpec) -> Result<(), ValidationEr
     }
     for s in &spec.tensors {
         if !u.tensors.iter().any(|t| t.name == s.name) {
-            return Err(ValidationError::MissingTensor {
-                tensor: s.name.clone(),
-            });
+            return Err(ValidationError::MissingTensor { tensor: s.name.clone() });
         }
     }
 
@@ -258,10 +221,7 @@ pub fn validate_update(u: &Update, spec: &UpdateSpec) -> Result<(), ValidationEr
     let mut sumsq = 0.0f64;
     for t in &u.tensors {
         if let Some(index) = t.data.iter().position(|x| !x.is_finite()) {
-            return Err(ValidationError::NonFinite {
-                tensor: t.name.clone(),
-                index: index as u64,
-            });
+            return Err(ValidationError::NonFinite { tensor: t.name.clone(), index: index as u64 });
         }
         if let Some(index) = t.data.iter().position(|x| f64::from(x.abs()) > spec.max_abs) {
             return Err(ValidationError::CoordinateTooLarge {
@@ -276,10 +236,7 @@ pub fn validate_update(u: &Update, spec: &UpdateSpec) -> Result<(), ValidationEr
     }
     let norm = sumsq.sqrt();
     if norm.is_nan() || norm > spec.max_norm {
-        return Err(ValidationError::NormTooLarge {
-            norm,
-            max: spec.max_norm,
-        });
+        return Err(ValidationError::NormTooLarge { norm, max: spec.max_norm });
     }
     Ok(())
 }
@@ -288,53 +245,29 @@ fn check_dp(u: &Update, spec: &UpdateSpec) -> Result<(), ValidationError> {
     let clip = u.dp.clip as f64;
     let sigma = u.dp.noise_multiplier as f64;
     if !clip.is_finite() || clip <= 0.0 {
-        return Err(ValidationError::InvalidDp {
-            field: "clip",
-            value: clip,
-        });
+        return Err(ValidationError::InvalidDp { field: "clip", value: clip });
     }
     if !sigma.is_finite() || sigma < 0.0 {
-        return Err(ValidationError::InvalidDp {
-            field: "noise_multiplier",
-            value: sigma,
-        });
+        return Err(ValidationError::InvalidDp { field: "noise_multiplier", value: sigma });
     }
     if !u.dp.delta.is_finite() || u.dp.delta < 0.0 || u.dp.delta >= 1.0 {
-        return Err(ValidationError::InvalidDp {
-            field: "delta",
-            value: u.dp.delta,
-        });
+        return Err(ValidationError::InvalidDp { field: "delta", value: u.dp.delta });
     }
     if u.dp.epsilon_spent.is_nan() || u.dp.epsilon_spent < 0.0 {
-        return Err(ValidationError::InvalidDp {
-            field: "epsilon_spent",
-            value: u.dp.epsilon_spent,
-        });
+        return Err(ValidationError::InvalidDp { field: "epsilon_spent", value: u.dp.epsilon_spent });
     }
     let req_clip = spec.clip as f64;
     if clip > req_clip * (1.0 + DP_TOLERANCE) {
-        return Err(ValidationError::WeakerDp {
-            field: "clip",
-            required: req_clip,
-            declared: clip,
-        });
+        return Err(ValidationError::WeakerDp { field: "clip", required: req_clip, declared: clip });
     }
     let req_sigma = spec.noise_multiplier as f64;
     if sigma < req_sigma * (1.0 - DP_TOLERANCE) {
-        return Err(ValidationError::WeakerDp {
-            field: "noise_multiplier",
-            required: req_sigma,
-            declared: sigma,
-        });
+        return Err(ValidationError::WeakerDp { field: "noise_multiplier", required: req_sigma, declared: sigma });
     }
     if let Some(max_delta) = spec.max_delta
         && u.dp.delta > max_delta * (1.0 + DP_TOLERANCE)
     {
-        return Err(ValidationError::WeakerDp {
-            field: "delta",
-            required: max_delta,
-            declared: u.dp.delta,
-        });
+        return Err(ValidationError::WeakerDp { field: "delta", required: max_delta, declared: u.dp.delta });
     }
     Ok(())
 }

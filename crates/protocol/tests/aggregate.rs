@@ -6,9 +6,7 @@ use common::*;
 use fedsearch_protocol::*;
 
 fn updates(n: u64) -> Vec<Update> {
-    (0..n)
-        .map(|i| update(FederationMode::Shared, 100 + i))
-        .collect()
+    (0..n).map(|i| update(FederationMode::Shared, 100 + i)).collect()
 }
 
 /// Reference weighted mean computed straightforwardly in f64.
@@ -18,12 +16,7 @@ fn reference_mean(us: &[Update]) -> Vec<Vec<f64>> {
         .map(|ti| {
             let len = us[0].tensors[ti].data.len();
             (0..len)
-                .map(|j| {
-                    us.iter()
-                        .map(|u| u.num_examples as f64 * u.tensors[ti].data[j] as f64)
-                        .sum::<f64>()
-                        / total
-                })
+                .map(|j| us.iter().map(|u| u.num_examples as f64 * u.tensors[ti].data[j] as f64).sum::<f64>() / total)
                 .collect()
         })
         .collect()
@@ -52,10 +45,7 @@ fn fedavg_equals_weighted_mean() {
     let reference = reference_mean(&us);
     for (t, r) in out.iter().zip(&reference) {
         for (x, y) in t.data.iter().zip(r) {
-            assert!(
-                (*x as f64 - y).abs() <= 1e-7 * y.abs().max(1e-3),
-                "{x} vs {y}"
-            );
+            assert!((*x as f64 - y).abs() <= 1e-7 * y.abs().max(1e-3), "{x} vs {y}");
         }
     }
 }
@@ -92,14 +82,8 @@ fn order_independent() {
 fn rejects_bad_input_without_partial_update() {
     let mut agg = new_agg();
     let u = update(FederationMode::Shared, 1);
-    assert!(matches!(
-        agg.add(&u, 0.0),
-        Err(ProtocolError::InvalidWeight(_))
-    ));
-    assert!(matches!(
-        agg.add(&u, f64::NAN),
-        Err(ProtocolError::InvalidWeight(_))
-    ));
+    assert!(matches!(agg.add(&u, 0.0), Err(ProtocolError::InvalidWeight(_))));
+    assert!(matches!(agg.add(&u, f64::NAN), Err(ProtocolError::InvalidWeight(_))));
     let mut bad = u.clone();
     bad.tensors[3].data.pop();
     assert!(agg.add(&bad, 1.0).is_err());
@@ -136,9 +120,7 @@ fn fedavg_optimizer_applies_lr_times_delta() {
     let before = m.clone();
     let delta = tensors(FederationMode::Shared, &mut Rng(5), 0.1);
     let mut st = OptimizerState::default();
-    ServerOptimizer::FedAvg { lr: 0.5 }
-        .apply(&mut m, &delta, &mut st, None)
-        .unwrap();
+    ServerOptimizer::FedAvg { lr: 0.5 }.apply(&mut m, &delta, &mut st, None).unwrap();
     assert_eq!(m.version, before.version + 1);
     for ((t, b), d) in m.tensors.iter().zip(&before.tensors).zip(&delta) {
         for ((x, y), g) in t.data.iter().zip(&b.data).zip(&d.data) {
@@ -148,9 +130,7 @@ fn fedavg_optimizer_applies_lr_times_delta() {
     // central noise: same seed, same draw order → x + lr·(Δ + z)
     let mut m2 = before.clone();
     let mut rng = NoiseRng::from_seed([3; 32]);
-    ServerOptimizer::FedAvg { lr: 1.0 }
-        .apply(&mut m2, &delta, &mut st, Some((0.1, &mut rng)))
-        .unwrap();
+    ServerOptimizer::FedAvg { lr: 1.0 }.apply(&mut m2, &delta, &mut st, Some((0.1, &mut rng))).unwrap();
     let mut rng = NoiseRng::from_seed([3; 32]);
     let mut noised = delta.clone();
     for t in &mut noised {
@@ -176,12 +156,7 @@ fn fedavg_optimizer_applies_lr_times_delta() {
 #[test]
 fn fedadam_matches_reddi_update() {
     let (lr, b1, b2, eps) = (0.01, 0.9, 0.99, 1e-3);
-    let opt = ServerOptimizer::FedAdam {
-        lr,
-        beta1: b1,
-        beta2: b2,
-        eps,
-    };
+    let opt = ServerOptimizer::FedAdam { lr, beta1: b1, beta2: b2, eps };
     let mut m = model(FederationMode::Personal);
     let mut st = OptimizerState::default();
     let d1 = tensors(FederationMode::Personal, &mut Rng(1), 0.1);
@@ -196,11 +171,7 @@ fn fedadam_matches_reddi_update() {
     let m2 = b1 * m1 + (1.0 - b1) * g2;
     let v2 = b2 * v1 + (1.0 - b2) * g2 * g2;
     let x2 = x1 + lr * m2 / (v2.sqrt() + eps);
-    assert!(
-        (m.tensors[1].data[2] as f64 - x2).abs() < 1e-5,
-        "{} vs {x2}",
-        m.tensors[1].data[2]
-    );
+    assert!((m.tensors[1].data[2] as f64 - x2).abs() < 1e-5, "{} vs {x2}", m.tensors[1].data[2]);
     assert_eq!(st.step, 2);
     let back = OptimizerState::from_bytes(&st.to_bytes()).unwrap();
     assert_eq!(back, st);
@@ -209,14 +180,5 @@ fn fedadam_matches_reddi_update() {
     let bad = vec![NamedTensor::zeros("nope", vec![1])];
     assert!(opt.apply(&mut m, &bad, &mut st, None).is_err());
     assert_eq!(m, before);
-    assert!(
-        ServerOptimizer::FedAdam {
-            lr,
-            beta1: 1.5,
-            beta2: b2,
-            eps
-        }
-        .check()
-        .is_err()
-    );
+    assert!(ServerOptimizer::FedAdam { lr, beta1: 1.5, beta2: b2, eps }.check().is_err());
 }

@@ -20,10 +20,7 @@ fn update_round_trip_f16_within_half_precision() {
     let u = update(FederationMode::Shared, 7);
     let f32_len = encode_update(&u, Encoding::F32).len();
     let bytes = encode_update(&u, Encoding::F16);
-    assert!(
-        bytes.len() < f32_len * 7 / 10,
-        "f16 payloads should be about half the size"
-    );
+    assert!(bytes.len() < f32_len * 7 / 10, "f16 payloads should be about half the size");
     let back = decode_update(&bytes).unwrap();
     assert_eq!(back.client_id, u.client_id);
     assert_eq!(back.dp, u.dp);
@@ -56,22 +53,13 @@ fn every_truncated_prefix_is_an_error() {
     let u = update(FederationMode::Shared, 1);
     let bytes = encode_update(&u, Encoding::F16);
     for len in 0..bytes.len() {
-        assert!(
-            decode_update(&bytes[..len]).is_err(),
-            "prefix {len} decoded"
-        );
-        assert!(
-            decode_update_ignoring_checksum(&bytes[..len]).is_err(),
-            "prefix {len} parsed"
-        );
+        assert!(decode_update(&bytes[..len]).is_err(), "prefix {len} decoded");
+        assert!(decode_update_ignoring_checksum(&bytes[..len]).is_err(), "prefix {len} parsed");
     }
     let m = model(FederationMode::Shared);
     let bytes = encode_global_model(&m, Encoding::F32);
     for len in 0..bytes.len() {
-        assert!(
-            decode_global_model(&bytes[..len]).is_err(),
-            "prefix {len} decoded"
-        );
+        assert!(decode_global_model(&bytes[..len]).is_err(), "prefix {len} decoded");
     }
 }
 
@@ -88,10 +76,7 @@ fn random_flipped_bytes_never_panic_and_are_detected() {
             bad[pos] ^= 1 << rng.below(8);
         }
         // With the checksum every corruption must be rejected.
-        assert!(
-            decode_update(&bad).is_err(),
-            "iteration {i}: corruption not detected"
-        );
+        assert!(decode_update(&bad).is_err(), "iteration {i}: corruption not detected");
         // Without it, the parser must still not panic.
         let _ = decode_update_ignoring_checksum(&bad);
         let _ = decode_global_model_ignoring_checksum(&bad);
@@ -119,28 +104,13 @@ fn wrong_magic_version_kind_encoding_are_typed_errors() {
 
     let mut b = good.clone();
     b[0] = b'X';
-    assert!(matches!(
-        decode_update(&b),
-        Err(ProtocolError::BadMagic { .. })
-    ));
+    assert!(matches!(decode_update(&b), Err(ProtocolError::BadMagic { .. })));
 
     let mut b = good.clone();
     b[4..6].copy_from_slice(&99u16.to_le_bytes());
-    assert_eq!(
-        decode_update(&b),
-        Err(ProtocolError::UnsupportedVersion {
-            found: 99,
-            supported: SCHEMA_VERSION
-        })
-    );
+    assert_eq!(decode_update(&b), Err(ProtocolError::UnsupportedVersion { found: 99, supported: SCHEMA_VERSION }));
 
-    assert!(matches!(
-        decode_global_model(&good),
-        Err(ProtocolError::WrongKind {
-            expected: "global model",
-            found: 1
-        })
-    ));
+    assert!(matches!(decode_global_model(&good), Err(ProtocolError::WrongKind { expected: "global model", found: 1 })));
 
     let mut b = good.clone();
     b[7] = 9;
@@ -149,10 +119,7 @@ fn wrong_magic_version_kind_encoding_are_typed_errors() {
     let mut b = good.clone();
     let last = b.len() - 1;
     b[last] ^= 0xff;
-    assert!(matches!(
-        decode_update(&b),
-        Err(ProtocolError::ChecksumMismatch { .. })
-    ));
+    assert!(matches!(decode_update(&b), Err(ProtocolError::ChecksumMismatch { .. })));
 
     let mut b = good;
     b.truncate(b.len() - 4); // drop checksum
@@ -168,11 +135,7 @@ fn crc(data: &[u8]) -> u32 {
     for &b in data {
         c ^= b as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0xEDB8_8320
-            } else {
-                c >> 1
-            };
+            c = if c & 1 != 0 { (c >> 1) ^ 0xEDB8_8320 } else { c >> 1 };
         }
     }
     !c
@@ -196,10 +159,7 @@ fn huge_declared_lengths_error_without_allocating() {
     let body = u32::MAX.to_le_bytes();
     assert!(matches!(
         decode_update(&frame(1, &body)),
-        Err(ProtocolError::LengthTooLarge {
-            what: "federation id",
-            ..
-        })
+        Err(ProtocolError::LengthTooLarge { what: "federation id", .. })
     ));
 
     // valid prefix then a tensor count of u32::MAX
@@ -218,13 +178,7 @@ fn huge_declared_lengths_error_without_allocating() {
     body.extend_from_slice(&0f64.to_le_bytes());
     let header_len = body.len();
     body.extend_from_slice(&u32::MAX.to_le_bytes());
-    assert!(matches!(
-        decode_update(&frame(1, &body)),
-        Err(ProtocolError::LengthTooLarge {
-            what: "tensor count",
-            ..
-        })
-    ));
+    assert!(matches!(decode_update(&frame(1, &body)), Err(ProtocolError::LengthTooLarge { what: "tensor count", .. })));
 
     // one tensor whose shape claims 2^32 × 2^32 × ... elements
     body.truncate(header_len);
@@ -235,13 +189,7 @@ fn huge_declared_lengths_error_without_allocating() {
     for _ in 0..4 {
         body.extend_from_slice(&u32::MAX.to_le_bytes());
     }
-    assert!(matches!(
-        decode_update(&frame(1, &body)),
-        Err(ProtocolError::LengthTooLarge {
-            what: "tensor data",
-            ..
-        })
-    ));
+    assert!(matches!(decode_update(&frame(1, &body)), Err(ProtocolError::LengthTooLarge { what: "tensor data", .. })));
 
     // rank above the maximum
     body.truncate(header_len);
@@ -249,10 +197,7 @@ fn huge_declared_lengths_error_without_allocating() {
     body.extend_from_slice(&1u32.to_le_bytes());
     body.push(b'w');
     body.push(200);
-    assert!(matches!(
-        decode_update(&frame(1, &body)),
-        Err(ProtocolError::TooManyDims { .. })
-    ));
+    assert!(matches!(decode_update(&frame(1, &body)), Err(ProtocolError::TooManyDims { .. })));
 
     // doc id count too large in a global model
     let mut body = Vec::new();
@@ -264,10 +209,7 @@ fn huge_declared_lengths_error_without_allocating() {
     body.extend_from_slice(&u32::MAX.to_le_bytes());
     assert!(matches!(
         decode_global_model(&frame(2, &body)),
-        Err(ProtocolError::LengthTooLarge {
-            what: "doc id count",
-            ..
-        })
+        Err(ProtocolError::LengthTooLarge { what: "doc id count", .. })
     ));
 }
 
@@ -276,18 +218,10 @@ fn invalid_utf8_and_mode_are_errors() {
     let mut body = Vec::new();
     body.extend_from_slice(&2u32.to_le_bytes());
     body.extend_from_slice(&[0xff, 0xfe]);
-    assert_eq!(
-        decode_update(&frame(1, &body)),
-        Err(ProtocolError::InvalidUtf8 {
-            what: "federation id"
-        })
-    );
+    assert_eq!(decode_update(&frame(1, &body)), Err(ProtocolError::InvalidUtf8 { what: "federation id" }));
     let mut body = Vec::new();
     body.extend_from_slice(&0u32.to_le_bytes());
     body.extend_from_slice(&0u64.to_le_bytes());
     body.push(7);
-    assert_eq!(
-        decode_global_model(&frame(2, &body)),
-        Err(ProtocolError::UnknownMode(7))
-    );
+    assert_eq!(decode_global_model(&frame(2, &body)), Err(ProtocolError::UnknownMode(7)));
 }

@@ -12,11 +12,7 @@ fn check(u: &Update, mode: FederationMode) -> Result<(), ValidationError> {
 #[test]
 fn accepts_good_updates() {
     check(&update(FederationMode::Shared, 1), FederationMode::Shared).unwrap();
-    check(
-        &update(FederationMode::Personal, 1),
-        FederationMode::Personal,
-    )
-    .unwrap();
+    check(&update(FederationMode::Personal, 1), FederationMode::Personal).unwrap();
     // stronger DP than required is fine
     let mut u = update(FederationMode::Shared, 2);
     u.dp.clip = 0.5;
@@ -27,11 +23,7 @@ fn accepts_good_updates() {
 #[test]
 fn json_body_shape_mismatch() {
     let mut u = update(FederationMode::Shared, 1);
-    let t = u
-        .tensors
-        .iter_mut()
-        .find(|t| t.name == HEAD_WEIGHT)
-        .unwrap();
+    let t = u.tensors.iter_mut().find(|t| t.name == HEAD_WEIGHT).unwrap();
     t.shape = vec![D, N_DOCS - 1];
     t.data.truncate((D * (N_DOCS - 1)) as usize);
     let err = check(&u, FederationMode::Shared).unwrap_err();
@@ -47,18 +39,10 @@ fn rejects_each_bad_case() {
     use FederationMode::*;
     type Case = (&'static str, FederationMode, Box<dyn Fn(&mut Update)>);
     let cases: Vec<Case> = vec![
-        (
-            "wrong_federation",
-            Shared,
-            Box::new(|u| u.federation_id = "other".into()),
-        ),
+        ("wrong_federation", Shared, Box::new(|u| u.federation_id = "other".into())),
         ("empty_client_id", Shared, Box::new(|u| u.client_id.clear())),
         ("zero_examples", Shared, Box::new(|u| u.num_examples = 0)),
-        (
-            "wrong_base_version",
-            Shared,
-            Box::new(|u| u.base_version = 1),
-        ),
+        ("wrong_base_version", Shared, Box::new(|u| u.base_version = 1)),
         ("wrong_mode", Shared, Box::new(|u| u.mode = Personal)),
         (
             "head_in_personal_mode",
@@ -75,11 +59,7 @@ fn rejects_each_bad_case() {
                 u.tensors.pop();
             }),
         ),
-        (
-            "unexpected_tensor",
-            Shared,
-            Box::new(|u| u.tensors.push(NamedTensor::zeros("extra", vec![1]))),
-        ),
+        ("unexpected_tensor", Shared, Box::new(|u| u.tensors.push(NamedTensor::zeros("extra", vec![1])))),
         (
             "duplicate_tensor",
             Shared,
@@ -88,11 +68,7 @@ fn rejects_each_bad_case() {
                 u.tensors.push(t);
             }),
         ),
-        (
-            "shape_mismatch",
-            Shared,
-            Box::new(|u| u.tensors[1].shape = vec![D + 1]),
-        ),
+        ("shape_mismatch", Shared, Box::new(|u| u.tensors[1].shape = vec![D + 1])),
         (
             "data_length_mismatch",
             Shared,
@@ -100,16 +76,8 @@ fn rejects_each_bad_case() {
                 u.tensors[1].data.pop();
             }),
         ),
-        (
-            "non_finite",
-            Shared,
-            Box::new(|u| u.tensors[2].data[3] = f32::NAN),
-        ),
-        (
-            "non_finite",
-            Shared,
-            Box::new(|u| u.tensors[0].data[0] = f32::INFINITY),
-        ),
+        ("non_finite", Shared, Box::new(|u| u.tensors[2].data[3] = f32::NAN)),
+        ("non_finite", Shared, Box::new(|u| u.tensors[0].data[0] = f32::INFINITY)),
         (
             // every value within the coordinate bound, the whole far beyond the norm bound
             "norm_too_large",
@@ -123,18 +91,10 @@ fn rejects_each_bad_case() {
             Box::new(|u| u.tensors[2].data[1] = 21.0),
         ),
         ("weaker_dp", Shared, Box::new(|u| u.dp.clip = 2.0)),
-        (
-            "weaker_dp",
-            Shared,
-            Box::new(|u| u.dp.noise_multiplier = 0.5),
-        ),
+        ("weaker_dp", Shared, Box::new(|u| u.dp.noise_multiplier = 0.5)),
         ("invalid_dp", Shared, Box::new(|u| u.dp.clip = f32::NAN)),
         ("invalid_dp", Shared, Box::new(|u| u.dp.delta = 1.5)),
-        (
-            "invalid_dp",
-            Shared,
-            Box::new(|u| u.dp.epsilon_spent = -1.0),
-        ),
+        ("invalid_dp", Shared, Box::new(|u| u.dp.epsilon_spent = -1.0)),
     ];
     for (code, mode, mutate) in cases {
         let mut u = update(mode, 5);
@@ -159,16 +119,9 @@ fn norm_bound_matches_formula() {
     let mut u = update(FederationMode::Shared, 3);
     let n = u.tensors.iter().map(|t| t.data.len()).sum::<usize>() as f64;
     let per = (s.max_norm * 0.999 / n.sqrt()) as f32;
-    u.tensors
-        .iter_mut()
-        .for_each(|t| t.data.iter_mut().for_each(|x| *x = per));
+    u.tensors.iter_mut().for_each(|t| t.data.iter_mut().for_each(|x| *x = per));
     validate_update(&u, &s).unwrap();
     let per = (s.max_norm * 1.001 / n.sqrt()) as f32;
-    u.tensors
-        .iter_mut()
-        .for_each(|t| t.data.iter_mut().for_each(|x| *x = per));
-    assert_eq!(
-        validate_update(&u, &s).unwrap_err().code(),
-        "norm_too_large"
-    );
+    u.tensors.iter_mut().for_each(|t| t.data.iter_mut().for_each(|x| *x = per));
+    assert_eq!(validate_update(&u, &s).unwrap_err().code(), "norm_too_large");
 }

@@ -132,7 +132,14 @@ impl Session {
         let v = post(&http, &format!("{driver}/session"), &caps).await;
         let id = v["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {v}")).to_string();
         std::fs::create_dir_all(shots).unwrap();
-        Self { http, base: format!("{driver}/session/{id}"), id, shots: shots.to_path_buf(), label: label.into(), shot_no: 0.into() }
+        Self {
+            http,
+            base: format!("{driver}/session/{id}"),
+            id,
+            shots: shots.to_path_buf(),
+            label: label.into(),
+            shot_no: 0.into(),
+        }
     }
 
     async fn cmd(&self, path: &str, body: Value) -> Value {
@@ -200,7 +207,8 @@ impl Session {
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let resp = self.http.get(format!("{}/screenshot", self.base)).send().await.unwrap();
         let v: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
-        let png = base64::engine::general_purpose::STANDARD.decode(v["value"].as_str().unwrap_or("")).unwrap_or_default();
+        let png =
+            base64::engine::general_purpose::STANDARD.decode(v["value"].as_str().unwrap_or("")).unwrap_or_default();
         let n = self.shot_no.get() + 1;
         self.shot_no.set(n);
         let p = self.shots.join(format!("{}-{n:02}-{name}.png", self.label));

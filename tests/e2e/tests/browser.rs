@@ -13,10 +13,10 @@
 //! (CI), which turns a skip into a failure.
 //! Screenshots of every step: `target/e2e-screenshots/` (or FEDSEARCH_E2E_SHOTS).
 
+use burn::prelude::Device;
 use fedsearch_core::bench::{NATIVE_BENCH_FILE, ThroughputConfig, throughput};
 use fedsearch_core::model::{DEFAULT_MAX_LEN, SentenceEncoder};
 use fedsearch_core::tiny::{TinyBertSpec, tiny_bert_files};
-use burn::prelude::Device;
 use fedsearch_e2e::{Session, chrome_args, find_program, start_chromedriver, start_listening};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -74,7 +74,8 @@ async fn device_round(s: &Session, page: &str) {
         json!([]),
     )
     .await;
-    s.wait_for("the refusal", "/picture/.test(document.getElementById('error').textContent)", Duration::from_secs(60)).await;
+    s.wait_for("the refusal", "/picture/.test(document.getElementById('error').textContent)", Duration::from_secs(60))
+        .await;
     let refusal = s.js("return document.getElementById('error').textContent", json!([])).await;
     let refusal = refusal.as_str().unwrap_or_default().to_string();
     assert!(refusal.contains("nothing was added") && refusal.contains("\"empty\" is empty"), "[{}] {refusal}", s.label);
@@ -91,9 +92,15 @@ async fn device_round(s: &Session, page: &str) {
     assert!(stats.starts_with("Done: "), "[{}] {stats}", s.label);
     assert!(!stats.contains(" 1 steps") && !stats.contains(" 1 epochs"), "[{}] plural: {stats}", s.label);
     s.click("#consent").await;
-    s.wait_for("the contribute button", "!document.getElementById('contribute-btn').disabled", Duration::from_secs(30)).await;
+    s.wait_for("the contribute button", "!document.getElementById('contribute-btn').disabled", Duration::from_secs(30))
+        .await;
     // The cost is shown before it is paid, and it is what is then paid.
-    s.wait_for("the ε preview", "document.getElementById('eps-preview').dataset.after !== undefined", Duration::from_secs(60)).await;
+    s.wait_for(
+        "the ε preview",
+        "document.getElementById('eps-preview').dataset.after !== undefined",
+        Duration::from_secs(60),
+    )
+    .await;
     let preview = s.js("return document.getElementById('eps-preview').dataset.after", json!([])).await;
     let dp = s.js("return document.getElementById('p-dp').textContent", json!([])).await;
     assert_ne!(dp, json!("–"), "[{}] the federation's C / σ are shown before contributing", s.label);
@@ -139,7 +146,9 @@ async fn two_browsers_train_contribute_and_search_offline() {
     }
     let worker_bin = binary("FEDSEARCH_WORKER_BIN", "fedsearch-worker");
     let www_bin = binary("FEDSEARCH_WWW_BIN", "fedsearch-www");
-    let shots = std::env::var("FEDSEARCH_E2E_SHOTS").map(PathBuf::from).unwrap_or_else(|_| bin_dir().join("../e2e-screenshots"));
+    let shots = std::env::var("FEDSEARCH_E2E_SHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| bin_dir().join("../e2e-screenshots"));
     let _ = std::fs::remove_dir_all(&shots);
 
     // The tiny model, served under /models/tiny/.
@@ -156,7 +165,8 @@ async fn two_browsers_train_contribute_and_search_offline() {
     // A shared-mode federation over the demo corpus, published when 2 clients have sent. The
     // noise is tiny (σ = 0.001) so that two clients' average carries signal: this checks the
     // plumbing, not a realistic privacy level.
-    let corpus: serde_json::Value = serde_json::from_slice(&std::fs::read(root.join("web/demo-corpus.json")).unwrap()).unwrap();
+    let corpus: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("web/demo-corpus.json")).unwrap()).unwrap();
     let ids: Vec<String> = corpus.as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_string()).collect();
     let db = tmp.join("worker.db");
     let cfg = format!(
@@ -200,7 +210,14 @@ async fn two_browsers_train_contribute_and_search_offline() {
     // Both updates are in: round 0 closed and version 1 was published.
     let http = reqwest::Client::new();
     let round: serde_json::Value = serde_json::from_slice(
-        &http.get(format!("http://{worker_addr}/v1/federations/e2e/round")).send().await.unwrap().bytes().await.unwrap(),
+        &http
+            .get(format!("http://{worker_addr}/v1/federations/e2e/round"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(round["current_version"], 1, "the worker must publish version 1 from both updates: {round}");
@@ -210,9 +227,11 @@ async fn two_browsers_train_contribute_and_search_offline() {
     // Device B removes a document from its list: the count, the list and search lose it.
     b.js("document.getElementById('doc-details').open = true", json!([])).await;
     b.click("#doc-list button[data-id='everest']").await;
-    b.wait_for("the removal", "document.getElementById('doc-count').textContent === '29'", Duration::from_secs(60)).await;
+    b.wait_for("the removal", "document.getElementById('doc-count').textContent === '29'", Duration::from_secs(60))
+        .await;
     b.screenshot("document-removed").await;
-    let listed = b.js("return [...document.querySelectorAll('#doc-list button')].map((e) => e.dataset.id)", json!([])).await;
+    let listed =
+        b.js("return [...document.querySelectorAll('#doc-list button')].map((e) => e.dataset.id)", json!([])).await;
     let listed: Vec<String> = serde_json::from_value(listed).unwrap();
     assert_eq!(listed.len(), 29);
     assert!(!listed.contains(&"everest".to_string()), "{listed:?}");
@@ -221,12 +240,22 @@ async fn two_browsers_train_contribute_and_search_offline() {
 
     // Device A applies the new global model and searches.
     a.click("#sync-btn").await;
-    a.wait_for("version 1", "/version 1/.test(document.getElementById('fed-status').textContent)", Duration::from_secs(120)).await;
+    a.wait_for(
+        "version 1",
+        "/version 1/.test(document.getElementById('fed-status').textContent)",
+        Duration::from_secs(120),
+    )
+    .await;
     let first = search_first(&a, "Mount Everest").await;
     a.screenshot("search").await;
     assert_eq!(first, "everest", "the expected document must rank first");
     a.click("#results li a").await;
-    a.wait_for("the click to be stored", "document.getElementById('p-clicks').textContent === '1'", Duration::from_secs(30)).await;
+    a.wait_for(
+        "the click to be stored",
+        "document.getElementById('p-clicks').textContent === '1'",
+        Duration::from_secs(30),
+    )
+    .await;
     let errors = a.console_errors().await;
     assert!(errors.is_empty(), "console errors on device A: {errors:#?}");
 
@@ -265,7 +294,12 @@ async fn two_browsers_train_contribute_and_search_offline() {
     let count = a.js("return document.getElementById('doc-count').textContent", json!([])).await;
     assert_eq!(count, json!("30"));
     // Consent is remembered with its date.
-    let consent = a.js("return [document.getElementById('consent').checked, document.getElementById('consent-date').textContent]", json!([])).await;
+    let consent = a
+        .js(
+            "return [document.getElementById('consent').checked, document.getElementById('consent-date').textContent]",
+            json!([]),
+        )
+        .await;
     assert_eq!(consent[0], json!(true), "consent after a reload: {consent}");
     assert!(consent[1].as_str().unwrap_or_default().starts_with("(given "), "{consent}");
     // The Train card says the trained model survived the reload.

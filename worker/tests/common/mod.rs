@@ -20,10 +20,8 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     pub fn new(tag: &str) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let p = std::env::temp_dir().join(format!(
             "fedsearch-worker-{tag}-{}-{}-{nanos}",
             std::process::id(),
@@ -87,11 +85,7 @@ impl Worker {
 
     pub fn start_with(dir: &Path, config_path: &Path) -> Self {
         let db = dir.join("worker.db");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("worker.log"))
-            .expect("log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("worker.log")).expect("log file");
         let mut child = Command::new(BIN)
             .args(["--listen", "127.0.0.1:0", "--db"])
             .arg(&db)
@@ -111,23 +105,12 @@ impl Worker {
             }
             for _ in lines {} // keep draining
         });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| {
-                let log = std::fs::read_to_string(dir.join("worker.log")).unwrap_or_default();
-                panic!("worker did not start; log:\n{log}")
-            });
-        let addr = line
-            .strip_prefix("listening on ")
-            .expect("listening line")
-            .trim()
-            .to_string();
-        Self {
-            child,
-            base: format!("http://{addr}"),
-            db,
-            config: config_path.to_path_buf(),
-        }
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
+            let log = std::fs::read_to_string(dir.join("worker.log")).unwrap_or_default();
+            panic!("worker did not start; log:\n{log}")
+        });
+        let addr = line.strip_prefix("listening on ").expect("listening line").trim().to_string();
+        Self { child, base: format!("http://{addr}"), db, config: config_path.to_path_buf() }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -155,23 +138,12 @@ pub fn create_token(db: &Path, federation: &str, uses: u64) -> String {
         .args(["--federation", federation, "--uses", &uses.to_string()])
         .output()
         .expect("run token create");
-    assert!(
-        out.status.success(),
-        "token create failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf8")
-        .trim()
-        .to_string()
+    assert!(out.status.success(), "token create failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf8").trim().to_string()
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client")
+    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().expect("client")
 }
 
 pub struct Enrolled {
@@ -205,8 +177,7 @@ pub trait JsonValue {
 impl JsonValue for reqwest::Response {
     async fn json_value(self) -> serde_json::Value {
         let bytes = self.bytes().await.expect("body");
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(&bytes)))
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(&bytes)))
     }
 }
 
@@ -240,12 +211,7 @@ pub fn make_update(
         base_version,
         num_examples,
         mode,
-        dp: DpParams {
-            clip: 1.0,
-            noise_multiplier: 1.0,
-            delta: 1e-5,
-            epsilon_spent: 0.3,
-        },
+        dp: DpParams { clip: 1.0, noise_multiplier: 1.0, delta: 1e-5, epsilon_spent: 0.3 },
         tensors: federated_tensor_specs(mode, D, N_DOCS)
             .into_iter()
             .map(|s| {
@@ -274,20 +240,11 @@ pub async fn post_update(
 }
 
 pub async fn round_status(c: &reqwest::Client, w: &Worker, fed: &str) -> serde_json::Value {
-    c.get(w.url(&format!("/v1/federations/{fed}/round")))
-        .send()
-        .await
-        .expect("round")
-        .json_value()
-        .await
+    c.get(w.url(&format!("/v1/federations/{fed}/round"))).send().await.expect("round").json_value().await
 }
 
 pub async fn get_model(c: &reqwest::Client, w: &Worker, fed: &str) -> GlobalModel {
-    let r = c
-        .get(w.url(&format!("/v1/federations/{fed}/model")))
-        .send()
-        .await
-        .expect("model");
+    let r = c.get(w.url(&format!("/v1/federations/{fed}/model"))).send().await.expect("model");
     assert_eq!(r.status(), 200);
     decode_global_model(&r.bytes().await.expect("model body")).expect("decode model")
 }
@@ -300,10 +257,7 @@ pub async fn wait_for_version(c: &reqwest::Client, w: &Worker, fed: &str, versio
         if s["current_version"].as_u64() >= Some(version) {
             return;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "version {version} never published: {s}"
-        );
+        assert!(start.elapsed() < Duration::from_secs(20), "version {version} never published: {s}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -320,11 +274,8 @@ pub fn expected_model(base: &GlobalModel, updates: &[Update]) -> Vec<NamedTensor
                 .iter()
                 .enumerate()
                 .map(|(j, &x)| {
-                    let avg: f64 = updates
-                        .iter()
-                        .map(|u| u.tensor(&t.name).unwrap().data[j] as f64)
-                        .sum::<f64>()
-                        / total;
+                    let avg: f64 =
+                        updates.iter().map(|u| u.tensor(&t.name).unwrap().data[j] as f64).sum::<f64>() / total;
                     (x as f64 + avg) as f32
                 })
                 .collect();

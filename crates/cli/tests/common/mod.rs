@@ -35,15 +35,10 @@ pub fn setup(dir: &Path) {
     std::fs::write(model.join("config.json"), &files.config_json).unwrap();
     std::fs::write(model.join("model.safetensors"), &files.safetensors).unwrap();
     std::fs::write(model.join("tokenizer.json"), &files.tokenizer_json).unwrap();
-    let corpus: String = DOCS
-        .iter()
-        .map(|(t, x)| serde_json::json!({"id": t, "title": t, "text": x}).to_string() + "\n")
-        .collect();
+    let corpus: String =
+        DOCS.iter().map(|(t, x)| serde_json::json!({"id": t, "title": t, "text": x}).to_string() + "\n").collect();
     std::fs::write(dir.join("corpus.jsonl"), corpus).unwrap();
-    let queries: String = QUERIES
-        .iter()
-        .map(|(q, d)| serde_json::json!({"query": q, "doc_id": d}).to_string() + "\n")
-        .collect();
+    let queries: String =
+        QUERIES.iter().map(|(q, d)| serde_json::json!({"query": q, "doc_id": d}).to_string() + "\n").collect();
     std::fs::write(dir.join("queries.jsonl"), queries).unwrap();
 }
-

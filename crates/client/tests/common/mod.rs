@@ -27,10 +27,18 @@ pub const GOLDEN_POOLED: [[f32; 8]; 2] = [
 pub fn corpus() -> Vec<NewDoc> {
     let d = |id: &str, title: &str, text: &str| NewDoc { id: Some(id.into()), title: title.into(), text: text.into() };
     vec![
-        d("paris", "Paris", "Paris is the capital of France. The city is on a river. Paris has art and music and food."),
+        d(
+            "paris",
+            "Paris",
+            "Paris is the capital of France. The city is on a river. Paris has art and music and food.",
+        ),
         d("rome", "Rome", "Rome is the capital of Italy. The city was the capital of a king. Rome has art and bread."),
         d("moon", "Moon", "The moon is a piece of a planet. The sun and the moon and a star. The moon is in the sky."),
-        d("football", "Football club", "A football club is a team. The team plays a game. The club has a song and a band."),
+        d(
+            "football",
+            "Football club",
+            "A football club is a team. The team plays a game. The club has a song and a band.",
+        ),
         d("ship", "Ship", "A ship is on the sea. The ship was in the war. A bird and a ship on the sea."),
         d("dog", "Dog and cat", "The dog is eating food. A cat and a dog. The girl is carrying a dog and a cat."),
         d("book", "Book", "A book has an author. The author of the book was a man. The book is about a king."),

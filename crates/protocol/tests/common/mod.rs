@@ -32,11 +32,7 @@ pub fn tensors(mode: FederationMode, rng: &mut Rng, scale: f32) -> Vec<NamedTens
         .into_iter()
         .map(|s| {
             let n = s.numel();
-            NamedTensor::new(
-                s.name,
-                s.shape,
-                (0..n).map(|_| rng.unit() * scale).collect(),
-            )
+            NamedTensor::new(s.name, s.shape, (0..n).map(|_| rng.unit() * scale).collect())
         })
         .collect()
 }
@@ -50,12 +46,7 @@ pub fn update(mode: FederationMode, seed: u64) -> Update {
         base_version: 2,
         num_examples: 1 + seed % 17,
         mode,
-        dp: DpParams {
-            clip: 1.0,
-            noise_multiplier: 1.0,
-            delta: 1e-5,
-            epsilon_spent: 0.5,
-        },
+        dp: DpParams { clip: 1.0, noise_multiplier: 1.0, delta: 1e-5, epsilon_spent: 0.5 },
         tensors: tensors(mode, &mut rng, 0.01),
     }
 }
@@ -65,13 +56,7 @@ pub fn spec(mode: FederationMode) -> UpdateSpec {
 }
 
 pub fn model(mode: FederationMode) -> GlobalModel {
-    let mut m = GlobalModel::initial(
-        "fed",
-        mode,
-        D,
-        N_DOCS,
-        Some((0..N_DOCS).map(|i| format!("doc-{i}")).collect()),
-    );
+    let mut m = GlobalModel::initial("fed", mode, D, N_DOCS, Some((0..N_DOCS).map(|i| format!("doc-{i}")).collect()));
     m.version = 7;
     m
 }

@@ -24,8 +24,15 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.to_string());
     let model = PathBuf::from(arg(0, "models/all-MiniLM-L6-v2"));
-    let num = |i: usize, default: &str| arg(i, default).parse::<usize>().unwrap_or_else(|e| fail(format!("argument {}: {e}", i + 1)));
-    let cfg = ThroughputConfig { sentences: num(1, "16"), head_steps: num(2, "5"), adapter_steps: num(3, "2"), ..Default::default() };
+    let num = |i: usize, default: &str| {
+        arg(i, default).parse::<usize>().unwrap_or_else(|e| fail(format!("argument {}: {e}", i + 1)))
+    };
+    let cfg = ThroughputConfig {
+        sentences: num(1, "16"),
+        head_steps: num(2, "5"),
+        adapter_steps: num(3, "2"),
+        ..Default::default()
+    };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let pkg = root.join("pkg");
     if !pkg.join("fedsearch_client_bg.wasm").is_file() {
@@ -36,9 +43,10 @@ async fn main() {
     if !www_bin.is_file() {
         fail(format!("{} is missing: cargo build -p fedsearch-www", www_bin.display()));
     }
-    let (Some(chrome), Some(driver)) =
-        (find_program("CHROME_BIN", &["chromium", "chromium-browser", "google-chrome"]), find_program("CHROMEDRIVER", &["chromedriver"]))
-    else {
+    let (Some(chrome), Some(driver)) = (
+        find_program("CHROME_BIN", &["chromium", "chromium-browser", "google-chrome"]),
+        find_program("CHROMEDRIVER", &["chromedriver"]),
+    ) else {
         fail("chromium and chromedriver are needed (scripts/setup.sh installs them)".into())
     };
 
@@ -59,7 +67,13 @@ async fn main() {
     std::fs::write(served.join(NATIVE_BENCH_FILE), native.to_json("native").to_string()).unwrap();
 
     let mut cmd = Command::new(&www_bin);
-    cmd.args(["--listen", "127.0.0.1:0"]).arg("--web").arg(root.join("web")).arg("--pkg").arg(&pkg).arg("--models").arg(tmp.join("models"));
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .arg("--web")
+        .arg(root.join("web"))
+        .arg("--pkg")
+        .arg(&pkg)
+        .arg("--models")
+        .arg(tmp.join("models"));
     let (_www, addr) = start_listening("fedsearch-www", cmd);
     let (_driver, driver_url) = start_chromedriver(&driver).await;
     let s = Session::new(&driver_url, &chrome, &chrome_args(&tmp.join("profile")), &tmp.join("shots"), "bench").await;
