@@ -60,10 +60,10 @@ pub async fn embed(
         return Ok(Vec::new());
     }
     let path = if adapter.is_none() { cache.path(texts) } else { None };
-    if let Some(bytes) = path.as_ref().and_then(|p| std::fs::read(p).ok()) {
-        if bytes.len() == texts.len() * enc.dim() * 4 {
-            return Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect());
-        }
+    if let Some(bytes) = path.as_ref().and_then(|p| std::fs::read(p).ok())
+        && bytes.len() == texts.len() * enc.dim() * 4
+    {
+        return Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect());
     }
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let pb = bar(texts.len(), label);

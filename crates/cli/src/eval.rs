@@ -189,16 +189,15 @@ pub fn load_data(
     Ok((corpus, queries))
 }
 
+/// (query text, document index) training pairs.
+pub type Pairs = Vec<(String, usize)>;
+
 /// Splits pseudo-query pairs into (training, held out): a seeded `fraction` is held out.
-pub fn split_heldout(
-    pairs: Vec<(String, usize)>,
-    fraction: f64,
-    seed: u64,
-) -> (Vec<(String, usize)>, Vec<(String, usize)>) {
+pub fn split_heldout(pairs: Pairs, fraction: f64, seed: u64) -> (Pairs, Pairs) {
     use rand::SeedableRng;
     use rand::seq::SliceRandom;
     let mut order: Vec<usize> = (0..pairs.len()).collect();
-    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0F_4E1D));
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5E_ED0F_4E1D));
     let n_hold = ((pairs.len() as f64) * fraction.clamp(0.0, 0.5)) as usize;
     let mut held = vec![false; pairs.len()];
     order[..n_hold].iter().for_each(|&i| held[i] = true);

@@ -391,8 +391,6 @@ fn find<'a>(tensors: &'a [HostTensor], name: &str) -> CliResult<&'a HostTensor> 
         .ok_or_else(|| CliError::Tool(format!("tensor {name} is missing from the model")))
 }
 
-/// Embeds texts with a progress bar.
-
 /// Ranks `feats` (`[n, d]`) with a model and adds each query's rank of its first gold document.
 async fn rank_into(
     m: &mut MetricsBuilder,

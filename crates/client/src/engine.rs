@@ -577,7 +577,7 @@ impl State {
     }
 
     fn rebuild_index(&mut self) {
-        let texts: Vec<String> = self.docs.iter().map(|d| full_text(d)).collect();
+        let texts: Vec<String> = self.docs.iter().map(full_text).collect();
         let ids = self.docs.iter().map(|d| d.id.clone()).collect();
         self.index = SearchIndex::from_parts(ids, self.doc_emb.clone(), self.dim(), &texts);
     }
@@ -895,7 +895,10 @@ fn full_text(d: &StoredDoc) -> String {
     Document { id: d.id.clone(), title: d.title.clone(), text: d.text.clone() }.full_text()
 }
 
-fn read_safetensors(bytes: &[u8]) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>> {
+/// Tensors by name: (shape, row-major values).
+type NamedValues = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+fn read_safetensors(bytes: &[u8]) -> Result<NamedValues> {
     let st = safetensors::SafeTensors::deserialize(bytes)
         .map_err(|e| ClientError::new(format!("the stored model is corrupt ({e}): delete the local data")))?;
     Ok(st

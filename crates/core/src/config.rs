@@ -46,22 +46,25 @@ impl BertConfig {
 
     /// Rejects configurations this encoder cannot run, with the reason.
     pub fn check(&self) -> Result<()> {
-        if let Some(t) = &self.model_type {
-            if !matches!(t.as_str(), "bert" | "roberta" | "xlm-roberta") {
-                return Err(CoreError::Config(format!("model_type {t:?} is not a BERT-style encoder")));
-            }
+        if let Some(t) = &self.model_type
+            && !matches!(t.as_str(), "bert" | "roberta" | "xlm-roberta")
+        {
+            return Err(CoreError::Config(format!("model_type {t:?} is not a BERT-style encoder")));
         }
-        if let Some(p) = &self.position_embedding_type {
-            if p != "absolute" {
-                return Err(CoreError::Config(format!(
-                    "position_embedding_type {p:?} is not supported (only \"absolute\")"
-                )));
-            }
+        if let Some(p) = &self.position_embedding_type
+            && p != "absolute"
+        {
+            return Err(CoreError::Config(format!(
+                "position_embedding_type {p:?} is not supported (only \"absolute\")"
+            )));
         }
         if !matches!(self.hidden_act.as_str(), "gelu" | "gelu_new" | "gelu_pytorch_tanh") {
             return Err(CoreError::Config(format!("hidden_act {:?} is not supported", self.hidden_act)));
         }
-        if self.hidden_size == 0 || self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.hidden_size == 0
+            || self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err(CoreError::Config(format!(
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads

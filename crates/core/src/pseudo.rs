@@ -54,12 +54,12 @@ pub fn pseudo_queries(corpus: &Corpus, cfg: &PseudoQueryConfig) -> Vec<(String, 
                 qs.push(ws[..ws.len().min(cfg.max_words)].join(" "));
             }
         }
-        if cfg.include_title_masked {
-            if let Some(first) = sents.first() {
-                let masked = mask_title(first, &doc.title);
-                if masked.split_whitespace().count() >= cfg.min_words.min(3) {
-                    qs.push(masked);
-                }
+        if cfg.include_title_masked
+            && let Some(first) = sents.first()
+        {
+            let masked = mask_title(first, &doc.title);
+            if masked.split_whitespace().count() >= cfg.min_words.min(3) {
+                qs.push(masked);
             }
         }
         let content: Vec<String> = words(&doc.text).into_iter().filter(|w| !is_stop_word(w)).collect();
