@@ -27,6 +27,10 @@ pub const HEADER_LEN: usize = 8;
 pub const TRAILER_LEN: usize = 4;
 /// Maximum tensor rank accepted on the wire.
 pub const MAX_DIMS: u32 = 8;
+/// Maximum tensors in one message (an update or model has at most four). A declared count is
+/// otherwise bounded only by the bytes present, and each tensor costs ~100 bytes of memory for
+/// as little as 9 wire bytes: without this cap a crafted body decodes to ~10× its size.
+pub const MAX_TENSORS: u32 = 64;
 
 pub(crate) const KIND_UPDATE: u8 = 1;
 pub(crate) const KIND_GLOBAL_MODEL: u8 = 2;
@@ -249,6 +253,9 @@ impl<'a> Reader<'a> {
     pub(crate) fn tensors(&mut self, enc: Encoding) -> Result<Vec<NamedTensor>, ProtocolError> {
         // smallest tensor: 4 (name len) + 1 (rank) = 5 bytes
         let n = self.count("tensor count", 5)?;
+        if n > MAX_TENSORS as usize {
+            return Err(ProtocolError::TooManyTensors { count: n as u64, max: MAX_TENSORS });
+        }
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
             out.push(self.tensor(enc)?);

@@ -47,6 +47,9 @@ pub enum ProtocolError {
     #[error("tensor {tensor:?} declares {ndim} dimensions; at most {max} are allowed")]
     TooManyDims { tensor: String, ndim: u32, max: u32 },
 
+    #[error("message declares {count} tensors; at most {max} are accepted")]
+    TooManyTensors { count: u64, max: u32 },
+
     #[error("{0} unexpected bytes after the end of the message")]
     TrailingBytes(usize),
 

@@ -16,7 +16,7 @@ mod validate;
 
 pub use aggregate::{AccTensor, OptimizerState, ServerOptimizer, StreamingFedAvg};
 pub use codec::{
-    Encoding, HEADER_LEN, MAGIC, MAX_DIMS, SCHEMA_VERSION, TRAILER_LEN, decode_global_model,
+    Encoding, HEADER_LEN, MAGIC, MAX_DIMS, MAX_TENSORS, SCHEMA_VERSION, TRAILER_LEN, decode_global_model,
     decode_global_model_ignoring_checksum, decode_update, decode_update_ignoring_checksum, encode_global_model,
     encode_update, peek_encoding,
 };

@@ -180,6 +180,26 @@ fn huge_declared_lengths_error_without_allocating() {
     body.extend_from_slice(&u32::MAX.to_le_bytes());
     assert!(matches!(decode_update(&frame(1, &body)), Err(ProtocolError::LengthTooLarge { what: "tensor count", .. })));
 
+    // Many tiny tensors that do fit the bytes (9 wire bytes each: empty name, rank 0, one
+    // value) would decode to ~10x their size: more than MAX_TENSORS is refused; MAX_TENSORS
+    // such tensors decode (the cap, not the framing, refuses the larger count).
+    for (count, refused) in [(MAX_TENSORS as usize + 1, true), (MAX_TENSORS as usize, false)] {
+        body.truncate(header_len);
+        body.extend_from_slice(&(count as u32).to_le_bytes());
+        for _ in 0..count {
+            body.extend_from_slice(&0u32.to_le_bytes()); // empty name
+            body.push(0); // rank 0: one element
+            body.extend_from_slice(&1f32.to_le_bytes());
+        }
+        match decode_update(&frame(1, &body)) {
+            Err(ProtocolError::TooManyTensors { count: c, max }) if refused => {
+                assert_eq!((c, max), (count as u64, MAX_TENSORS))
+            }
+            Ok(u) if !refused => assert_eq!(u.tensors.len(), count),
+            other => panic!("{count} tensors: {other:?}"),
+        }
+    }
+
     // one tensor whose shape claims 2^32 × 2^32 × ... elements
     body.truncate(header_len);
     body.extend_from_slice(&1u32.to_le_bytes()); // one tensor
