@@ -26,6 +26,10 @@ pub struct Config {
     /// `body_timeout`), so that slow bodies cannot keep the permits from everyone else.
     #[serde(default = "default_upload_body_secs")]
     pub upload_body_secs: u64,
+    /// Seconds any other request has from its head to its answer (then 408 `body_timeout`):
+    /// their bodies are at most 16 KiB, so a body that trickles in is cut off, not held.
+    #[serde(default = "default_request_secs")]
+    pub request_secs: u64,
     /// Seconds between deadline checks.
     #[serde(default = "default_tick")]
     pub tick_ms: u64,
@@ -37,6 +41,9 @@ fn default_max_uploads() -> usize {
 }
 fn default_upload_body_secs() -> u64 {
     120
+}
+fn default_request_secs() -> u64 {
+    30
 }
 fn default_tick() -> u64 {
     500
@@ -162,6 +169,7 @@ impl Config {
             allowed_origin: None,
             max_concurrent_uploads: DEFAULT_MAX_CONCURRENT_UPLOADS,
             upload_body_secs: default_upload_body_secs(),
+            request_secs: default_request_secs(),
             tick_ms: default_tick(),
             federations: vec![FederationConfig {
                 id: "demo".into(),
@@ -187,8 +195,8 @@ impl Config {
         if self.federations.is_empty() {
             return Err(WorkerError::Config("no [[federations]] configured".into()));
         }
-        if self.upload_body_secs == 0 {
-            return Err(WorkerError::Config("upload_body_secs must be > 0".into()));
+        if self.upload_body_secs == 0 || self.request_secs == 0 {
+            return Err(WorkerError::Config("upload_body_secs and request_secs must be > 0".into()));
         }
         if self.max_concurrent_uploads == 0 {
             return Err(WorkerError::Config("max_concurrent_uploads must be > 0".into()));

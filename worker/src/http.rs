@@ -32,12 +32,17 @@ pub struct AppState {
     pub upload_body_deadline: std::time::Duration,
     /// `(federation, client)` pairs with an upload in flight: one at a time per credential, so
     /// that one client cannot take every upload permit.
-    pub uploading: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+    pub uploading: UploadsInFlight,
+    /// Time any other request has from its head to its answer.
+    pub request_deadline: std::time::Duration,
 }
+
+/// `(federation, client)` pairs with an upload in flight.
+pub type UploadsInFlight = Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>;
 
 /// Marks a credential's upload as in flight until dropped.
 struct InFlight {
-    set: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+    set: UploadsInFlight,
     key: (String, String),
 }
 
@@ -64,9 +69,6 @@ impl AppState {
     }
 }
 
-/// Time any request has to send its body (JSON bodies are at most 16 KiB).
-const JSON_BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
-
 pub fn router(state: AppState, allowed_origin: Option<&str>) -> Result<Router> {
     let mut app = Router::new()
         .route("/v1/health", get(health))
@@ -74,13 +76,14 @@ pub fn router(state: AppState, allowed_origin: Option<&str>) -> Result<Router> {
         .route("/v1/federations/{id}/model", get(model))
         .route("/v1/federations/{id}/round", get(round))
         .route("/v1/federations/{id}/enroll", post(enroll))
-        .route("/v1/federations/{id}/updates", post(upload))
         .route("/metrics", get(metrics))
+        // Every route above answers within `request_secs` of its head, body included (a
+        // per-frame idle timeout would let a body trickle in a byte at a time for hours).
+        .route_layer(axum::middleware::from_fn_with_state(state.request_deadline, request_deadline))
+        // Uploads have their own deadline, `upload_body_secs`, counted from taking a permit.
+        .route("/v1/federations/{id}/updates", post(upload))
         // JSON bodies (enrolment) are tiny; uploads read their body themselves.
         .layer(DefaultBodyLimit::max(16 * 1024))
-        // A body that trickles in fails after JSON_BODY_DEADLINE (uploads have their own,
-        // `upload_body_secs`, counted from when they hold a permit).
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(JSON_BODY_DEADLINE))
         .with_state(state)
         .layer(axum::middleware::from_fn(json_errors));
     if let Some(origin) = allowed_origin {
@@ -95,6 +98,18 @@ pub fn router(state: AppState, allowed_origin: Option<&str>) -> Result<Router> {
         );
     }
     Ok(app.layer(tower_http::trace::TraceLayer::new_for_http()))
+}
+
+/// Answers 408 `body_timeout` when the request has not been answered within `deadline`.
+async fn request_deadline(
+    State(deadline): State<std::time::Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(deadline, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => WorkerError::BodyTimeout { secs: deadline.as_secs() }.into_response(),
+    }
 }
 
 /// Every error is the documented JSON `{error, message}`: axum's own rejections (a body over

@@ -149,6 +149,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             upload_permits: Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent_uploads)),
             upload_body_deadline: Duration::from_secs(cfg.upload_body_secs),
             uploading: Default::default(),
+            request_deadline: Duration::from_secs(cfg.request_secs),
         };
         let app = http::router(state, cfg.allowed_origin.as_deref())?;
         let listener = tokio::net::TcpListener::bind(&listen)

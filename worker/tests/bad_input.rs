@@ -168,14 +168,13 @@ async fn bad_inputs_get_status_and_json_error() {
 /// the limit, and the worker keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_body_over_limit_is_cut_off() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let dir = TempDir::new("chunked");
     let w = Worker::start(dir.path(), &federation_toml("fed", "shared", 5, 5, 300));
     let c = client();
     let token = create_token(&w.db, "fed", 1);
     let e = enroll_ok(&c, &w, "fed", &token).await;
-    let info = c.get(w.url("/v1/federations/fed")).send().await.unwrap().json_value().await;
-    let limit = info["max_update_bytes"].as_u64().unwrap() as usize;
+    let limit = max_update_bytes(&c, &w, "fed").await as usize;
     let addr = w.base.trim_start_matches("http://").to_string();
     let cred = e.credential.clone();
     let response = tokio::task::spawn_blocking(move || {
@@ -199,18 +198,7 @@ async fn chunked_body_over_limit_is_cut_off() {
             sent += chunk.len();
         }
         let _ = s.write_all(b"0\r\n\r\n");
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = s.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&buf[..n]);
-            if out.windows(4).any(|w| w == b"\r\n\r\n") && out.ends_with(b"}") {
-                break;
-            }
-        }
-        String::from_utf8_lossy(&out).to_string()
+        read_json_answer(&mut s)
     })
     .await
     .unwrap();
@@ -246,27 +234,40 @@ async fn framework_rejections_are_json() {
     assert_eq!(r.status(), 200);
 }
 
+/// Reads a raw HTTP answer whose body is JSON, up to its closing brace or the socket's end
+/// (or its read timeout).
+fn read_json_answer(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if out.windows(4).any(|w| w == b"\r\n\r\n") && out.ends_with(b"}") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).to_string()
+}
+
+/// `max_update_bytes` of a federation, from its public info.
+async fn max_update_bytes(c: &reqwest::Client, w: &Worker, fed: &str) -> u64 {
+    let info = c.get(w.url(&format!("/v1/federations/{fed}"))).send().await.unwrap().json_value().await;
+    info["max_update_bytes"].as_u64().unwrap()
+}
+
 /// Sends a request head (and `partial` body bytes) without the rest of the body, and returns
 /// the raw answer the worker gives (waits at most 20 s).
 fn slow_request(addr: String, head: String, partial: usize) -> std::thread::JoinHandle<String> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     std::thread::spawn(move || {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
         s.write_all(head.as_bytes()).unwrap();
         s.write_all(&vec![0u8; partial]).unwrap();
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = s.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&buf[..n]);
-            if out.windows(4).any(|w| w == b"\r\n\r\n") && out.ends_with(b"}") {
-                break;
-            }
-        }
-        String::from_utf8_lossy(&out).to_string()
+        read_json_answer(&mut s)
     })
 }
 
@@ -287,8 +288,7 @@ async fn slow_bodies_lose_their_upload_permit_at_the_deadline() {
     let token = create_token(&w.db, "fed", 2);
     let other_token = create_token(&w.db, "other", 1);
     let addr = w.base.trim_start_matches("http://").to_string();
-    let info = c.get(w.url("/v1/federations/fed")).send().await.unwrap().json_value().await;
-    let declared = info["max_update_bytes"].as_u64().unwrap();
+    let declared = max_update_bytes(&c, &w, "fed").await;
     let mut slow = Vec::new();
     let mut slow_credentials = Vec::new();
     for _ in 0..2 {
@@ -314,4 +314,36 @@ async fn slow_bodies_lose_their_upload_permit_at_the_deadline() {
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
         assert!(answer.contains("\"error\":\"body_timeout\""), "{answer}");
     }
+}
+
+/// Any request but an upload is answered within `request_secs` of its head, body included: an
+/// enrolment whose body trickles in (a byte every 200 ms, never finishing within 1 s) gets 408
+/// `body_timeout` instead of holding its connection for as long as it keeps trickling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_json_body_is_cut_off_at_the_request_deadline() {
+    use std::io::Write;
+    let dir = TempDir::new("trickle");
+    let w = Worker::start(dir.path(), &format!("request_secs = 1\n{}", federation_toml("fed", "shared", 5, 5, 300)));
+    let addr = w.base.trim_start_matches("http://").to_string();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_millis(200))).unwrap();
+        s.write_all(b"POST /v1/federations/fed/enroll HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n").unwrap();
+        let started = std::time::Instant::now();
+        // One byte at a time (each its own frame), for up to 10 s or until the worker answers.
+        while started.elapsed() < std::time::Duration::from_secs(10) {
+            if s.write_all(b" ").is_err() {
+                break;
+            }
+            let answer = read_json_answer(&mut s);
+            if !answer.is_empty() {
+                return answer;
+            }
+        }
+        String::new()
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.contains("\"error\":\"body_timeout\""), "{answer}");
 }
