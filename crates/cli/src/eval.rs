@@ -263,9 +263,7 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
             let clicks = training_pairs(parse_queries(&read_input(p, "training pairs")?, &corpus)?);
             n_clicks = clicks.len();
             // Each counts `click_weight` times, as a click does in the tab.
-            for _ in 0..opts.click_weight.max(1) {
-                pairs.extend(clicks.iter().cloned());
-            }
+            fedsearch_core::pseudo::add_clicks(&mut pairs, &clicks, opts.click_weight);
         }
         let p_texts: Vec<String> = pairs.iter().map(|(q, _)| q.clone()).collect();
         let p_targets: Vec<usize> = pairs.iter().map(|(_, d)| *d).collect();

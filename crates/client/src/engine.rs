@@ -12,7 +12,7 @@ use fedsearch_core::data::{Corpus, Document};
 use fedsearch_core::head::{CarHead, DEFAULT_HEAD_SCALE};
 use fedsearch_core::index::{HybridWeights, SearchIndex};
 use fedsearch_core::model::SentenceEncoder;
-use fedsearch_core::pseudo::{PseudoQueryConfig, pseudo_queries};
+use fedsearch_core::pseudo::{PseudoQueryConfig, add_clicks, pseudo_queries};
 use fedsearch_core::search::{inner_products, top_k};
 use fedsearch_core::train::{Retriever, TrainConfig, TrainInputs, TrainProgress, TrainReport, train};
 use fedsearch_privacy::{NoiseRng, RdpAccountant, privatize_update};
@@ -777,13 +777,9 @@ impl State {
         let corpus = Corpus::new(docs)?;
         let cfg = PseudoQueryConfig { seed: opts.seed, ..Default::default() };
         let mut pairs = pseudo_queries(&corpus, &cfg);
-        for c in &self.meta.clicks {
-            if let Some(p) = corpus.position(&c.doc_id) {
-                for _ in 0..opts.click_weight.max(1) {
-                    pairs.push((c.query.clone(), p));
-                }
-            }
-        }
+        let clicks: Vec<(String, usize)> =
+            self.meta.clicks.iter().filter_map(|c| corpus.position(&c.doc_id).map(|p| (c.query.clone(), p))).collect();
+        add_clicks(&mut pairs, &clicks, opts.click_weight);
         Ok(pairs.into_iter().unzip())
     }
 

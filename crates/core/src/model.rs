@@ -135,14 +135,15 @@ impl SentenceEncoder {
     /// batch is padded only to lengths close to its own), cut into batches of `batch_size`
     /// (lowered by [`Self::fit_batch`]).
     pub fn plan_batches(&self, texts: &[&str], batch_size: usize) -> Result<BatchPlan> {
-        let ids = texts.iter().map(|t| self.tokenizer.ids(t)).collect::<Result<Vec<_>>>()?;
+        let mut ids = texts.iter().map(|t| self.tokenizer.ids(t)).collect::<Result<Vec<_>>>()?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| ids[i].len());
         let batch_size = self.fit_batch(batch_size.max(1), self.tokenizer.max_len());
         let batches: Vec<(Vec<usize>, TokenBatch)> = order
             .chunks(batch_size)
             .map(|chunk| {
-                let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
+                // `order` is a permutation: each text's ids are taken exactly once.
+                let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| std::mem::take(&mut ids[i])).collect();
                 (chunk.to_vec(), self.tokenizer.pad(&rows))
             })
             .collect();

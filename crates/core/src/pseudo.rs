@@ -100,6 +100,15 @@ fn mask_title(sentence: &str, title: &str) -> String {
     kept[i..].join(" ")
 }
 
+/// Appends labelled pairs (search clicks: a real question and the document it led to) to the
+/// training pairs, each `weight` times (at least once), so that one click outweighs one
+/// pseudo-query. Shared by the tab and `fedsearch eval`.
+pub fn add_clicks(pairs: &mut Vec<(String, usize)>, clicks: &[(String, usize)], weight: usize) {
+    for _ in 0..weight.max(1) {
+        pairs.extend(clicks.iter().cloned());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
