@@ -1,12 +1,17 @@
-// fedsearch page: wires the wasm client (pkg/fedsearch_client.js) to the UI.
+// fedsearch page: wires the client to the UI. The client (wasm, model, IndexedDB, training)
+// runs in a dedicated worker (client-worker.js through remote-client.js): the main thread only
+// draws, so the page repaints and takes input while the model embeds and trains.
 // Configuration: config.json next to this page, overridden by URL parameters
 // (?federation=&model=&worker=&token=&backend=).
-import init, { FedsearchClient } from './pkg/fedsearch_client.js';
+import { RemoteClient } from './remote-client.js';
 import { loadConfig } from './config.js';
+import { watchLongTasks } from './longtasks.js';
 
 const $ = (id) => document.getElementById(id);
 const state = { client: null, busy: false, losses: [], lastQuery: '', info: null };
 window.fedsearch = state; // for tests and the curious
+// Main-thread tasks over 50 ms (the browser's long tasks), for the tests and the benchmark page.
+state.longTasks = watchLongTasks();
 
 function setState(s) { document.body.dataset.state = s; }
 function status(msg) { $('status').textContent = msg; }
@@ -37,7 +42,7 @@ async function run(label, fn) {
   if (state.busy) return;
   clearError();
   setBusy(true);
-  try { return await fn(); } catch (e) { showError(e); } finally { setBusy(false); refreshPrivacy(); }
+  try { return await fn(); } catch (e) { showError(e); } finally { setBusy(false); await refreshPrivacy(); }
 }
 
 // ---------- start-up ----------
@@ -55,11 +60,9 @@ async function main() {
   } catch (_) { $('intro').open = true; }
   const cfg = await loadConfig();
   state.cfg = cfg;
-  status('Loading WebAssembly…');
-  await init();
   status('Loading the model…');
   const files = {};
-  const client = await FedsearchClient.create(cfg, (file, loaded, total, cached) => {
+  const client = await RemoteClient.create(cfg, (file, loaded, total, cached) => {
     files[file] = { loaded, total };
     const all = Object.values(files);
     if (all.some((f) => !f.total)) {
@@ -74,18 +77,17 @@ async function main() {
   $('model-progress').value = 1;
   $('backend').textContent = client.backend() === 'webgpu' ? 'WebGPU' : 'CPU';
   $('footer-backend').textContent = client.backend() === 'webgpu' ? ' + WebGPU' : ', CPU';
-  status(`Ready — model width ${client.dim()}, ${client.documentCount()} documents on this device.`);
   showConsent();
   setBusy(false);
-  refreshDocs();
-  refreshPrivacy();
+  await refreshPrivacy();
   // After a reload the trained model is in use: say so instead of a blank Train card.
   try {
-    const steps = client.privacyReport().trainedSteps;
+    const steps = (await client.privacyReport()).trainedSteps;
     if (steps > 0) $('train-stats').textContent = `The model on this device has trained ${plural(steps, 'step')} so far and is in use; train again to take in new documents and clicks.`;
   } catch (_) { /* busy: the card stays as it is */ }
   loadFederation();
   setState('ready');
+  await refreshDocs();
 }
 
 function updateOnline() {
@@ -99,10 +101,10 @@ async function loadFederation() {
   try {
     const info = await state.client.federationInfo();
     state.info = info;
-    refreshPrivacy();
+    await refreshPrivacy();
     $('fed-status').textContent = `Federation “${info.id}” (${info.mode}): version ${info.current_version}, round ${info.current_round}; each update is clipped to C = ${num(info.dp.clip)} and noised with σ = ${num(info.dp.noise_multiplier)}.`;
     // A device that never synced starts from the current global model.
-    const p = state.client.privacyReport();
+    const p = await state.client.privacyReport();
     if (p.globalVersion == null && info.current_version > 0) {
       await run('sync', async () => { await state.client.syncGlobal(); });
     }
@@ -112,10 +114,11 @@ async function loadFederation() {
 }
 
 // ---------- documents ----------
-function refreshDocs() {
-  const n = state.client ? state.client.documentCount() : 0;
+async function refreshDocs() {
+  let n = 0;
+  try { n = state.client ? await state.client.documentCount() : 0; } catch (_) { return; }
   $('doc-count').textContent = n;
-  renderDocList();
+  await renderDocList();
   if (state.client && document.body.dataset.state === 'ready' && !state.busy) {
     status(`Ready — model width ${state.client.dim()}, ${n} document${n === 1 ? '' : 's'} on this device.`);
   }
@@ -123,9 +126,14 @@ function refreshDocs() {
 
 // The list of one's documents, each with its size and a button that removes it (its passages,
 // embedding, trained head column and clicks) from this device.
-function renderDocList() {
+async function renderDocList() {
   let docs = [];
-  try { docs = state.client ? state.client.documents() : []; } catch (_) { return; } // busy: keep the list
+  try { docs = state.client ? await state.client.documents() : []; } catch (_) { return; } // busy: keep the list
+  // Refreshes come from several places at once; redrawing an unchanged list would take focus
+  // and the element under the pointer away.
+  const key = JSON.stringify(docs);
+  if (key === state.docListKey) return;
+  state.docListKey = key;
   const items = docs.map((d) => {
     const li = document.createElement('li');
     const name = document.createElement('span');
@@ -141,7 +149,7 @@ function renderDocList() {
     del.addEventListener('click', () => run('remove', async () => {
       const r = await state.client.removeDocument(d.id);
       $('docs-status').textContent = `Removed “${d.title || d.id}” (${plural(r.removed, 'passage')}); ${plural(r.total, 'passage')} on this device.`;
-      refreshDocs();
+      await refreshDocs();
     }));
     li.append(name, ' ', size, ' ', del);
     return li;
@@ -159,7 +167,7 @@ async function addDocs(docs, kind) {
       // Long documents are cut into passages of at most 150 words; each passage is searched on its own.
       let note = '';
       try {
-        if (r.added > 0 && state.client.privacyReport().trainedSteps > 0) note = ' Train again to fit the trained model to them (until then CaR ranks them by their embedding).';
+        if (r.added > 0 && (await state.client.privacyReport()).trainedSteps > 0) note = ' Train again to fit the trained model to them (until then CaR ranks them by their embedding).';
       } catch (_) { /* busy */ }
       $('docs-status').textContent = `Added ${plural(r.added, 'passage')}; ${plural(r.total, 'passage')} on this device.${note}`;
     } catch (e) {
@@ -167,7 +175,7 @@ async function addDocs(docs, kind) {
       throw e;
     } finally {
       $('index-progress').hidden = true;
-      refreshDocs();
+      await refreshDocs();
     }
   });
 }
@@ -253,7 +261,7 @@ $('train-btn').addEventListener('click', () => run('train', async () => {
     else throw e;
   } finally { state.training = false; }
 }));
-$('cancel-btn').addEventListener('click', () => state.client && state.client.cancel());
+$('cancel-btn').addEventListener('click', () => state.client && state.client.cancel().catch(showError));
 
 // ---------- federation ----------
 // Consent is remembered per federation with its date, and shown as such after a reload.
@@ -297,7 +305,7 @@ $('search-form').addEventListener('submit', async (e) => {
     const method = $('search-method').value;
     const hits = await state.client.search(q, 10, method);
     state.lastQuery = q;
-    renderResults(hits, method);
+    renderResults(hits, method, hits.length ? null : await state.client.documentCount());
     $('search-status').textContent = `${plural(hits.length, 'result')} in ${((performance.now() - started) / 1000).toFixed(1)} s (${method}).`;
   } catch (err) {
     $('search-status').textContent = '';
@@ -305,12 +313,12 @@ $('search-form').addEventListener('submit', async (e) => {
   } finally { $('results').removeAttribute('aria-busy'); }
 });
 
-function renderResults(hits, method) {
+function renderResults(hits, method, docCount) {
   const ol = $('results');
   ol.replaceChildren();
   if (!hits.length) {
     const li = document.createElement('li');
-    li.textContent = state.client.documentCount() === 0
+    li.textContent = docCount === 0
       ? 'No results: add documents first.'
       : method === 'bm25' ? 'No match: no document shares a word with this query (BM25). Try hybrid or MIPS, which match meaning.' : 'No match.';
     ol.append(li);
@@ -327,7 +335,7 @@ function renderResults(hits, method) {
         await state.client.recordClick(state.lastQuery, h.id);
         a.setAttribute('aria-describedby', 'clicked-' + h.id);
         li.querySelector('.snippet').textContent = h.snippet + ' ✓ remembered for training';
-        refreshPrivacy();
+        await refreshPrivacy();
       } catch (err) { showError(err); }
     });
     const score = document.createElement('span');
@@ -343,17 +351,17 @@ function renderResults(hits, method) {
 }
 
 // ---------- privacy ----------
-function refreshPrivacy() {
+async function refreshPrivacy() {
   if (!state.client || state.busy) return;
   let p;
-  try { p = state.client.privacyReport(); } catch (_) { return; }
+  try { p = await state.client.privacyReport(); } catch (_) { return; }
   $('p-epsilon').textContent = fmtEps(p.epsilon);
   // Before the first contribution the federation's C, σ and δ are what the next one will use.
   const dp = state.info && state.info.dp;
   $('p-delta').textContent = p.delta ?? (dp ? dp.delta : '–');
   if (dp) {
     try {
-      const after = state.client.epsilonAfter(dp.noise_multiplier, dp.delta);
+      const after = await state.client.epsilonAfter(dp.noise_multiplier, dp.delta);
       $('eps-preview').textContent = `Contributing once more spends privacy: ε ${fmtEps(p.epsilon)} → ${fmtEps(after)} (δ = ${dp.delta}; C = ${num(dp.clip)}, σ = ${num(dp.noise_multiplier)}).`;
       $('eps-preview').dataset.after = fmtEps(after);
     } catch (_) { /* busy: keep the last preview */ }
@@ -366,7 +374,7 @@ function refreshPrivacy() {
   $('eps-budget').value = Math.min(p.epsilon, 10);
   const ul = $('leaves');
   ul.replaceChildren(...p.leavesDevice.map((t) => { const li = document.createElement('li'); li.textContent = t; return li; }));
-  refreshDocs();
+  await refreshDocs();
 }
 
 $('delete-all').addEventListener('click', () => run('delete', async () => {
@@ -377,6 +385,7 @@ $('delete-all').addEventListener('click', () => run('delete', async () => {
   $('results').replaceChildren();
   state.losses = []; drawLoss();
   $('docs-status').textContent = 'All local data deleted.';
+  await refreshDocs();
 }));
 
 drawLoss();

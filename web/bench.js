@@ -1,12 +1,16 @@
 // Benchmark page: runs the shared throughput workload (fedsearch_core::bench, through
 // FedsearchClient.benchmark) on each requested backend and shows it next to the native figure
-// written by `fedsearch bench throughput --json <model folder>/native-bench.json`.
-import init, { FedsearchClient } from './pkg/fedsearch_client.js';
+// written by `fedsearch bench throughput --json <model folder>/native-bench.json`. Like the main
+// page, each client runs in its own worker (remote-client.js); the page's longest main-thread
+// task during each run is shown beside its figures.
+import { RemoteClient } from './remote-client.js';
 import { loadConfig } from './config.js';
+import { watchLongTasks } from './longtasks.js';
 
 const $ = (id) => document.getElementById(id);
 const rows = [];
 window.fedsearchBench = rows; // for tests
+const longTasks = watchLongTasks();
 
 function fmt(v, ref) {
   if (v == null) return '–';
@@ -28,7 +32,7 @@ function render() {
     tr.append(th);
     if (r.error) {
       const td = document.createElement('td');
-      td.colSpan = 3;
+      td.colSpan = 4;
       td.textContent = r.error;
       tr.append(td);
       return tr;
@@ -39,6 +43,10 @@ function render() {
       td.textContent = r[k] == null ? r.stage || '…' : fmt(r[k], ref && ref[k]);
       tr.append(td);
     }
+    const td = document.createElement('td');
+    td.textContent = r.backend === 'native' ? 'n/a' : r.longestTaskMs === undefined ? '…'
+      : r.longestTaskMs === null ? 'not reported by this browser' : r.longestTaskMs === 0 ? 'none over 50 ms' : `${r.longestTaskMs.toFixed(0)} ms`;
+    tr.append(td);
     return tr;
   }));
 }
@@ -49,8 +57,6 @@ async function main() {
   const opts = {};
   for (const k of ['sentences', 'headSteps', 'adapterSteps', 'encodeBatch', 'trainBatch']) if (p.has(k)) opts[k] = Number(p.get(k));
   const backends = (p.get('backends') || 'webgpu,cpu').split(',').map((s) => s.trim()).filter(Boolean);
-  $('status').textContent = 'Loading WebAssembly…';
-  await init();
 
   try {
     const r = await fetch(`${cfg.modelBaseUrl.replace(/\/$/, '')}/native-bench.json`, { cache: 'no-cache' });
@@ -66,13 +72,16 @@ async function main() {
     const row = { backend, label: backend === 'webgpu' ? 'this browser, WebGPU' : 'this browser, CPU (wasm)', stage: 'loading the model' };
     rows.push(row);
     render();
+    const started = performance.now();
     try {
       $('status').textContent = `Loading the model for ${backend}…`;
-      const client = await FedsearchClient.create({ ...cfg, backend, dbName: 'fedsearch-bench', workerUrl: '' });
-      const r = await client.benchmark(opts, (stage) => { row.stage = stage; $('status').textContent = `${row.label}: ${stage}…`; render(); });
-      Object.assign(row, r);
-      $('workload').textContent = `${r.sentences} sentences, max ${r.maxLen} tokens, width ${r.dim}`;
-      client.free();
+      const client = await RemoteClient.create({ ...cfg, backend, dbName: 'fedsearch-bench', workerUrl: '' });
+      try {
+        const r = await client.benchmark(opts, (stage) => { row.stage = stage; $('status').textContent = `${row.label}: ${stage}…`; render(); });
+        Object.assign(row, r);
+        $('workload').textContent = `${r.sentences} sentences, max ${r.maxLen} tokens, width ${r.dim}`;
+      } finally { client.free(); }
+      row.longestTaskMs = longTasks.supported ? longTasks.longest(started) : null;
     } catch (e) {
       row.error = `unavailable: ${e && e.message ? e.message : e}`;
     }

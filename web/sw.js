@@ -1,8 +1,8 @@
 // Service worker: the page, the wasm package and the model work offline.
 // Model files are cached by the wasm client, not here. Same-origin GETs go to the network first (so new deployments are picked up) and fall back
 // to the cache; the aggregation API (/v1/) is never cached.
-const CACHE = 'fedsearch-shell-v2';
-const SHELL = ['./', 'index.html', 'app.js', 'config.js', 'style.css', 'config.json', 'demo-corpus.json', 'pkg/fedsearch_client.js', 'pkg/fedsearch_client_bg.wasm'];
+const CACHE = 'fedsearch-shell-v3';
+const SHELL = ['./', 'index.html', 'app.js', 'remote-client.js', 'client-worker.js', 'longtasks.js', 'config.js', 'style.css', 'config.json', 'demo-corpus.json', 'pkg/fedsearch_client.js', 'pkg/fedsearch_client_bg.wasm'];
 
 self.addEventListener('install', (e) => {
   e.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).catch(() => undefined).then(() => self.skipWaiting()));
