@@ -161,6 +161,16 @@ async fn real_model_round(s: &Session, page: &str, docs: &serde_json::Value) {
         assert!(stats.starts_with("Done: ") && stats.contains("1 epoch"), "[{}] {mode}: {stats}", s.label);
     }
     s.screenshot("real-model-trained").await;
+    // Cancel reaches a training run in the worker between two steps (a CPU run never returns to
+    // the worker's event loop, so the page's flag in shared memory is what stops it).
+    s.js("document.getElementById('train-mode').value = 'adapter+head'", json!([])).await;
+    s.type_into("#epochs", "50").await;
+    s.click("#train-btn").await;
+    s.wait_for("a first step", "/^step /.test(document.getElementById('train-stats').textContent)", LONG).await;
+    s.click("#cancel-btn").await;
+    s.wait_for("the cancellation", "!window.fedsearch.training", LONG).await;
+    let stats = s.js("return document.getElementById('train-stats').textContent", json!([])).await;
+    assert_eq!(stats, json!("Training cancelled; the previous model is kept."), "[{}]", s.label);
     s.click("#consent").await;
     s.wait_for("the contribute button", "!document.getElementById('contribute-btn').disabled", Duration::from_secs(60))
         .await;
