@@ -67,8 +67,8 @@ use fedsearch_core::train::{TrainConfig, TrainInputs, train};
 use fedsearch_privacy::NoiseRng;
 use fedsearch_protocol::{
     DpParams, Encoding, FederationMode, GlobalModel, NamedTensor, OptimizerState, ServerOptimizer, StreamingFedAvg,
-    TensorSpec, Update, UpdateSpec, decode_update, encode_update, federated_tensor_specs, is_head_tensor,
-    validate_update,
+    TensorSpec, UpdateHeader, UpdatePrivacy, UpdateSpec, build_update, decode_update, encode_update,
+    federated_tensor_specs, is_head_tensor, validate_update,
 };
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -583,35 +583,25 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
                 if mode == FederationMode::Personal {
                     client.head = local.iter().filter(|t| is_head_tensor(&t.name)).cloned().collect();
                 }
-                // Delta of the federated tensors, flattened in spec order.
-                let mut flat = Vec::with_capacity(values_per_update);
+                // Delta of the federated tensors in spec order, privatized by the tab's builder.
+                let mut deltas = Vec::with_capacity(specs.len());
                 for s in &specs {
                     let (l, b) = (find(&local, &s.name)?, find(&base, &s.name)?);
-                    flat.extend(l.data.iter().zip(&b.data).map(|(x, y)| x - y));
+                    let delta = l.data.iter().zip(&b.data).map(|(x, y)| x - y).collect();
+                    deltas.push(NamedTensor::new(s.name.clone(), s.shape.clone(), delta));
                 }
-                norm_sum += fedsearch_privacy::l2_norm(&flat);
-                match (clip, sigma, client.noise.as_mut()) {
-                    (Some(c), Some(s), Some(rng)) => {
-                        fedsearch_privacy::privatize_update(&mut flat, c, s, rng)?;
+                let privacy = match (clip, sigma, client.noise.as_mut()) {
+                    (Some(clip), Some(noise_multiplier), Some(rng)) => {
+                        UpdatePrivacy::Gaussian { clip, noise_multiplier, rng }
                     }
-                    (Some(c), None, _) => {
-                        fedsearch_privacy::clip_to_norm(&mut flat, c)?;
-                    }
-                    _ => {}
-                }
-                let mut tensors = Vec::with_capacity(specs.len());
-                let mut off = 0;
-                for s in &specs {
-                    let n = s.numel();
-                    tensors.push(NamedTensor::new(s.name.clone(), s.shape.clone(), flat[off..off + n].to_vec()));
-                    off += n;
-                }
-                let update = Update {
+                    (Some(clip), None, _) => UpdatePrivacy::ClipOnly { clip },
+                    _ => UpdatePrivacy::Exact,
+                };
+                let header = UpdateHeader {
                     federation_id: FEDERATION_ID.into(),
                     round: round as u64,
                     client_id: client.id.clone(),
                     base_version: global.version,
-                    num_examples: client.targets.len() as u64,
                     mode,
                     dp: DpParams {
                         clip: spec.clip,
@@ -619,8 +609,10 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
                         delta: args.delta,
                         epsilon_spent: epsilon.unwrap_or(0.0),
                     },
-                    tensors,
                 };
+                let built = build_update(header, deltas, privacy).map_err(proto("building an update"))?;
+                norm_sum += built.norm_before_clip;
+                let update = built.update;
                 let bytes = encode_update(&update, wire);
                 bytes_sum += bytes.len();
                 slowest = slowest.max(t_client.elapsed().as_secs_f64());

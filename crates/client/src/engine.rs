@@ -15,10 +15,10 @@ use fedsearch_core::model::SentenceEncoder;
 use fedsearch_core::pseudo::{PseudoQueryConfig, add_clicks, pseudo_queries};
 use fedsearch_core::search::{inner_products, top_k};
 use fedsearch_core::train::{Retriever, TrainConfig, TrainInputs, TrainProgress, TrainReport, train};
-use fedsearch_privacy::{NoiseRng, RdpAccountant, privatize_update};
+use fedsearch_privacy::{NoiseRng, RdpAccountant};
 use fedsearch_protocol::{
     ADAPTER_BIAS, ADAPTER_WEIGHT, DpParams, Encoding, FederationMode, GlobalModel, HEAD_BIAS, HEAD_WEIGHT, NamedTensor,
-    Update, encode_update,
+    Update, UpdateHeader, UpdatePrivacy, encode_update,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -979,24 +979,14 @@ pub fn build_update(
         tensors.push(NamedTensor::new(HEAD_WEIGHT, vec![d as u32, n_fed as u32], hw));
         tensors.push(NamedTensor::new(HEAD_BIAS, vec![n_fed as u32], hb));
     }
-    // Clip and noise the whole flattened delta at once (client-level DP).
-    let mut flat: Vec<f32> = tensors.iter().flat_map(|t| t.data.iter().copied()).collect();
-    let rep = privatize_update(&mut flat, info.dp.clip, info.dp.noise_multiplier, rng)
-        .map_err(|e| ClientError::new(format!("cannot privatize the update: {e}")))?;
-    let mut off = 0;
-    for t in &mut tensors {
-        let n = t.data.len();
-        t.data.copy_from_slice(&flat[off..off + n]);
-        off += n;
-    }
+    // Clip and noise the whole delta at once (client-level DP), weight 1: the one builder.
     let epsilon_before = state.meta.privacy.epsilon();
     let epsilon = state.meta.privacy.epsilon_after(info.dp.noise_multiplier, info.dp.delta)?;
-    let update = Update {
+    let header = UpdateHeader {
         federation_id: info.id.clone(),
         round: info.current_round,
         client_id: client_id.to_string(),
         base_version: global.version,
-        num_examples: 1,
         mode: info.mode,
         dp: DpParams {
             clip: info.dp.clip,
@@ -1004,8 +994,11 @@ pub fn build_update(
             delta: info.dp.delta,
             epsilon_spent: epsilon,
         },
-        tensors,
     };
+    let privacy = UpdatePrivacy::Gaussian { clip: info.dp.clip, noise_multiplier: info.dp.noise_multiplier, rng };
+    let rep = fedsearch_protocol::build_update(header, tensors, privacy)
+        .map_err(|e| ClientError::new(format!("cannot privatize the update: {e}")))?;
+    let update = rep.update;
     let body = encode_update(&update, Encoding::F32);
     let report = ContributionReport {
         round: info.current_round,

@@ -8,6 +8,7 @@
 //! adapter tensors.
 
 mod aggregate;
+mod build;
 mod codec;
 pub mod dp;
 mod error;
@@ -15,6 +16,7 @@ mod types;
 mod validate;
 
 pub use aggregate::{AccTensor, OptimizerState, ServerOptimizer, StreamingFedAvg};
+pub use build::{BuiltUpdate, UpdateHeader, UpdatePrivacy, build_update};
 pub use codec::{
     Encoding, HEADER_LEN, MAGIC, MAX_DIMS, MAX_TENSORS, SCHEMA_VERSION, TRAILER_LEN, decode_global_model,
     decode_global_model_ignoring_checksum, decode_update, decode_update_ignoring_checksum, encode_global_model,
