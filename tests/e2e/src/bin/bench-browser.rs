@@ -2,7 +2,7 @@
 //! (BACKENDS: `webgpu,cpu` by default):
 //! the throughput benchmark in headless Chromium (web/bench.html: WebGPU and CPU) next to the
 //! native figure measured in this process on the same workload (`fedsearch_core::bench`).
-//! Needs pkg/ (scripts/build-wasm.sh), chromium + chromedriver and the fedsearch-www binary
+//! Needs pkg/ (scripts/build-wasm.sh; or FEDSEARCH_PKG_DIR), chromium + chromedriver and the fedsearch-www binary
 //! (`cargo build -p fedsearch-www`). Prints one line per backend and the ratios to native.
 
 use burn::prelude::Device;
@@ -34,7 +34,7 @@ async fn main() {
         ..Default::default()
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let pkg = root.join("pkg");
+    let pkg = std::env::var("FEDSEARCH_PKG_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("pkg"));
     if !pkg.join("fedsearch_client_bg.wasm").is_file() {
         fail("pkg/ is missing: run scripts/build-wasm.sh".into());
     }
