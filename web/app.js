@@ -38,11 +38,17 @@ function setBusy(busy) {
   $('cancel-btn').disabled = !busy || !state.training;
 }
 
-async function run(label, fn) {
-  if (state.busy) return;
-  clearError();
-  setBusy(true);
-  try { return await fn(); } catch (e) { showError(e); } finally { setBusy(false); await refreshPrivacy(); }
+// Actions run one at a time, in the order asked: one that arrives while another runs (files
+// dropped during training, say) waits for it instead of being dropped.
+let actions = Promise.resolve();
+function run(label, fn) {
+  const next = actions.then(async () => {
+    clearError();
+    setBusy(true);
+    try { return await fn(); } catch (e) { showError(e); } finally { setBusy(false); await refreshPrivacy(); }
+  });
+  actions = next.catch(() => undefined);
+  return next;
 }
 
 // ---------- start-up ----------
@@ -115,10 +121,13 @@ async function loadFederation() {
 
 // ---------- documents ----------
 async function refreshDocs() {
-  let n = 0;
-  try { n = state.client ? await state.client.documentCount() : 0; } catch (_) { return; }
+  let n = 0, docs = [];
+  try {
+    if (state.client) [n, docs] = await Promise.all([state.client.documentCount(), state.client.documents()]);
+  } catch (_) { return; } // busy: keep what is shown
+  // The count and the list change together (one task), never one without the other.
   $('doc-count').textContent = n;
-  await renderDocList();
+  renderDocList(docs);
   if (state.client && document.body.dataset.state === 'ready' && !state.busy) {
     status(`Ready — model width ${state.client.dim()}, ${n} document${n === 1 ? '' : 's'} on this device.`);
   }
@@ -126,9 +135,7 @@ async function refreshDocs() {
 
 // The list of one's documents, each with its size and a button that removes it (its passages,
 // embedding, trained head column and clicks) from this device.
-async function renderDocList() {
-  let docs = [];
-  try { docs = state.client ? await state.client.documents() : []; } catch (_) { return; } // busy: keep the list
+function renderDocList(docs) {
   // Refreshes come from several places at once; redrawing an unchanged list would take focus
   // and the element under the pointer away.
   const key = JSON.stringify(docs);

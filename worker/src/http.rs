@@ -10,7 +10,10 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use fedsearch_protocol::{Update, UpdateSpec, decode_update, validate_update};
+use fedsearch_protocol::{
+    DpRequirement, EnrollReply, FederationInfo, ModelRef, Update, UpdateSpec, UploadReply, decode_update,
+    validate_update,
+};
 use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::json;
@@ -159,23 +162,23 @@ async fn federation_info(State(st): State<AppState>, Path(id): Path<String>) -> 
     let fed = st.fed(&id)?;
     let c = &fed.cfg;
     let snap = fed.snapshot();
-    Ok(Json(json!({
-        "id": c.id,
-        "model": { "id": c.model_id, "sha256": c.model_sha256, "url": c.model_url },
-        "mode": c.mode,
-        "dim": c.dim,
-        "n_docs": c.n_docs,
-        "doc_ids": c.doc_ids,
-        "tensors": fed.specs,
-        "dp": { "clip": c.dp.clip, "noise_multiplier": c.dp.noise_multiplier, "delta": c.dp.delta },
-        "min_clients": c.min_clients,
-        "target_clients": c.target_clients,
-        "round_deadline_s": c.round_deadline_s,
-        "max_update_bytes": c.max_update_bytes(),
-        "optimizer": c.optimizer,
-        "current_version": snap.status.current_version,
-        "current_round": snap.status.round,
-    }))
+    Ok(Json(FederationInfo {
+        id: c.id.clone(),
+        model: ModelRef { id: c.model_id.clone(), sha256: c.model_sha256.clone(), url: c.model_url.clone() },
+        mode: c.mode,
+        dim: c.dim,
+        n_docs: c.n_docs,
+        doc_ids: c.doc_ids.clone(),
+        tensors: fed.specs.clone(),
+        dp: DpRequirement { clip: c.dp.clip, noise_multiplier: c.dp.noise_multiplier, delta: c.dp.delta },
+        min_clients: c.min_clients,
+        target_clients: c.target_clients,
+        round_deadline_s: c.round_deadline_s,
+        max_update_bytes: c.max_update_bytes(),
+        optimizer: c.optimizer,
+        current_version: snap.status.current_version,
+        current_round: snap.status.round,
+    })
     .into_response())
 }
 
@@ -235,7 +238,7 @@ async fn enroll(State(st): State<AppState>, Path(id): Path<String>, body: Bytes)
         .await
         .map_err(|_| WorkerError::Unavailable)?;
     let e = rx.await.map_err(|_| WorkerError::Unavailable)??;
-    Ok(Json(json!({ "client_id": e.client_id, "credential": e.credential })).into_response())
+    Ok(Json(EnrollReply { client_id: e.client_id, credential: e.credential }).into_response())
 }
 
 async fn upload(State(st): State<AppState>, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Response {
@@ -319,14 +322,13 @@ async fn upload_inner(
     let (reply, rx) = oneshot::channel();
     st.jobs.send(Job::Submit { update: Box::new(update), reply }).await.map_err(|_| WorkerError::Unavailable)?;
     match rx.await.map_err(|_| WorkerError::Unavailable)?? {
-        SubmitOutcome::Accepted { round, updates_received } => Ok(Json(json!({
-            "status": "accepted", "round": round, "updates_received": updates_received
-        }))
-        .into_response()),
-        SubmitOutcome::Duplicate { round } => Ok(Json(json!({
-            "status": "duplicate", "round": round,
-            "message": "this client's update for this round was already accepted; it is counted once"
-        }))
+        SubmitOutcome::Accepted { round, updates_received } => {
+            Ok(Json(UploadReply::Accepted { round, updates_received }).into_response())
+        }
+        SubmitOutcome::Duplicate { round } => Ok(Json(UploadReply::Duplicate {
+            round,
+            message: "this client's update for this round was already accepted; it is counted once".into(),
+        })
         .into_response()),
     }
 }

@@ -345,32 +345,8 @@ pub struct GlobalMeta {
     pub n_docs: usize,
 }
 
-/// What the worker's `GET /v1/federations/{id}` says (the fields the client uses).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FederationInfo {
-    pub id: String,
-    pub mode: FederationMode,
-    pub dim: u32,
-    #[serde(default)]
-    pub n_docs: u32,
-    #[serde(default)]
-    pub doc_ids: Option<Vec<String>>,
-    pub dp: FederationDp,
-    #[serde(default)]
-    pub current_version: u64,
-    #[serde(default)]
-    pub current_round: u64,
-    #[serde(default)]
-    pub max_update_bytes: Option<u64>,
-}
-
-/// The DP parameters a federation requires of every update.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct FederationDp {
-    pub clip: f32,
-    pub noise_multiplier: f32,
-    pub delta: f64,
-}
+/// What the worker's `GET /v1/federations/{id}` says: the protocol's one definition.
+pub use fedsearch_protocol::{DpRequirement as FederationDp, FederationInfo};
 
 /// Privacy spent and traffic sent so far.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -401,12 +377,8 @@ impl PrivacyState {
     }
 }
 
-/// Enrolment with a worker.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Enrolment {
-    pub client_id: String,
-    pub credential: String,
-}
+/// Enrolment with a worker (the worker's enrolment reply, persisted as it came).
+pub use fedsearch_protocol::EnrollReply as Enrolment;
 
 /// The small, JSON-persisted part of the state (documents, embeddings and weights are
 /// stored as separate blobs).

@@ -10,7 +10,7 @@ use crate::text::TextKind;
 use burn::prelude::Device;
 use fedsearch_core::model::{DEFAULT_MAX_LEN, ModelFiles, SentenceEncoder};
 use fedsearch_privacy::NoiseRng;
-use fedsearch_protocol::decode_global_model;
+use fedsearch_protocol::{UploadReply, decode_global_model};
 use js_sys::{Function, Promise};
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
@@ -508,10 +508,17 @@ impl FedsearchClient {
                 return Err(net::http_error("sending the update", &resp).await);
             }
             let text = wasm_bindgen_futures::JsFuture::from(resp.text()?).await?.as_string().unwrap_or_default();
-            let reply: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            let status = reply.get("status").and_then(|s| s.as_str()).unwrap_or("accepted").to_string();
+            // The update was sent; an unreadable reply is an error, not "accepted" (nothing is
+            // booked, and the person is told).
+            let reply: UploadReply = serde_json::from_str(&text).map_err(|e| {
+                js_error(format!("the worker's reply to the update is not understood ({e}): {text:.200}"))
+            })?;
+            let (status, updates_received) = match &reply {
+                UploadReply::Accepted { updates_received, .. } => ("accepted", Some(*updates_received)),
+                UploadReply::Duplicate { .. } => ("duplicate", None),
+            };
             let mut st = inner.state()?;
-            if status == "accepted" {
+            if matches!(reply, UploadReply::Accepted { .. }) {
                 engine::record_contribution(&mut st, &info, &report)?;
                 inner.persist(&st, &["meta"]).await?;
             }
@@ -528,7 +535,7 @@ impl FedsearchClient {
                 tensors,
             } = report;
             to_js(&ContributeResult {
-                status,
+                status: status.into(),
                 round,
                 base_version,
                 bytes,
@@ -539,7 +546,7 @@ impl FedsearchClient {
                 norm_after_clip,
                 noise_std,
                 tensors,
-                updates_received: reply.get("updates_received").and_then(|v| v.as_u64()),
+                updates_received,
             })
         })
     }

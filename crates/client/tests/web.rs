@@ -105,7 +105,13 @@ async fn the_update_decodes_validates_and_carries_no_text() {
         dp: FederationDp { clip: 0.5, noise_multiplier: 1.1, delta: 1e-5 },
         current_version: 0,
         current_round: 0,
-        max_update_bytes: None,
+        model: fedsearch_protocol::ModelRef { id: "test".into(), sha256: None, url: None },
+        tensors: fedsearch_protocol::federated_tensor_specs(FederationMode::Shared, d, n),
+        min_clients: 1,
+        target_clients: 1,
+        round_deadline_s: 60,
+        max_update_bytes: 1 << 30,
+        optimizer: fedsearch_protocol::ServerOptimizer::default(),
     };
     // The real CSPRNG, seeded from crypto.getRandomValues.
     let mut rng = NoiseRng::from_os_entropy().unwrap();

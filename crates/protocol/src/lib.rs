@@ -14,6 +14,7 @@ pub mod dp;
 mod error;
 mod types;
 mod validate;
+mod wire;
 
 pub use aggregate::{AccTensor, OptimizerState, ServerOptimizer, StreamingFedAvg};
 pub use build::{BuiltUpdate, UpdateHeader, UpdatePrivacy, build_update};
@@ -29,3 +30,4 @@ pub use types::{
     NamedTensor, RoundState, RoundStatus, TensorSpec, Update, federated_tensor_specs, is_head_tensor, shape_numel,
 };
 pub use validate::{UpdateSpec, ValidationError, validate_update};
+pub use wire::{DpRequirement, EnrollReply, FederationInfo, ModelRef, UploadReply};
