@@ -12,7 +12,7 @@ use burn::prelude::*;
 use fedsearch_core::CoreError;
 use fedsearch_core::adapter::SoftEmbeddingAdapter;
 use fedsearch_core::data::{Corpus, LabelledQuery, parse_queries, parse_query_lines, subset, to_jsonl, training_pairs};
-use fedsearch_core::head::{CENTROID_MIX, CarHead, centroid_keys};
+use fedsearch_core::head::{CENTROID_MIX, CarHead, QuerySet, keys_towards};
 use fedsearch_core::index::{HybridWeights, SearchIndex, car_logits};
 use fedsearch_core::metrics::{Metrics, MetricsBuilder};
 use fedsearch_core::model::{ModelFiles, SentenceEncoder};
@@ -47,6 +47,8 @@ pub struct EvalOptions {
     pub hybrid: HybridWeights,
     /// Where the CaR head starts.
     pub head_init: HeadInit,
+    /// How far centroid keys also move towards the document's category questions (0: not).
+    pub question_mix: f32,
     /// Fraction of the pseudo-queries held out from training for the in-distribution figure.
     pub pq_holdout: f64,
     /// Folder caching frozen-encoder embeddings between runs.
@@ -61,26 +63,74 @@ pub enum HeadInit {
     Zeros,
     /// The document embeddings: ranks exactly like MIPS before training.
     Docs,
-    /// Each document embedding moved halfway towards the mean of its pseudo-queries'.
+    /// Each document embedding moved halfway towards the mean of its pseudo-queries' (and, with
+    /// a question mix, towards its category questions': `pseudo::category_questions`).
     Centroid,
+}
+
+/// The category questions of a corpus, embedded, and how far keys move towards them.
+pub struct CategoryQuestions {
+    pub emb: Vec<f32>,
+    pub targets: Vec<usize>,
+    pub mix: f32,
+}
+
+impl CategoryQuestions {
+    /// `pseudo::category_questions` of `corpus`, embedded (none when `mix` is 0).
+    pub async fn embed(
+        enc: &SentenceEncoder,
+        corpus: &fedsearch_core::data::Corpus,
+        mix: f32,
+        cache: &EmbedCache,
+    ) -> CliResult<Self> {
+        if mix == 0.0 {
+            return Ok(Self { emb: Vec::new(), targets: Vec::new(), mix });
+        }
+        let pairs = fedsearch_core::pseudo::category_questions(corpus, 32);
+        let texts: Vec<String> = pairs.iter().map(|(q, _)| q.clone()).collect();
+        let emb = embed(enc, &texts, None, "category questions", cache).await?;
+        Ok(Self { emb, targets: pairs.into_iter().map(|(_, d)| d).collect(), mix })
+    }
 }
 
 impl HeadInit {
     /// The head's fixed keys (row-major `[n_docs, d]`; `None` for `Zeros`) from the frozen
     /// document embeddings and the pseudo-queries' (never clicks: keys must be what any holder
     /// of the documents computes).
-    pub fn keys(self, doc_emb: &[f32], pq_emb: &[f32], pq_targets: &[usize], d: usize) -> Option<Vec<f32>> {
+    pub fn keys(
+        self,
+        doc_emb: &[f32],
+        pq_emb: &[f32],
+        pq_targets: &[usize],
+        questions: &CategoryQuestions,
+        d: usize,
+    ) -> Option<Vec<f32>> {
         match self {
             HeadInit::Zeros => None,
             HeadInit::Docs => Some(doc_emb.to_vec()),
-            HeadInit::Centroid => Some(centroid_keys(doc_emb, pq_emb, pq_targets, d, CENTROID_MIX)),
+            HeadInit::Centroid => Some(keys_towards(
+                doc_emb,
+                &[
+                    QuerySet { emb: pq_emb, targets: pq_targets, mix: CENTROID_MIX },
+                    QuerySet { emb: &questions.emb, targets: &questions.targets, mix: questions.mix },
+                ],
+                d,
+            )),
         }
     }
 
     /// A fresh head (zero residual and bias) with these keys.
-    pub fn head(self, doc_emb: &[f32], pq_emb: &[f32], pq_targets: &[usize], d: usize, device: &Device) -> CarHead {
+    pub fn head(
+        self,
+        doc_emb: &[f32],
+        pq_emb: &[f32],
+        pq_targets: &[usize],
+        questions: &CategoryQuestions,
+        d: usize,
+        device: &Device,
+    ) -> CarHead {
         let n = doc_emb.len() / d.max(1);
-        match self.keys(doc_emb, pq_emb, pq_targets, d) {
+        match self.keys(doc_emb, pq_emb, pq_targets, questions, d) {
             Some(k) => CarHead::from_keys(&k, n, d, device),
             None => CarHead::zeros(d, n, device),
         }
@@ -280,7 +330,15 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
                 p_emb.extend_from_slice(&click_emb);
             }
             let encode_s = t.elapsed().as_secs_f64();
-            let head = opts.head_init.head(&index.doc_emb, &p_emb[..n_pseudo * d], &p_targets[..n_pseudo], d, &device);
+            let questions = CategoryQuestions::embed(&enc, &corpus, opts.question_mix, &cache).await?;
+            let head = opts.head_init.head(
+                &index.doc_emb,
+                &p_emb[..n_pseudo * d],
+                &p_targets[..n_pseudo],
+                &questions,
+                d,
+                &device,
+            );
             let model = Retriever { adapter: SoftEmbeddingAdapter::identity(d, &device), head };
             let (car, rep) =
                 train_with_bar(model, TrainInputs::Cached(&p_emb), &p_targets, &opts.head, &device, "head").await?;

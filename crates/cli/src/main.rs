@@ -83,6 +83,10 @@ enum Command {
         /// or centroid (each document embedding moved towards its pseudo-queries').
         #[arg(long, value_enum, default_value_t = eval::HeadInit::Centroid)]
         head_init: eval::HeadInit,
+        /// With centroid keys: how far each key also moves towards its document's category
+        /// questions ("Which <what the first sentence says it is>?"; 0: not at all).
+        #[arg(long, default_value_t = fedsearch_core::head::QUESTION_MIX)]
+        question_mix: f32,
         /// λ of the L2 pull of the head back to its keys (on the trained residual; 0: none).
         #[arg(long, default_value_t = 1.0)]
         head_pull: f64,
@@ -247,6 +251,7 @@ fn run(cli: Cli) -> CliResult<()> {
             adapter_steps,
             hybrid_weights,
             head_init,
+            question_mix,
             head_pull,
             pq_holdout,
             embed_cache,
@@ -283,6 +288,7 @@ fn run(cli: Cli) -> CliResult<()> {
                 },
                 hybrid: HybridWeights { car, mips, bm25 },
                 head_init,
+                question_mix,
                 pq_holdout,
                 embed_cache,
             };

@@ -50,7 +50,7 @@
 use crate::embed::{EmbedCache, embed};
 use crate::error::read_input;
 use crate::error::{CliError, CliResult};
-use crate::eval::{HeadInit, load_data};
+use crate::eval::{CategoryQuestions, HeadInit, load_data};
 use crate::progress::bar;
 use burn::prelude::*;
 use fedsearch_core::adapter::SoftEmbeddingAdapter;
@@ -194,6 +194,9 @@ pub struct SimulateArgs {
     /// The head's keys: zeros (none), docs (the document embeddings) or centroid.
     #[arg(long, value_enum, default_value_t = HeadInit::Centroid)]
     pub head_init: HeadInit,
+    /// With centroid keys: how far each key also moves towards its document's category questions.
+    #[arg(long, default_value_t = fedsearch_core::head::QUESTION_MIX)]
+    pub question_mix: f32,
     /// λ of the L2 pull of the head back to its keys (on the trained residual; 0: none).
     #[arg(long, default_value_t = 1.0)]
     pub head_pull: f64,
@@ -481,7 +484,8 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
             init => {
                 let doc_emb = embed(&enc, &corpus.full_texts(), None, "documents", &cache).await?;
                 let targets: Vec<usize> = pairs[..n_pseudo].iter().map(|(_, t)| *t).collect();
-                init.keys(&doc_emb, &features[..n_pseudo * d], &targets, d)
+                let questions = CategoryQuestions::embed(&enc, &corpus, args.question_mix, &cache).await?;
+                init.keys(&doc_emb, &features[..n_pseudo * d], &targets, &questions, d)
             }
         };
         let setup_s = setup.elapsed().as_secs_f64();

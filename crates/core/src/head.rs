@@ -39,26 +39,49 @@ pub const CENTROID_MIX: f32 = 0.5;
 /// wide; `targets[j]` is the document of query row `j` (targets outside the documents are
 /// ignored).
 pub fn centroid_keys(doc_emb: &[f32], query_emb: &[f32], targets: &[usize], d: usize, mix: f32) -> Vec<f32> {
+    keys_towards(doc_emb, &[QuerySet { emb: query_emb, targets, mix }], d)
+}
+
+/// How far [`keys_towards`] moves a key towards its document's category questions
+/// (`pseudo::category_questions`; the measured default: crates/cli/QUALITY.md).
+pub const QUESTION_MIX: f32 = 1.0;
+
+/// Query embeddings (row-major, `d` wide) labelled with their documents, and how far a key
+/// moves towards their mean.
+#[derive(Debug, Clone, Copy)]
+pub struct QuerySet<'a> {
+    pub emb: &'a [f32],
+    pub targets: &'a [usize],
+    pub mix: f32,
+}
+
+/// Per-document keys, row-major `[n_docs, d]`: row `i` is `normalise(doc_i + Σ_sets mix · mean
+/// of the set's query embeddings labelled i)`; a set without queries for `i` adds nothing.
+pub fn keys_towards(doc_emb: &[f32], sets: &[QuerySet<'_>], d: usize) -> Vec<f32> {
     let n_docs = doc_emb.len() / d.max(1);
-    let mut sums = vec![0f32; n_docs * d];
-    let mut counts = vec![0usize; n_docs];
-    for (row, &t) in query_emb.chunks_exact(d.max(1)).zip(targets) {
-        if t >= n_docs {
-            continue;
-        }
-        counts[t] += 1;
-        for (s, v) in sums[t * d..(t + 1) * d].iter_mut().zip(row) {
-            *s += v;
-        }
-    }
     let mut rows = doc_emb.to_vec();
-    for (i, row) in rows.chunks_exact_mut(d.max(1)).enumerate() {
-        if counts[i] > 0 {
-            let k = mix / counts[i] as f32;
-            for (r, s) in row.iter_mut().zip(&sums[i * d..(i + 1) * d]) {
-                *r += k * s;
+    for set in sets {
+        let mut sums = vec![0f32; n_docs * d];
+        let mut counts = vec![0usize; n_docs];
+        for (row, &t) in set.emb.chunks_exact(d.max(1)).zip(set.targets) {
+            if t >= n_docs {
+                continue;
+            }
+            counts[t] += 1;
+            for (s, v) in sums[t * d..(t + 1) * d].iter_mut().zip(row) {
+                *s += v;
             }
         }
+        for (i, row) in rows.chunks_exact_mut(d.max(1)).enumerate() {
+            if counts[i] > 0 {
+                let k = set.mix / counts[i] as f32;
+                for (r, s) in row.iter_mut().zip(&sums[i * d..(i + 1) * d]) {
+                    *r += k * s;
+                }
+            }
+        }
+    }
+    for row in rows.chunks_exact_mut(d.max(1)) {
         let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
         row.iter_mut().for_each(|v| *v /= norm);
     }

@@ -78,6 +78,60 @@ pub fn pseudo_queries(corpus: &Corpus, cfg: &PseudoQueryConfig) -> Vec<(String, 
     out
 }
 
+/// Question-shaped pseudo-queries from each document's first sentence, "X is a Y …" →
+/// "Which Y?" (Y cut at its first comma or relative clause) and "Which Y …?" (the whole
+/// predicate, at most `max_words` words): what a person asks when they look for a kind of thing
+/// ("which river in Africa …"). `(question, document position)`; documents whose first sentence
+/// has no "is/was/are/were a/an/the" give none. Measured in crates/cli/QUALITY.md.
+pub fn category_questions(corpus: &Corpus, max_words: usize) -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    for (pos, doc) in corpus.docs.iter().enumerate() {
+        let Some(first) = sentences(&doc.text).into_iter().next() else { continue };
+        let Some(predicate) = copula_predicate(&first) else { continue };
+        let short = cut_at_clause(&predicate);
+        let short_words = short.split_whitespace().count();
+        if (1..=12).contains(&short_words) {
+            out.push((format!("Which {short}?"), pos));
+        }
+        let full: Vec<&str> = predicate.split_whitespace().collect();
+        if full.len() > short_words && full.len() <= max_words {
+            out.push((format!("Which {}?", full.join(" ")), pos));
+        }
+    }
+    out
+}
+
+/// What follows the first "is/was/are/were" + "a/an/the/one of the" of a sentence (within its
+/// first 20 words), without the final full stop.
+fn copula_predicate(sentence: &str) -> Option<String> {
+    let ws: Vec<&str> = sentence.split_whitespace().collect();
+    let verb = ws.iter().take(20).position(|w| matches!(*w, "is" | "was" | "are" | "were"))?;
+    if verb == 0 {
+        return None;
+    }
+    let rest = &ws[verb + 1..];
+    let skip = match rest {
+        ["one", "of", "the", ..] => 3,
+        [a, ..] if matches!(*a, "a" | "an" | "the") => 1,
+        _ => return None,
+    };
+    let text = rest[skip..].join(" ");
+    let text = text.trim_end_matches(['.', ';']).trim();
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+/// The predicate up to its first comma or relative clause ("city in France, located …" →
+/// "city in France").
+fn cut_at_clause(predicate: &str) -> String {
+    let mut end = predicate.find(',').unwrap_or(predicate.len());
+    for marker in [" that ", " which ", " who ", " where ", " in which ", " located ", " known "] {
+        if let Some(i) = predicate.find(marker) {
+            end = end.min(i);
+        }
+    }
+    predicate[..end].trim().to_string()
+}
+
 /// The sentence without the title's words and without a leading "is/was a/an/the".
 fn mask_title(sentence: &str, title: &str) -> String {
     let title_words: Vec<String> = words(title);
@@ -123,6 +177,40 @@ mod tests {
                 .into(),
         }])
         .unwrap()
+    }
+
+    #[test]
+    fn category_questions_come_from_the_first_sentence() {
+        let qs = category_questions(&corpus(), 32);
+        assert_eq!(
+            qs,
+            vec![("Which capital and largest city of France?".to_string(), 0),],
+            "no comma or clause: the short and the full predicate are the same, given once"
+        );
+        let c = Corpus::new(vec![
+            Document {
+                id: "a".into(),
+                title: "Algiers".into(),
+                text: "Algiers is the capital city of Algeria, located on the Mediterranean Sea. More.".into(),
+            },
+            Document { id: "b".into(), title: "B".into(), text: "Nothing to see here today at all.".into() },
+            Document {
+                id: "c".into(),
+                title: "C".into(),
+                text: "Oak trees are one of the tallest trees that grow.".into(),
+            },
+        ])
+        .unwrap();
+        let qs = category_questions(&c, 32);
+        assert_eq!(
+            qs,
+            vec![
+                ("Which capital city of Algeria?".to_string(), 0),
+                ("Which capital city of Algeria, located on the Mediterranean Sea?".to_string(), 0),
+                ("Which tallest trees?".to_string(), 2),
+                ("Which tallest trees that grow?".to_string(), 2),
+            ]
+        );
     }
 
     #[test]

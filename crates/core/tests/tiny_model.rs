@@ -6,7 +6,7 @@ use burn::prelude::*;
 use fedsearch_core::CoreError;
 use fedsearch_core::adapter::SoftEmbeddingAdapter;
 use fedsearch_core::checkpoint::{load_retriever, save_retriever};
-use fedsearch_core::head::{CarHead, centroid_keys, cross_entropy};
+use fedsearch_core::head::{CarHead, QuerySet, centroid_keys, cross_entropy, keys_towards};
 use fedsearch_core::model::{ModelFiles, SentenceEncoder, read_f32};
 use fedsearch_core::search::transpose;
 use fedsearch_core::tiny::{TinyBertSpec, tiny_bert_files};
@@ -219,6 +219,30 @@ fn centroid_keys_match_a_hand_computation() {
         assert!((got - want).abs() < 1e-6, "{w:?}");
     }
     assert_eq!(head.num_docs(), 2);
+}
+
+#[test]
+fn keys_towards_two_query_sets_match_a_hand_computation() {
+    // Document 0 in 2-d; pseudo-queries (0,1), (0,3) (mean (0,2), mix 0.5) and one category
+    // question (−1,1) (mix 1): (1,0) + (0,1) + (−1,1) = (0,2) → (0,1). Document 1 has only a
+    // question (1,0): (0,1) + (1,0) → (1,1)/√2.
+    let docs = [1.0f32, 0.0, 0.0, 1.0];
+    let pq = [0.0f32, 1.0, 0.0, 3.0];
+    let questions = [-1.0f32, 1.0, 1.0, 0.0];
+    let keys = keys_towards(
+        &docs,
+        &[QuerySet { emb: &pq, targets: &[0, 0], mix: 0.5 }, QuerySet { emb: &questions, targets: &[0, 1], mix: 1.0 }],
+        2,
+    );
+    let r = std::f32::consts::FRAC_1_SQRT_2;
+    for (got, want) in keys.iter().zip([0.0, 1.0, r, r]) {
+        assert!((got - want).abs() < 1e-6, "{keys:?}");
+    }
+    // One set is centroid_keys.
+    assert_eq!(
+        keys_towards(&docs, &[QuerySet { emb: &pq, targets: &[0, 0], mix: 0.5 }], 2),
+        centroid_keys(&docs, &pq, &[0, 0], 2, 0.5)
+    );
 }
 
 #[test]

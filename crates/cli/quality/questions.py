@@ -1,0 +1,53 @@
+"""Question-shaped pseudo-queries (issue 11): do pseudo-queries that look like the questions
+people ask move the head towards them? Rules over each summary's first sentence
+("X is/was a/an/the Y ..." → "Which Y?", "What is X?"), compared with the naive pseudo-queries,
+head-only CaR from the centroid start (the CLI's recipe) and from zeros, both dev sets.
+Usage: SUMMARIES=summaries_en-us.json python questions.py [N_DOCS=1000]."""
+import re
+from exp import *
+
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+st = Setup(N); n = len(st.titles)
+def report(name, fn):
+    r = {k: metrics(fn(k), st.sets[k][1]) for k in ("fanout", "desc")}
+    print(f"{N} {name:<52} fanout {r['fanout']}  desc {r['desc']}", flush=True)
+
+COPULA = re.compile(r"^(.{1,120}?)\s+(?:is|was|are|were)\s+(?:a|an|the|one of the)\s+(.+?)[.;]?$")
+def questions(titles):
+    """(question, doc) pairs: "Which <category>?" from the first sentence's predicate, cut at
+    the first relative clause, and "Which <category> <rest of the sentence>?" for the whole of it."""
+    out = []
+    for i, t in enumerate(titles):
+        sents = data.sentences(data.S[t]["extract"])
+        if not sents: continue
+        m = COPULA.match(sents[0])
+        if not m: continue
+        pred = m.group(2)
+        short = re.split(r",| that | which | who | where | in which | located | known ", pred)[0].strip()
+        words = short.split()
+        if 1 <= len(words) <= 12: out.append((f"Which {' '.join(words)}?", i))
+        full = pred.split()
+        if len(full) > len(words) and len(full) <= 32: out.append((f"Which {' '.join(full)}?", i))
+    return out
+
+MI = {k: st.sets[k][0] @ st.D.T for k in st.sets}
+report("MIPS", lambda k: MI[k])
+pq = pq_naive(st.titles)
+qs = questions(st.titles)
+print(f"naive pseudo-queries {len(pq)}, question-shaped {len(qs)}; e.g. {qs[:3]}", flush=True)
+def centroid_keys(pairs, a=0.5):
+    Q = emb.embed([q for q, _ in pairs]); y = np.array([i for _, i in pairs])
+    cnt = np.bincount(y, minlength=n)[:, None]
+    M = np.zeros_like(st.D); np.add.at(M, y, Q); M /= np.maximum(cnt, 1)
+    has = (cnt > 0).astype(np.float32)
+    W = st.D + a * M * has + 0 * (1 - has)
+    return Q, y, W / np.linalg.norm(W, axis=1, keepdims=True)
+for name, pairs in (("naive", pq), ("questions", qs), ("naive + questions", pq + qs)):
+    Q, y, K = centroid_keys(pairs)
+    report(f"centroid a=0.5 ({name}), no training", lambda k: st.sets[k][0] @ K.T)
+    h = train_head(Q, y, n, W0=K.T.copy(), lam=1.0, bias=False)
+    C = {k: car_scores(st.sets[k][0], h) for k in st.sets}
+    report(f"CaR centroid-init, pull 1 ({name})", lambda k: C[k])
+    h = train_head(Q, y, n)
+    C = {k: car_scores(st.sets[k][0], h) for k in st.sets}
+    report(f"CaR zeros ({name})", lambda k: C[k])
