@@ -2,7 +2,7 @@
 people ask move the head towards them? Rules over each summary's first sentence
 ("X is/was a/an/the Y ..." → "Which Y?", "What is X?"), compared with the naive pseudo-queries,
 head-only CaR from the centroid start (the CLI's recipe) and from zeros, both dev sets.
-Usage: SUMMARIES=summaries_en-us.json python questions.py [N_DOCS=1000]."""
+Usage: SUMMARIES=summaries_en-us.json python questions.py [N_DOCS=1000] (20000: all 10,033)."""
 import re
 from exp import *
 
@@ -51,3 +51,14 @@ for name, pairs in (("naive", pq), ("questions", qs), ("naive + questions", pq +
     h = train_head(Q, y, n)
     C = {k: car_scores(st.sets[k][0], h) for k in st.sets}
     report(f"CaR zeros ({name})", lambda k: C[k])
+
+# Keys only (no training): documents + a·mean(pseudo-queries) + b·mean(category questions),
+# each set its own centroid (QUALITY.md, "Category questions").
+def cmean(pairs):
+    Q = emb.embed([q for q, _ in pairs]); y = np.array([i for _, i in pairs])
+    cnt = np.bincount(y, minlength=n)[:, None]
+    M = np.zeros_like(st.D); np.add.at(M, y, Q); return M / np.maximum(cnt, 1)
+Mn, Mq = cmean(pq), cmean(qs)
+for a, b in ((0.5, 0.0), (0.0, 0.5), (0.5, 0.5), (0.5, 0.25), (0.25, 0.5), (0.5, 1.0), (1.0, 1.0)):
+    W = st.D + a * Mn + b * Mq; W /= np.linalg.norm(W, axis=1, keepdims=True)
+    report(f"keys D + {a} pseudo-queries + {b} questions", lambda k: st.sets[k][0] @ W.T)
