@@ -174,7 +174,7 @@ async function addDocs(docs, kind) {
       // Long documents are cut into passages of at most 150 words; each passage is searched on its own.
       let note = '';
       try {
-        if (r.added > 0 && (await state.client.privacyReport()).trainedSteps > 0) note = ' Train again to fit the trained model to them (until then CaR ranks them by their embedding).';
+        if (r.added > 0 && (await state.client.privacyReport()).trainedSteps > 0) note = ' Train again to fit the trained model to them (until then CaR ranks them untrained).';
       } catch (_) { /* busy */ }
       $('docs-status').textContent = `Added ${plural(r.added, 'passage')}; ${plural(r.total, 'passage')} on this device.${note}`;
     } catch (e) {

@@ -1,6 +1,6 @@
 """Question-shaped pseudo-queries (issue 11): do pseudo-queries that look like the questions
 people ask move the head towards them? Rules over each summary's first sentence
-("X is/was a/an/the Y ..." → "Which Y?", "What is X?"), compared with the naive pseudo-queries,
+("X is/was a/an/the Y ..." → "Which Y?" and "Which Y, …?"), compared with the naive pseudo-queries,
 head-only CaR from the centroid start (the CLI's recipe) and from zeros, both dev sets.
 Usage: SUMMARIES=summaries_en-us.json python questions.py [N_DOCS=1000] (20000: all 10,033)."""
 import re

@@ -66,6 +66,9 @@ pub enum HeadInit {
     /// Each document embedding moved halfway towards the mean of its pseudo-queries' (and, with
     /// a question mix, towards its category questions': `pseudo::category_questions`).
     Centroid,
+    /// Each document embedding moved towards its category questions only (the tab's keys: it
+    /// embeds no pseudo-queries when documents are added).
+    Questions,
 }
 
 /// The category questions of a corpus, embedded, and how far keys move towards them.
@@ -114,6 +117,11 @@ impl HeadInit {
                     QuerySet { emb: pq_emb, targets: pq_targets, mix: CENTROID_MIX },
                     QuerySet { emb: &questions.emb, targets: &questions.targets, mix: questions.mix },
                 ],
+                d,
+            )),
+            HeadInit::Questions => Some(keys_towards(
+                doc_emb,
+                &[QuerySet { emb: &questions.emb, targets: &questions.targets, mix: questions.mix }],
                 d,
             )),
         }

@@ -80,7 +80,8 @@ enum Command {
         #[arg(long)]
         embed_cache: Option<PathBuf>,
         /// Where the CaR head starts: zeros, docs (the document embeddings: ranks like MIPS),
-        /// or centroid (each document embedding moved towards its pseudo-queries').
+        /// centroid (each document embedding moved towards its pseudo-queries' and category
+        /// questions') or questions (towards its category questions only: the tab's keys).
         #[arg(long, value_enum, default_value_t = eval::HeadInit::Centroid)]
         head_init: eval::HeadInit,
         /// With centroid keys: how far each key also moves towards its document's category

@@ -9,10 +9,10 @@ use fedsearch_core::CoreError;
 use fedsearch_core::adapter::SoftEmbeddingAdapter;
 use fedsearch_core::checkpoint::{HostTensor, retriever_tensors, write_safetensors};
 use fedsearch_core::data::{Corpus, Document};
-use fedsearch_core::head::{CarHead, DEFAULT_HEAD_SCALE};
+use fedsearch_core::head::{CarHead, DEFAULT_HEAD_SCALE, QUESTION_MIX, QuerySet, keys_towards};
 use fedsearch_core::index::{HybridWeights, SearchIndex};
 use fedsearch_core::model::SentenceEncoder;
-use fedsearch_core::pseudo::{PseudoQueryConfig, add_clicks, pseudo_queries};
+use fedsearch_core::pseudo::{PseudoQueryConfig, add_clicks, category_questions_of, pseudo_queries};
 use fedsearch_core::search::{inner_products, top_k};
 use fedsearch_core::train::{Retriever, TrainConfig, TrainInputs, TrainProgress, TrainReport, train};
 use fedsearch_privacy::{NoiseRng, RdpAccountant};
@@ -176,8 +176,9 @@ pub fn prepare_documents(docs: Vec<NewDoc>, kind: TextKind) -> Result<Vec<Stored
 
 /// Adapter + head on the host, the head's columns in document order. The head is the trained
 /// residual on top of fixed keys (`fedsearch_core::head`): here the keys are the documents'
-/// frozen embeddings (`State::doc_emb`), so a fresh model ranks like inner-product search and
-/// only the residual is trained, persisted and federated.
+/// frozen embeddings moved towards their category questions (`State::key_emb`), so a fresh
+/// model ranks like inner-product search against them and only the residual is trained,
+/// persisted and federated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostModel {
     pub dim: usize,
@@ -439,7 +440,7 @@ pub struct TrainOptions {
     /// How many times each recorded click counts as a training pair.
     pub click_weight: usize,
     pub holdout_fraction: f64,
-    /// λ of the L2 pull of the head's residual back to its keys (the document embeddings).
+    /// λ of the L2 pull of the head's residual back to its keys (`State::key_emb`).
     pub head_pull: f64,
 }
 
@@ -463,8 +464,12 @@ impl Default for TrainOptions {
 /// Everything the client holds, except the encoder.
 pub struct State {
     pub docs: Vec<StoredDoc>,
-    /// Frozen-encoder embeddings `[n, d]` of every document's full text.
+    /// Frozen-encoder embeddings `[n, d]` of every document's full text (MIPS, BM25's twin).
     pub doc_emb: Vec<f32>,
+    /// The CaR head's fixed keys `[n, d]`: each document embedding moved towards its category
+    /// questions (`fedsearch_core::pseudo::category_questions_of`, mix `QUESTION_MIX`; the
+    /// document embedding itself when it has none).
+    pub key_emb: Vec<f32>,
     pub index: SearchIndex,
     pub model: HostModel,
     /// The weights the local model started from (delta = model − base).
@@ -479,6 +484,7 @@ impl State {
         Self {
             docs: Vec::new(),
             doc_emb: Vec::new(),
+            key_emb: Vec::new(),
             index: SearchIndex::from_parts(Vec::new(), Vec::new(), dim, &[]),
             model: HostModel::initial(dim, 0),
             base: HostModel::initial(dim, 0),
@@ -492,11 +498,13 @@ impl State {
         self.model.dim
     }
 
-    /// Restores a state from its persisted parts; `None` parts mean "nothing stored".
+    /// Restores a state from its persisted parts; `None` parts mean "nothing stored". `emb` is
+    /// what [`State::emb_bytes`] wrote: the document embeddings, then the keys (a state saved
+    /// before keys had their own rows holds the embeddings only: they are its keys).
     pub fn restore(
         dim: usize,
         docs: Vec<StoredDoc>,
-        doc_emb: Vec<f32>,
+        mut doc_emb: Vec<f32>,
         weights: Option<&[u8]>,
         meta: Option<Meta>,
     ) -> Result<Self> {
@@ -512,9 +520,14 @@ impl State {
             s.meta = meta;
             s.meta.dim = dim;
         }
-        if doc_emb.len() != docs.len() * dim {
+        let rows = docs.len() * dim;
+        let key_emb = if doc_emb.len() == 2 * rows {
+            doc_emb.split_off(rows)
+        } else if doc_emb.len() == rows {
+            doc_emb.clone()
+        } else {
             return err("the stored embeddings do not match the stored documents: delete the local data");
-        }
+        };
         if let Some(bytes) = weights {
             let mut map = read_safetensors(bytes)?;
             let model = HostModel::from_tensors(&mut map, "");
@@ -532,6 +545,7 @@ impl State {
         }
         s.docs = docs;
         s.doc_emb = doc_emb;
+        s.key_emb = key_emb;
         s.rebuild_index();
         Ok(s)
     }
@@ -543,9 +557,9 @@ impl State {
         Ok(write_safetensors(&t, HashMap::new())?)
     }
 
-    /// Embeddings as little-endian bytes.
+    /// Embeddings, then keys, as little-endian bytes.
     pub fn emb_bytes(&self) -> Vec<u8> {
-        self.doc_emb.iter().flat_map(|v| v.to_le_bytes()).collect()
+        self.doc_emb.iter().chain(&self.key_emb).flat_map(|v| v.to_le_bytes()).collect()
     }
 
     fn rebuild_index(&mut self) {
@@ -582,15 +596,27 @@ impl State {
         if new.is_empty() {
             return Ok(0);
         }
-        let texts: Vec<String> = new.iter().map(full_text).collect();
+        // The documents and their category questions in one pass (one progress bar).
+        let mut texts: Vec<String> = new.iter().map(full_text).collect();
+        let mut question_targets = Vec::new();
+        for (i, doc) in new.iter().enumerate() {
+            for q in category_questions_of(&doc.text, 32) {
+                texts.push(q);
+                question_targets.push(i);
+            }
+        }
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let emb = encoder.embed(&refs, None, 16, progress).await?;
+        let mut emb = encoder.embed(&refs, None, 16, progress).await?;
         let d = self.dim();
+        let question_emb = emb.split_off(new.len() * d);
+        let keys =
+            keys_towards(&emb, &[QuerySet { emb: &question_emb, targets: &question_targets, mix: QUESTION_MIX }], d);
         let zero = vec![(vec![0.0; d], 0.0); new.len()];
         self.model.push_columns(&zero);
         self.base.push_columns(&zero);
         self.docs.extend(new.iter().cloned());
         self.doc_emb.extend(emb);
+        self.key_emb.extend(keys);
         self.rebuild_index();
         Ok(new.len())
     }
@@ -627,13 +653,11 @@ impl State {
             return 0;
         }
         let d = self.dim();
-        let mut emb = Vec::with_capacity(self.doc_emb.len());
-        for (j, row) in self.doc_emb.chunks_exact(d).enumerate() {
-            if keep[j] {
-                emb.extend_from_slice(row);
-            }
-        }
-        self.doc_emb = emb;
+        let kept_rows = |rows: &[f32]| -> Vec<f32> {
+            rows.chunks_exact(d).zip(&keep).filter(|(_, k)| **k).flat_map(|(row, _)| row.iter().copied()).collect()
+        };
+        self.doc_emb = kept_rows(&self.doc_emb);
+        self.key_emb = kept_rows(&self.key_emb);
         self.model.retain_columns(&keep);
         self.base.retain_columns(&keep);
         let mut k = keep.iter();
@@ -771,7 +795,7 @@ impl State {
         }
         let (queries, targets) = self.training_pairs(opts)?;
         let device = encoder.device().clone();
-        let retriever = self.model.to_retriever(&self.doc_emb, &device);
+        let retriever = self.model.to_retriever(&self.key_emb, &device);
         let cfg = TrainConfig {
             epochs: opts.epochs.max(1),
             batch_size: opts.batch_size.max(1),
@@ -827,12 +851,12 @@ impl State {
             Method::Mips => self.index.mips_scores(&embed_one(encoder, query, None).await?),
             Method::Car => {
                 let q = embed_one(encoder, query, Some(self.adapter(&device))).await?;
-                self.model.logits(&q, &self.doc_emb)
+                self.model.logits(&q, &self.key_emb)
             }
             Method::Hybrid => {
                 let q_mips = embed_one(encoder, query, None).await?;
                 let q_car = embed_one(encoder, query, Some(self.adapter(&device))).await?;
-                let car = self.model.logits(&q_car, &self.doc_emb);
+                let car = self.model.logits(&q_car, &self.key_emb);
                 self.index.hybrid_scores(&car, &q_mips, query, HybridWeights::default())
             }
         };

@@ -105,34 +105,55 @@ fn head_training_lowers_the_loss_and_click_pairs_count() {
 
 /// The head is keyed by the documents' frozen embeddings: an untrained tab's CaR ranks exactly
 /// like inner-product search (the trained model starts where the frozen encoder is, not below).
+/// Before training the CaR ranks by inner product with its keys: each document embedding moved
+/// towards its category questions ("Paris is the capital of France." → "Which capital of
+/// France?"), the document embedding itself where the first sentence gives none.
 #[test]
-fn an_untrained_head_ranks_like_mips() {
+fn an_untrained_head_ranks_by_its_keys() {
     let enc = encoder();
     let mut st = state_with_corpus(&enc);
+    let d = enc.dim();
+    let ids: Vec<String> = st.docs.iter().map(|x| x.id.clone()).collect();
+    let pos = |id: &str| ids.iter().position(|x| x == id).unwrap();
+    let row = |v: &[f32], i: usize| v[i * d..(i + 1) * d].to_vec();
+    assert_ne!(row(&st.key_emb, pos("paris")), row(&st.doc_emb, pos("paris")), "Paris has a category question");
+    let questionless = (0..st.docs.len())
+        .filter(|&i| fedsearch_core::pseudo::category_questions_of(&st.docs[i].text, 32).is_empty())
+        .collect::<Vec<_>>();
+    assert!(!questionless.is_empty());
+    for &i in &questionless {
+        let (k, e) = (row(&st.key_emb, i), row(&st.doc_emb, i));
+        assert!(k.iter().zip(&e).all(|(a, b)| (a - b).abs() < 1e-6), "{}: {k:?} vs {e:?}", st.docs[i].id);
+    }
     for q in ["capital of italy", "a river", "music"] {
+        let qe = block(enc.embed(&[q], None, 1, &mut |_, _| {})).unwrap();
         let car = block(st.search(&enc, q, 5, Method::Car)).unwrap();
-        let mips = block(st.search(&enc, q, 5, Method::Mips)).unwrap();
-        let ids = |h: &[fedsearch_client::engine::Hit]| h.iter().map(|h| h.id.clone()).collect::<Vec<_>>();
-        assert_eq!(ids(&car), ids(&mips), "{q}");
-        for (c, m) in car.iter().zip(&mips) {
-            assert!((c.score - 20.0 * m.score).abs() < 1e-3, "{q}: CaR {} vs 20 × MIPS {}", c.score, m.score);
+        for hit in &car {
+            let key = row(&st.key_emb, pos(&hit.id));
+            let want = 20.0 * qe.iter().zip(&key).map(|(a, b)| a * b).sum::<f32>();
+            assert!((hit.score - want).abs() < 1e-3, "{q}: CaR {} vs 20 × q·key {want}", hit.score);
         }
     }
+    // A state saved before keys had rows of their own restores with the embeddings as keys.
+    let old_blob = st.doc_emb.clone();
+    let restored = State::restore(d, st.docs.clone(), old_blob, None, None).unwrap();
+    assert_eq!(restored.key_emb, st.doc_emb);
 }
 
 /// A click is a training pair that never leaves the tab: after the next training the clicked
-/// document rises for that query (here from last place to first).
+/// document rises for that query (from last place after training without it, to first).
 #[test]
 fn a_click_lifts_its_document_for_that_query_after_training() {
     let enc = encoder();
     let mut st = state_with_corpus(&enc);
     let q = "where can I eat something good";
-    let before = block(st.search(&enc, q, 8, Method::Car)).unwrap();
-    let clicked = before.last().unwrap().id.clone();
     let opts = TrainOptions { epochs: 30, holdout_fraction: 0.0, ..Default::default() };
     block(st.train(&enc, &opts, &mut |_| true)).unwrap();
+    // The document the model trained without the click ranks last for the query.
+    let trained = block(st.search(&enc, q, 8, Method::Car)).unwrap();
+    let clicked = trained.last().unwrap().id.clone();
     let rank = |hits: &[fedsearch_client::engine::Hit]| hits.iter().position(|h| h.id == clicked).unwrap();
-    let without = rank(&block(st.search(&enc, q, 8, Method::Car)).unwrap());
+    let without = rank(&trained);
     let mut st = state_with_corpus(&enc);
     st.record_click(q, &clicked).unwrap();
     block(st.train(&enc, &opts, &mut |_| true)).unwrap();

@@ -86,17 +86,24 @@ pub fn pseudo_queries(corpus: &Corpus, cfg: &PseudoQueryConfig) -> Vec<(String, 
 pub fn category_questions(corpus: &Corpus, max_words: usize) -> Vec<(String, usize)> {
     let mut out = Vec::new();
     for (pos, doc) in corpus.docs.iter().enumerate() {
-        let Some(first) = sentences(&doc.text).into_iter().next() else { continue };
-        let Some(predicate) = copula_predicate(&first) else { continue };
-        let short = cut_at_clause(&predicate);
-        let short_words = short.split_whitespace().count();
-        if (1..=12).contains(&short_words) {
-            out.push((format!("Which {short}?"), pos));
-        }
-        let full: Vec<&str> = predicate.split_whitespace().collect();
-        if full.len() > short_words && full.len() <= max_words {
-            out.push((format!("Which {}?", full.join(" ")), pos));
-        }
+        out.extend(category_questions_of(&doc.text, max_words).into_iter().map(|q| (q, pos)));
+    }
+    out
+}
+
+/// The category questions of one text (see [`category_questions`]): zero, one or two.
+pub fn category_questions_of(text: &str, max_words: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(first) = sentences(text).into_iter().next() else { return out };
+    let Some(predicate) = copula_predicate(&first) else { return out };
+    let short = cut_at_clause(&predicate);
+    let short_words = short.split_whitespace().count();
+    if (1..=12).contains(&short_words) {
+        out.push(format!("Which {short}?"));
+    }
+    let full: Vec<&str> = predicate.split_whitespace().collect();
+    if full.len() > short_words && full.len() <= max_words {
+        out.push(format!("Which {}?", full.join(" ")));
     }
     out
 }
