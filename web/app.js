@@ -92,8 +92,10 @@ async function main() {
     if (steps > 0) $('train-stats').textContent = `The model on this device has trained ${plural(steps, 'step')} so far and is in use; train again to take in new documents and clicks.`;
   } catch (_) { /* busy: the card stays as it is */ }
   loadFederation();
-  setState('ready');
+  // The page says it is ready (and with what) in the same task that marks it ready.
   await refreshDocs();
+  status(readyStatus(await client.documentCount()));
+  setState('ready');
 }
 
 function updateOnline() {
@@ -128,10 +130,9 @@ async function refreshDocs() {
   // The count and the list change together (one task), never one without the other.
   $('doc-count').textContent = n;
   renderDocList(docs);
-  if (state.client && document.body.dataset.state === 'ready' && !state.busy) {
-    status(`Ready — model width ${state.client.dim()}, ${n} document${n === 1 ? '' : 's'} on this device.`);
-  }
+  if (state.client && document.body.dataset.state === 'ready' && !state.busy) status(readyStatus(n));
 }
+const readyStatus = (n) => `Ready — model width ${state.client.dim()}, ${plural(n, 'document')} on this device.`;
 
 // The list of one's documents, each with its size and a button that removes it (its passages,
 // embedding, trained head column and clicks) from this device.
@@ -294,6 +295,7 @@ $('contribute-btn').addEventListener('click', () => run('contribute', async () =
   $('contribute-result').textContent = 'Clipping, noising and sending…';
   const r = await state.client.contribute();
   $('contribute-result').textContent = `Sent ${fmtBytes(r.bytes)} to round ${r.round} (${r.status}). ε ${fmtEps(r.epsilonBefore)} → ${fmtEps(r.epsilon)} at δ = ${r.delta}. Norm ${r.normBeforeClip.toFixed(3)} clipped to ${r.normAfterClip.toFixed(3)}, noise σC = ${num(r.noiseStd)}.`;
+  $('p-epsilon').textContent = fmtEps(r.epsilon); // the panel's full refresh follows
   document.body.dataset.contributed = String(r.round);
   loadFederation();
 }));
@@ -360,18 +362,20 @@ function renderResults(hits, method, docCount) {
 // ---------- privacy ----------
 async function refreshPrivacy() {
   if (!state.client || state.busy) return;
+  // Everything is asked first, then the panel changes in one task (never half old, half new).
   let p;
   try { p = await state.client.privacyReport(); } catch (_) { return; }
-  $('p-epsilon').textContent = fmtEps(p.epsilon);
   // Before the first contribution the federation's C, σ and δ are what the next one will use.
   const dp = state.info && state.info.dp;
-  $('p-delta').textContent = p.delta ?? (dp ? dp.delta : '–');
+  let after = null;
   if (dp) {
-    try {
-      const after = await state.client.epsilonAfter(dp.noise_multiplier, dp.delta);
-      $('eps-preview').textContent = `Contributing once more spends privacy: ε ${fmtEps(p.epsilon)} → ${fmtEps(after)} (δ = ${dp.delta}; C = ${num(dp.clip)}, σ = ${num(dp.noise_multiplier)}).`;
-      $('eps-preview').dataset.after = fmtEps(after);
-    } catch (_) { /* busy: keep the last preview */ }
+    try { after = await state.client.epsilonAfter(dp.noise_multiplier, dp.delta); } catch (_) { /* busy: keep the last preview */ }
+  }
+  $('p-epsilon').textContent = fmtEps(p.epsilon);
+  $('p-delta').textContent = p.delta ?? (dp ? dp.delta : '–');
+  if (after !== null) {
+    $('eps-preview').textContent = `Contributing once more spends privacy: ε ${fmtEps(p.epsilon)} → ${fmtEps(after)} (δ = ${dp.delta}; C = ${num(dp.clip)}, σ = ${num(dp.noise_multiplier)}).`;
+    $('eps-preview').dataset.after = fmtEps(after);
   }
   $('p-rounds').textContent = p.rounds.length ? `${p.contributions} (${p.rounds.join(', ')})` : '0';
   $('p-bytes').textContent = fmtBytes(p.bytesSent);

@@ -142,7 +142,7 @@ async fn real_model_round(s: &Session, page: &str, docs: &serde_json::Value) {
     s.goto(page).await;
     s.wait_for("the real model to load", "document.body.dataset.state === 'ready'", LONG).await;
     let width = s.js("return document.getElementById('status').textContent", json!([])).await;
-    assert!(width.as_str().unwrap_or_default().contains("model width 384"), "[{}] {width}", s.label);
+    assert!(width.as_str().unwrap_or_default().contains("model width 384"), "[{}] ready says: {width}", s.label);
     let work_started = s.js("return performance.now()", json!([])).await;
     s.js("window.fedsearch.addFiles([new File([JSON.stringify(arguments[0])], 'four.json')])", json!([docs])).await;
     s.wait_for("4 documents", "document.getElementById('doc-count').textContent === '4'", LONG).await;
