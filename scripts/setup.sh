@@ -2,7 +2,7 @@
 # Installs what building and testing need, skipping what is already there.
 #   scripts/setup.sh          everything below
 #   scripts/setup.sh system   Debian's chromium, chromium-driver and mesa-vulkan-drivers (headless
-#                             browser tests; lavapipe for native wgpu), rustfmt and the wasm32
+#                             browser tests; lavapipe for native wgpu), rustfmt, clippy and the wasm32
 #                             Rust target
 #   scripts/setup.sh bindgen  wasm-bindgen-cli 0.2.130 (the version crates/client pins), compiled
 #                             from crates.io only when missing; the slow part (minutes), so
@@ -25,6 +25,10 @@ if [ "$what" = all ] || [ "$what" = system ]; then
   if ! cargo fmt --version >/dev/null 2>&1; then
     echo "== rustup component add rustfmt"
     rustup component add rustfmt
+  fi
+  if ! cargo clippy --version >/dev/null 2>&1; then
+    echo "== rustup component add clippy"
+    rustup component add clippy
   fi
   if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
     echo "== rustup target add wasm32-unknown-unknown"

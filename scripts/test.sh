@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command. Installs missing tools (scripts/setup.sh), fetches the real model if
-# missing, checks formatting, builds the wasm client into pkg/, then runs every suite:
+# missing, checks formatting and lints (clippy, warnings are errors), builds the wasm client into
+# pkg/, then runs every suite:
 #   1. native: `cargo test --workspace` (core, privacy, protocol, cli, client, worker, www, and the
 #      end-to-end test: real worker + www-server + two headless Chromium sessions);
 #   2. browser: crates/client's wasm tests in headless Chromium (WebGPU and CPU) — what
@@ -52,6 +53,10 @@ cargo fmt --all --check
 step "building: native (cargo test --workspace --no-run) | wasm32 client, then wasm-bindgen-cli, in the background"
 background wasm_compile bash scripts/build-wasm.sh compile
 background bindgen bash scripts/setup.sh bindgen
+# Lints first (check builds, no code generation: ~2 min cold, seconds warm; the wasm32 build runs
+# beside it), then the test build.
+step "lints (cargo clippy --workspace --all-targets -- -D warnings)"
+cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --no-run
 step "native build done"
 
