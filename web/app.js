@@ -396,7 +396,6 @@ $('delete-all').addEventListener('click', () => run('delete', async () => {
   $('results').replaceChildren();
   state.losses = []; drawLoss();
   $('docs-status').textContent = 'All local data deleted.';
-  await refreshDocs();
 }));
 
 drawLoss();

@@ -16,7 +16,7 @@ use fedsearch_core::head::{CENTROID_MIX, CarHead, QuerySet, keys_towards};
 use fedsearch_core::index::{HybridWeights, SearchIndex, car_logits};
 use fedsearch_core::metrics::{Metrics, MetricsBuilder};
 use fedsearch_core::model::{ModelFiles, SentenceEncoder};
-use fedsearch_core::pseudo::{PseudoQueryConfig, pseudo_queries};
+use fedsearch_core::pseudo::{PseudoQueryConfig, QUESTION_MAX_WORDS, pseudo_queries};
 use fedsearch_core::search::top_k;
 use fedsearch_core::train::{Retriever, TrainConfig, TrainInputs, TrainReport, train};
 use serde::Serialize;
@@ -79,20 +79,26 @@ pub struct CategoryQuestions {
 }
 
 impl CategoryQuestions {
-    /// `pseudo::category_questions` of `corpus`, embedded (none when `mix` is 0).
+    /// `pseudo::category_questions` of `corpus`, embedded — none (nothing embedded) when `mix`
+    /// is 0 or the keys `init` makes do not use them.
     pub async fn embed(
         enc: &SentenceEncoder,
         corpus: &fedsearch_core::data::Corpus,
+        init: HeadInit,
         mix: f32,
         cache: &EmbedCache,
     ) -> CliResult<Self> {
-        if mix == 0.0 {
-            return Ok(Self { emb: Vec::new(), targets: Vec::new(), mix });
+        if mix == 0.0 || !matches!(init, HeadInit::Centroid | HeadInit::Questions) {
+            return Ok(Self { emb: Vec::new(), targets: Vec::new(), mix: 0.0 });
         }
-        let pairs = fedsearch_core::pseudo::category_questions(corpus, 32);
+        let pairs = fedsearch_core::pseudo::category_questions(corpus, QUESTION_MAX_WORDS);
         let texts: Vec<String> = pairs.iter().map(|(q, _)| q.clone()).collect();
         let emb = embed(enc, &texts, None, "category questions", cache).await?;
         Ok(Self { emb, targets: pairs.into_iter().map(|(_, d)| d).collect(), mix })
+    }
+
+    fn query_set(&self) -> QuerySet<'_> {
+        QuerySet { emb: &self.emb, targets: &self.targets, mix: self.mix }
     }
 }
 
@@ -113,17 +119,10 @@ impl HeadInit {
             HeadInit::Docs => Some(doc_emb.to_vec()),
             HeadInit::Centroid => Some(keys_towards(
                 doc_emb,
-                &[
-                    QuerySet { emb: pq_emb, targets: pq_targets, mix: CENTROID_MIX },
-                    QuerySet { emb: &questions.emb, targets: &questions.targets, mix: questions.mix },
-                ],
+                &[QuerySet { emb: pq_emb, targets: pq_targets, mix: CENTROID_MIX }, questions.query_set()],
                 d,
             )),
-            HeadInit::Questions => Some(keys_towards(
-                doc_emb,
-                &[QuerySet { emb: &questions.emb, targets: &questions.targets, mix: questions.mix }],
-                d,
-            )),
+            HeadInit::Questions => Some(keys_towards(doc_emb, &[questions.query_set()], d)),
         }
     }
 
@@ -338,7 +337,7 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
                 p_emb.extend_from_slice(&click_emb);
             }
             let encode_s = t.elapsed().as_secs_f64();
-            let questions = CategoryQuestions::embed(&enc, &corpus, opts.question_mix, &cache).await?;
+            let questions = CategoryQuestions::embed(&enc, &corpus, opts.head_init, opts.question_mix, &cache).await?;
             let head = opts.head_init.head(
                 &index.doc_emb,
                 &p_emb[..n_pseudo * d],

@@ -484,7 +484,7 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
             init => {
                 let doc_emb = embed(&enc, &corpus.full_texts(), None, "documents", &cache).await?;
                 let targets: Vec<usize> = pairs[..n_pseudo].iter().map(|(_, t)| *t).collect();
-                let questions = CategoryQuestions::embed(&enc, &corpus, args.question_mix, &cache).await?;
+                let questions = CategoryQuestions::embed(&enc, &corpus, init, args.question_mix, &cache).await?;
                 init.keys(&doc_emb, &features[..n_pseudo * d], &targets, &questions, d)
             }
         };

@@ -12,7 +12,9 @@ use fedsearch_core::data::{Corpus, Document};
 use fedsearch_core::head::{CarHead, DEFAULT_HEAD_SCALE, QUESTION_MIX, QuerySet, keys_towards};
 use fedsearch_core::index::{HybridWeights, SearchIndex};
 use fedsearch_core::model::SentenceEncoder;
-use fedsearch_core::pseudo::{PseudoQueryConfig, add_clicks, category_questions_of, pseudo_queries};
+use fedsearch_core::pseudo::{
+    PseudoQueryConfig, QUESTION_MAX_WORDS, add_clicks, category_questions_of, pseudo_queries,
+};
 use fedsearch_core::search::{inner_products, top_k};
 use fedsearch_core::train::{Retriever, TrainConfig, TrainInputs, TrainProgress, TrainReport, train};
 use fedsearch_privacy::{NoiseRng, RdpAccountant};
@@ -600,7 +602,7 @@ impl State {
         let mut texts: Vec<String> = new.iter().map(full_text).collect();
         let mut question_targets = Vec::new();
         for (i, doc) in new.iter().enumerate() {
-            for q in category_questions_of(&doc.text, 32) {
+            for q in category_questions_of(&doc.text, QUESTION_MAX_WORDS) {
                 texts.push(q);
                 question_targets.push(i);
             }

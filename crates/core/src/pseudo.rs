@@ -78,6 +78,9 @@ pub fn pseudo_queries(corpus: &Corpus, cfg: &PseudoQueryConfig) -> Vec<(String, 
     out
 }
 
+/// Longest whole-predicate category question, in words.
+pub const QUESTION_MAX_WORDS: usize = 32;
+
 /// Question-shaped pseudo-queries from each document's first sentence, "X is a Y …" →
 /// "Which Y?" (Y cut at its first comma or relative clause) and "Which Y …?" (the whole
 /// predicate, at most `max_words` words): what a person asks when they look for a kind of thing

@@ -42,6 +42,14 @@ pub fn start_listening(name: &'static str, mut cmd: Command) -> (Proc, String) {
     (Proc { child, name }, addr)
 }
 
+/// The `fedsearch-www` command serving `web`, `pkg` and `models` on a free loopback port (add
+/// `--worker-url` and the like to it), for [`start_listening`].
+pub fn www_command(www_bin: &Path, web: &Path, pkg: &Path, models: &Path) -> Command {
+    let mut cmd = Command::new(www_bin);
+    cmd.args(["--listen", "127.0.0.1:0"]).arg("--web").arg(web).arg("--pkg").arg(pkg).arg("--models").arg(models);
+    cmd
+}
+
 /// The first of `names` found on PATH (or the value of env var `env`).
 pub fn find_program(env: &str, names: &[&str]) -> Option<PathBuf> {
     if let Ok(p) = std::env::var(env) {

@@ -17,7 +17,7 @@ use burn::prelude::Device;
 use fedsearch_core::bench::{NATIVE_BENCH_FILE, ThroughputConfig, throughput};
 use fedsearch_core::model::{DEFAULT_MAX_LEN, SentenceEncoder};
 use fedsearch_core::tiny::{TinyBertSpec, tiny_bert_files};
-use fedsearch_e2e::{Session, chrome_args, find_program, start_chromedriver, start_listening};
+use fedsearch_e2e::{Session, chrome_args, find_program, start_chromedriver, start_listening, www_command};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -270,13 +270,16 @@ async fn two_browsers_train_contribute_and_search_offline() {
     let mut cmd = Command::new(&worker_bin);
     cmd.arg("--config").arg(tmp.join("worker.toml"));
     let (mut worker, worker_addr) = start_listening("fedsearch-worker", cmd);
-    let out = Command::new(&worker_bin)
-        .args(["token", "create", "--federation", "e2e", "--uses", "2", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let create_token = |federation: &str, uses: &str| {
+        let out = Command::new(&worker_bin)
+            .args(["token", "create", "--federation", federation, "--uses", uses, "--db"])
+            .arg(&db)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let token = create_token("e2e", "2");
     // The real model, when installed, is served under /models/real/ (copies: the www server
     // refuses symlinks out of its roots) for a third device on its own federation.
     let real = real_model_dir();
@@ -286,23 +289,11 @@ async fn two_browsers_train_contribute_and_search_offline() {
         for f in ["config.json", "model.safetensors", "tokenizer.json"] {
             std::fs::copy(dir.join(f), dest.join(f)).unwrap_or_else(|e| panic!("copy {f} from {}: {e}", dir.display()));
         }
-        let out = Command::new(&worker_bin)
-            .args(["token", "create", "--federation", "e2e-real", "--uses", "1", "--db"])
-            .arg(&db)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        create_token("e2e-real", "1")
     });
 
-    let mut cmd = Command::new(&www_bin);
-    cmd.args(["--listen", "127.0.0.1:0", "--worker-url", &format!("http://{worker_addr}")])
-        .arg("--web")
-        .arg(root.join("web"))
-        .arg("--pkg")
-        .arg(&pkg)
-        .arg("--models")
-        .arg(tmp.join("models"));
+    let mut cmd = www_command(&www_bin, &root.join("web"), &pkg, &tmp.join("models"));
+    cmd.args(["--worker-url", &format!("http://{worker_addr}")]);
     let (mut www, www_addr) = start_listening("fedsearch-www", cmd);
 
     let (mut chromedriver, driver_url) = start_chromedriver(&driver).await;

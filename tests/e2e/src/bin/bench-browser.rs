@@ -8,10 +8,9 @@
 use burn::prelude::Device;
 use fedsearch_core::bench::{NATIVE_BENCH_FILE, ThroughputConfig, throughput};
 use fedsearch_core::model::{DEFAULT_MAX_LEN, ModelFiles, SentenceEncoder};
-use fedsearch_e2e::{Session, chrome_args, find_program, start_chromedriver, start_listening};
+use fedsearch_e2e::{Session, chrome_args, find_program, start_chromedriver, start_listening, www_command};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 fn fail(msg: String) -> ! {
@@ -66,14 +65,7 @@ async fn main() {
     std::fs::write(served.join("model.safetensors"), &files.safetensors).unwrap();
     std::fs::write(served.join(NATIVE_BENCH_FILE), native.to_json("native").to_string()).unwrap();
 
-    let mut cmd = Command::new(&www_bin);
-    cmd.args(["--listen", "127.0.0.1:0"])
-        .arg("--web")
-        .arg(root.join("web"))
-        .arg("--pkg")
-        .arg(&pkg)
-        .arg("--models")
-        .arg(tmp.join("models"));
+    let cmd = www_command(&www_bin, &root.join("web"), &pkg, &tmp.join("models"));
     let (_www, addr) = start_listening("fedsearch-www", cmd);
     let (_driver, driver_url) = start_chromedriver(&driver).await;
     let s = Session::new(&driver_url, &chrome, &chrome_args(&tmp.join("profile")), &tmp.join("shots"), "bench").await;
