@@ -1,6 +1,6 @@
 """Quality experiments: metrics with several gold documents, the naive pseudo-queries, a numpy CaR
 head (Adam, cross-entropy, optional L2 pull to its start), score standardisation and fusion."""
-import sys, numpy as np, data, emb
+import re, sys, numpy as np, data, emb
 
 def metrics(S, golds):
     top = np.argsort(-S, axis=1)[:, :10]
@@ -52,3 +52,22 @@ def car_scores(Q, head):
 
 def z(S): return (S - S.mean(1, keepdims=True)) / (S.std(1, keepdims=True) + 1e-9)
 def lsm(S): S = S - S.max(1, keepdims=True); return S - np.log(np.exp(S).sum(1, keepdims=True))
+
+COPULA = re.compile(r"^(.{1,120}?)\s+(?:is|was|are|were)\s+(?:a|an|the|one of the)\s+(.+?)[.;]?$")
+def category_questions(titles):
+    """(question, doc) pairs: "Which <category>?" from the first sentence's predicate, cut at
+    the first relative clause, and "Which <category> <rest of the sentence>?" for the whole of it."""
+    out = []
+    for i, t in enumerate(titles):
+        sents = data.sentences(data.S[t]["extract"])
+        if not sents: continue
+        m = COPULA.match(sents[0])
+        if not m: continue
+        pred = m.group(2)
+        short = re.split(r",| that | which | who | where | in which | located | known ", pred)[0].strip()
+        words = short.split()
+        if 1 <= len(words) <= 12: out.append((f"Which {' '.join(words)}?", i))
+        full = pred.split()
+        if len(full) > len(words) and len(full) <= 32: out.append((f"Which {' '.join(full)}?", i))
+    return out
+

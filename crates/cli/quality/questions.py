@@ -3,7 +3,6 @@ people ask move the head towards them? Rules over each summary's first sentence
 ("X is/was a/an/the Y ..." → "Which Y?" and "Which Y, …?"), compared with the naive pseudo-queries,
 head-only CaR from the centroid start (the CLI's recipe) and from zeros, both dev sets.
 Usage: SUMMARIES=summaries_en-us.json python questions.py [N_DOCS=1000] (20000: all 10,033)."""
-import re
 from exp import *
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
@@ -12,28 +11,10 @@ def report(name, fn):
     r = {k: metrics(fn(k), st.sets[k][1]) for k in ("fanout", "desc")}
     print(f"{N} {name:<52} fanout {r['fanout']}  desc {r['desc']}", flush=True)
 
-COPULA = re.compile(r"^(.{1,120}?)\s+(?:is|was|are|were)\s+(?:a|an|the|one of the)\s+(.+?)[.;]?$")
-def questions(titles):
-    """(question, doc) pairs: "Which <category>?" from the first sentence's predicate, cut at
-    the first relative clause, and "Which <category> <rest of the sentence>?" for the whole of it."""
-    out = []
-    for i, t in enumerate(titles):
-        sents = data.sentences(data.S[t]["extract"])
-        if not sents: continue
-        m = COPULA.match(sents[0])
-        if not m: continue
-        pred = m.group(2)
-        short = re.split(r",| that | which | who | where | in which | located | known ", pred)[0].strip()
-        words = short.split()
-        if 1 <= len(words) <= 12: out.append((f"Which {' '.join(words)}?", i))
-        full = pred.split()
-        if len(full) > len(words) and len(full) <= 32: out.append((f"Which {' '.join(full)}?", i))
-    return out
-
 MI = {k: st.sets[k][0] @ st.D.T for k in st.sets}
 report("MIPS", lambda k: MI[k])
 pq = pq_naive(st.titles)
-qs = questions(st.titles)
+qs = category_questions(st.titles)
 print(f"naive pseudo-queries {len(pq)}, question-shaped {len(qs)}; e.g. {qs[:3]}", flush=True)
 def centroid_keys(pairs, a=0.5):
     Q = emb.embed([q for q, _ in pairs]); y = np.array([i for _, i in pairs])
