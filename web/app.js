@@ -134,7 +134,7 @@ async function refreshDocs() {
 }
 const readyStatus = (n) => `Ready — model width ${state.client.dim()}, ${plural(n, 'document')} on this device.`;
 
-// The list of one's documents, each with its size and a button that removes it (its passages,
+// The list of one's documents, each with its size, the day it was added and a button that removes it (its passages,
 // embedding, trained head column and clicks) from this device.
 function renderDocList(docs) {
   // Refreshes come from several places at once; redrawing an unchanged list would take focus
@@ -148,7 +148,8 @@ function renderDocList(docs) {
     name.textContent = d.title || d.id;
     const size = document.createElement('span');
     size.className = 'muted';
-    size.textContent = `${plural(d.words, 'word')}${d.passages > 1 ? `, ${plural(d.passages, 'passage')}` : ''}`;
+    const added = d.addedMs ? `, added ${new Date(d.addedMs).toLocaleDateString(undefined, { year: 'numeric', month: 'short', day: 'numeric' })}` : '';
+    size.textContent = `${plural(d.words, 'word')}${d.passages > 1 ? `, ${plural(d.passages, 'passage')}` : ''}${added}`;
     const del = document.createElement('button');
     del.type = 'button';
     del.textContent = 'Remove';

@@ -51,9 +51,69 @@ function render() {
   }));
 }
 
+// ?check=1: the loss of a few adapter + head steps on each backend, WebGPU against the CPU.
+const checkRows = [];
+window.fedsearchCheck = checkRows; // for tests
+
+function relativeDifference(a, b) {
+  if (!a || !b || a.length !== b.length) return null;
+  return Math.max(...a.map((x, i) => Math.abs(x - b[i]) / Math.max(1, Math.abs(b[i]))));
+}
+
+function renderCheck() {
+  const cpu = checkRows.find((r) => r.backend === 'cpu' && r.losses);
+  $('check-table').querySelector('tbody').replaceChildren(...checkRows.map((r) => {
+    const tr = document.createElement('tr');
+    tr.dataset.backend = r.backend;
+    const th = document.createElement('th');
+    th.scope = 'row';
+    th.textContent = r.label;
+    const losses = document.createElement('td');
+    losses.textContent = r.error || (r.losses ? r.losses.map((l) => l.toFixed(5)).join(', ') : r.stage || '…');
+    const diff = document.createElement('td');
+    r.maxRelativeDifference = r.losses && cpu && r !== cpu ? relativeDifference(r.losses, cpu.losses) : null;
+    diff.textContent = r.maxRelativeDifference == null ? (r === cpu ? 'reference' : '–') : r.maxRelativeDifference.toExponential(1);
+    tr.append(th, losses, diff);
+    return tr;
+  }));
+}
+
+async function runCheck(cfg, p, backends) {
+  $('check-card').hidden = false;
+  const opts = {};
+  for (const k of ['sentences', 'steps']) if (p.has(k)) opts[k] = Number(p.get(k));
+  $('check-workload').textContent = `${opts.sentences || 4} sentences, ${opts.steps || 3} steps`;
+  // The CPU first: it is the reference the other rows are compared with.
+  const order = [...backends].sort((a, b) => (a === 'cpu' ? -1 : 0) - (b === 'cpu' ? -1 : 0));
+  for (const backend of order) {
+    const row = { backend, label: backend === 'webgpu' ? 'this browser, WebGPU' : 'this browser, CPU (wasm)', stage: 'loading the model' };
+    checkRows.push(row);
+    renderCheck();
+    try {
+      $('status').textContent = `Training check on ${backend}…`;
+      const client = await RemoteClient.create({ ...cfg, backend, dbName: 'fedsearch-bench', workerUrl: '' });
+      try {
+        row.stage = 'training';
+        renderCheck();
+        Object.assign(row, await client.trainingLosses(opts));
+      } finally { client.free(); }
+    } catch (e) {
+      row.error = `${e && e.code ? `${e.code}: ` : ''}${e && e.message ? e.message : e}`;
+    }
+    renderCheck();
+  }
+}
+
 async function main() {
   const cfg = await loadConfig();
   const p = new URLSearchParams(location.search);
+  if (p.get('check') === '1') {
+    $('bench-table').closest('section').hidden = true;
+    await runCheck(cfg, p, (p.get('backends') || 'webgpu,cpu').split(',').map((s) => s.trim()).filter(Boolean));
+    $('status').textContent = 'Done.';
+    document.body.dataset.state = 'done';
+    return;
+  }
   const opts = {};
   for (const k of ['sentences', 'headSteps', 'adapterSteps', 'encodeBatch', 'trainBatch']) if (p.has(k)) opts[k] = Number(p.get(k));
   const backends = (p.get('backends') || 'webgpu,cpu').split(',').map((s) => s.trim()).filter(Boolean);

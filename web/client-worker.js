@@ -15,7 +15,7 @@ console.error = (...args) => {
 self.addEventListener('unhandledrejection', (e) => console.error('unhandled rejection:', e.reason));
 
 const ALLOWED = new Set([
-  'documentCount', 'documents', 'removeDocument', 'addDocuments', 'train', 'benchmark', 'cancel',
+  'documentCount', 'documents', 'removeDocument', 'addDocuments', 'train', 'benchmark', 'trainingLosses', 'cancel',
   'enroll', 'federationInfo', 'syncGlobal', 'contribute', 'search', 'recordClick', 'epsilonAfter',
   'privacyReport', 'clearLocalData',
 ]);

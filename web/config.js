@@ -1,7 +1,7 @@
 // Page configuration shared by the main page and the benchmark page: config.json next to the
 // page, overridden by URL parameters (?federation=&model=&worker=&token=&backend=&db=).
 export async function loadConfig() {
-  let cfg = { workerUrl: '', federation: 'demo', modelBaseUrl: 'models/all-MiniLM-L6-v2', backend: 'auto', enrollToken: '' };
+  let cfg = { workerUrl: '', federation: 'demo', modelBaseUrl: 'models/all-MiniLM-L6-v2-f16', backend: 'auto', enrollToken: '' };
   try {
     const r = await fetch('config.json', { cache: 'no-cache' });
     if (r.ok) cfg = { ...cfg, ...(await r.json()) };

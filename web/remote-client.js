@@ -89,6 +89,7 @@ export class RemoteClient {
   addDocuments(docs, kind, onProgress) { return this.request('addDocuments', [docs, kind, onProgress]); }
   train(options, onProgress) { return this.request('train', [options, onProgress]); }
   benchmark(options, onStage) { return this.request('benchmark', [options, onStage]); }
+  trainingLosses(options) { return this.request('trainingLosses', [options]); }
   cancel() {
     if (this.cancelFlag) Atomics.store(this.cancelFlag, 0, 1);
     return this.request('cancel');

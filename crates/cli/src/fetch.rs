@@ -88,6 +88,36 @@ pub fn fetch_model(dir: &Path) -> CliResult<()> {
     Ok(())
 }
 
+/// Writes `out` = the model in `dir` with f16 weights (`fedsearch_core::loader::to_f16_safetensors`),
+/// config.json and tokenizer.json copied; skipped when `out` is newer than `dir`'s weights.
+pub fn write_f16_copy(dir: &Path, out: &Path) -> CliResult<()> {
+    let src = dir.join("model.safetensors");
+    let dst = out.join("model.safetensors");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let up_to_date = ["config.json", "tokenizer.json"].iter().all(|n| out.join(n).exists())
+        && matches!((modified(&src), modified(&dst)), (Some(s), Some(d)) if d >= s);
+    if up_to_date {
+        eprintln!("f16 copy already present in {}", out.display());
+        return Ok(());
+    }
+    let bytes = std::fs::read(&src).map_err(|e| CliError::Io(format!("{}: {e}", src.display())))?;
+    let half = fedsearch_core::loader::to_f16_safetensors(&bytes)?;
+    std::fs::create_dir_all(out).map_err(|e| CliError::Io(format!("cannot create {}: {e}", out.display())))?;
+    for name in ["config.json", "tokenizer.json"] {
+        std::fs::copy(dir.join(name), out.join(name)).map_err(|e| CliError::Io(format!("{name}: {e}")))?;
+    }
+    let tmp = out.join("model.safetensors.part");
+    std::fs::write(&tmp, &half).map_err(|e| CliError::Io(format!("{}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, &dst).map_err(|e| CliError::Io(format!("{}: {e}", dst.display())))?;
+    eprintln!(
+        "f16 copy ready in {} ({:.1} MB, from {:.1} MB)",
+        out.display(),
+        half.len() as f64 / 1e6,
+        bytes.len() as f64 / 1e6
+    );
+    Ok(())
+}
+
 #[derive(serde::Deserialize)]
 struct WikiEntry {
     #[serde(default)]

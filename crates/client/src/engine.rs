@@ -100,6 +100,10 @@ pub struct StoredDoc {
     pub id: String,
     pub title: String,
     pub text: String,
+    /// When it was added, in milliseconds since the Unix epoch (absent in stores written before
+    /// dates were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added_ms: Option<f64>,
 }
 
 /// A document as the page hands it in.
@@ -165,7 +169,7 @@ pub fn prepare_documents(docs: Vec<NewDoc>, kind: TextKind) -> Result<Vec<Stored
         let id = d.id.filter(|s| !s.trim().is_empty()).unwrap_or_else(|| content_id(&title, &text));
         for (i, chunk) in chunk_text(&text, CHUNK_WORDS).into_iter().enumerate() {
             let id = if i == 0 { id.clone() } else { format!("{id}#{}", i + 1) };
-            out.push(StoredDoc { id, title: title.clone(), text: chunk });
+            out.push(StoredDoc { id, title: title.clone(), text: chunk, added_ms: None });
         }
     }
     if !refused.is_empty() {
@@ -319,6 +323,9 @@ pub struct DocumentSummary {
     pub title: String,
     pub passages: usize,
     pub words: usize,
+    /// When it was added (ms since the Unix epoch), if known.
+    #[serde(rename = "addedMs")]
+    pub added_ms: Option<f64>,
 }
 
 /// The document id a passage id belongs to: `doc#3` → `doc`.
@@ -594,7 +601,13 @@ impl State {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<usize> {
         let mut seen: std::collections::HashSet<String> = self.docs.iter().map(|d| d.id.clone()).collect();
-        let new: Vec<StoredDoc> = docs.into_iter().filter(|d| seen.insert(d.id.clone())).collect();
+        let now_ms =
+            web_time::SystemTime::now().duration_since(web_time::UNIX_EPOCH).map_or(0.0, |t| t.as_millis() as f64);
+        let new: Vec<StoredDoc> = docs
+            .into_iter()
+            .filter(|d| seen.insert(d.id.clone()))
+            .map(|d| StoredDoc { added_ms: d.added_ms.or(Some(now_ms)), ..d })
+            .collect();
         if new.is_empty() {
             return Ok(0);
         }
@@ -638,7 +651,13 @@ impl State {
                 }
                 None => {
                     pos.insert(base, out.len());
-                    out.push(DocumentSummary { id: base.to_string(), title: d.title.clone(), passages: 1, words });
+                    out.push(DocumentSummary {
+                        id: base.to_string(),
+                        title: d.title.clone(),
+                        passages: 1,
+                        words,
+                        added_ms: d.added_ms,
+                    });
                 }
             }
         }

@@ -418,19 +418,7 @@ impl FedsearchClient {
                 );
                 !cancel.get()
             };
-            let report = match st.train(&inner.encoder, &opts, &mut progress).await {
-                Ok(r) => r,
-                // Known: adapter + head training of the real model can diverge on WebGPU
-                // (seen on SwiftShader) while the CPU backend trains it; say so.
-                Err(e) if inner.backend == "webgpu" && e.code == engine::ErrorCode::Diverged => {
-                    let msg = format!(
-                        "{} (on WebGPU; the CPU backend trains this model: try mode \"head\", or reload with ?backend=cpu)",
-                        e.message
-                    );
-                    return Err(coded_error(&msg, e.code));
-                }
-                Err(e) => return Err(e.into()),
-            };
+            let report = st.train(&inner.encoder, &opts, &mut progress).await?;
             inner.persist(&st, &["weights", "meta"]).await?;
             to_js(&report)
         })
@@ -454,6 +442,27 @@ impl FedsearchClient {
                 .await
                 .map_err(|e| js_error(e.to_string()))?;
             to_js(&t.to_json(inner.backend))
+        })
+    }
+
+    /// The loss at each of a few adapter + head training steps from a fixed start
+    /// (`fedsearch_core::bench::training_losses`; options `{sentences, steps}`, default 4 and 3):
+    /// the same numbers on every backend up to floating point, so the page can check WebGPU
+    /// against the CPU. Resolves to `{backend, losses}`; a non-finite loss rejects (`diverged`).
+    #[wasm_bindgen(js_name = trainingLosses)]
+    pub fn training_losses(&self, options: JsValue) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let cfg: fedsearch_core::bench::LossCheckConfig = if options.is_undefined() || options.is_null() {
+                Default::default()
+            } else {
+                serde_wasm_bindgen::from_value(options)
+                    .map_err(|e| js_error(format!("trainingLosses(options): {e}")))?
+            };
+            let losses = fedsearch_core::bench::training_losses(&inner.encoder, &cfg)
+                .await
+                .map_err(engine::ClientError::from)?;
+            to_js(&serde_json::json!({ "backend": inner.backend, "losses": losses }))
         })
     }
 

@@ -381,6 +381,16 @@ fn removing_a_document_takes_everything_of_it_and_keeps_the_rest() {
     let list = st.document_list();
     assert_eq!(list.len(), 8);
     assert_eq!(list.iter().find(|d| d.id == "rome").map(|d| d.passages), Some(1));
+    // Each document carries the time it was added (after 2026-01-01, not in the future).
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as f64;
+    for d in &list {
+        let t = d.added_ms.unwrap_or_else(|| panic!("{} has no date", d.id));
+        assert!(t > 1_767_225_600_000.0 && t <= now_ms, "{}: {t}", d.id);
+    }
+    // A store written before dates were kept still reads; its documents have none.
+    let old: fedsearch_client::engine::StoredDoc =
+        serde_json::from_str(r#"{"id":"a","title":"A","text":"x"}"#).unwrap();
+    assert_eq!(old.added_ms, None);
 
     assert_eq!(st.remove_document("rome"), 1);
     assert_eq!(st.docs.len(), 7);

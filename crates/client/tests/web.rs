@@ -86,6 +86,30 @@ async fn training_lowers_the_loss_on_webgpu() {
     check_training("webgpu", "adapter+head").await;
 }
 
+/// The encoder's GELU where gradients flow: finite and equal to the CPU's exact derivative for
+/// pre-activations from -20 to 60. Burn's `gelu` backward on WebGPU goes through WGSL `tanh`,
+/// which Chromium (SwiftShader) lets overflow to NaN above ~13: the cause of the real model's
+/// NaN in adapter training (`fedsearch_core::encoder::gelu_exact`).
+async fn gelu_gradient(backend: &str) -> Vec<f32> {
+    use burn::prelude::*;
+    let (device, _) = pick_device(backend).await.expect("device");
+    let xs = vec![-20.0f32, -6.0, -1.0, 0.0, 0.5, 3.0, 13.5, 20.0, 60.0];
+    let n = xs.len();
+    let x = Tensor::<1>::from_data(TensorData::new(xs, [n]), &device.autodiff()).require_grad();
+    let grads = fedsearch_core::encoder::gelu_exact(x.clone()).sum().backward();
+    fedsearch_core::model::read_f32(x.grad(&grads).unwrap()).await.unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn gelu_gradient_is_exact_and_finite_on_webgpu() {
+    let cpu = gelu_gradient("cpu").await;
+    let gpu = gelu_gradient("webgpu").await;
+    log(&format!("gelu' cpu {cpu:?}\ngelu' webgpu {gpu:?}"));
+    for (g, c) in gpu.iter().zip(&cpu) {
+        assert!(g.is_finite() && (g - c).abs() < 1e-4, "WebGPU gelu' {gpu:?}, CPU {cpu:?}");
+    }
+}
+
 #[wasm_bindgen_test]
 async fn the_update_decodes_validates_and_carries_no_text() {
     let enc = encoder("cpu").await;

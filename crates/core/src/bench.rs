@@ -131,3 +131,57 @@ pub async fn throughput(
         adapter_examples_per_s: adapter.examples_per_s,
     })
 }
+
+/// Size of [`training_losses`]: a few adapter + head steps on short sentences, small enough for
+/// a software WebGPU (SwiftShader) in a test.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct LossCheckConfig {
+    /// Sentences (one class each; every step sees all of them).
+    pub sentences: usize,
+    /// Optimiser steps.
+    pub steps: usize,
+}
+
+impl Default for LossCheckConfig {
+    fn default() -> Self {
+        Self { sentences: 4, steps: 3 }
+    }
+}
+
+/// The loss at each of `cfg.steps` adapter + head training steps from a fixed start: identity
+/// adapter, head keyed on the sentences' own embeddings, and each sentence labelled with the
+/// next one's class, so that the loss is high and both the head and the adapter (whose gradient
+/// flows through the keys) move from the first step; one batch holds every sentence. Deterministic up to
+/// floating point, so two devices must agree: the browser compares WebGPU with its CPU backend
+/// this way (`web/bench.html?check=1`, run by the end-to-end test with the real model). A
+/// non-finite loss is [`crate::error::CoreError::Diverged`].
+pub async fn training_losses(encoder: &SentenceEncoder, cfg: &LossCheckConfig) -> Result<Vec<f32>> {
+    let n = cfg.sentences.max(2);
+    let texts = sample_sentences(n);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let device = encoder.device().clone();
+    let d = encoder.dim();
+    let keys = encoder.embed(&refs, None, n, &mut |_, _| {}).await?;
+    let model = Retriever {
+        adapter: SoftEmbeddingAdapter::identity(d, &device),
+        head: CarHead::from_keys(&keys, n, d, &device),
+    };
+    let targets: Vec<usize> = (0..n).map(|i| (i + 1) % n).collect();
+    let steps = cfg.steps.max(1);
+    let train_cfg = TrainConfig {
+        epochs: steps,
+        batch_size: n,
+        holdout_fraction: 0.0,
+        max_steps: Some(steps),
+        ..Default::default()
+    };
+    let mut losses = Vec::with_capacity(steps);
+    let inputs = TrainInputs::Texts { encoder, texts: &texts };
+    train(model, inputs, &targets, &train_cfg, &device, &mut |p| {
+        losses.push(p.loss);
+        true
+    })
+    .await?;
+    Ok(losses)
+}

@@ -75,9 +75,28 @@ impl BertLayer {
     /// `x` is `[batch · seq, hidden]`.
     fn forward(&self, x: Tensor<2>, mask_bias: Tensor<4>, num_heads: usize) -> Tensor<2> {
         let a = self.attention.forward(x, mask_bias, num_heads);
-        let h = gelu(self.intermediate.forward(a.clone()));
+        let h = gelu_exact(self.intermediate.forward(a.clone()));
         self.layer_norm.forward(self.output.forward(h) + a)
     }
+}
+
+/// GELU as the model was trained with it, `x·Φ(x) = ½·x·(1 + erf(x/√2))`.
+///
+/// Without gradients this is Burn's one `gelu` op. Where gradients flow (the adapter's training
+/// backpropagates through every block) it is composed from `erf`, so that autodiff differentiates
+/// the exact function: Burn's GPU backends differentiate `gelu` through its tanh approximation,
+/// `tanh(0.797·x + 0.0357·x³)`, whose argument passes 88 for pre-activations above ~13, where
+/// WGSL's `tanh` may overflow to NaN (the spec inherits its accuracy from `sinh/cosh`, i.e. from
+/// `exp`: gpuweb/gpuweb#4458; Chromium does so on SwiftShader, and cubecl clamps `tanh` only
+/// when built for macOS). That NaN was adapter training's NaN on WebGPU with the real model
+/// (`crates/client/tests/web.rs`, `gelu_gradient_is_exact_and_finite_*`). The composition's
+/// gradient, `Φ(x) + x·φ(x)`, is what Burn's CPU backend computes for `gelu`.
+pub fn gelu_exact<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !x.is_tracked() {
+        return gelu(x);
+    }
+    let cdf = x.clone().div_scalar(std::f32::consts::SQRT_2).erf().add_scalar(1.0).mul_scalar(0.5);
+    x * cdf
 }
 
 impl BertEncoder {

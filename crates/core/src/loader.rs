@@ -115,3 +115,43 @@ pub fn load_encoder(weights: &[u8], cfg: &BertConfig, device: &Device) -> Result
     }
     Ok(BertEncoder { embeddings, layers, num_heads: cfg.num_attention_heads })
 }
+
+/// The same `model.safetensors` with every F32 tensor stored as F16 (names, shapes and other
+/// dtypes unchanged): half the download for the browser, which converts back to f32 on load.
+/// Fails if a value does not fit f16 (|x| > 65504), rather than writing an infinity.
+pub fn to_f16_safetensors(bytes: &[u8]) -> Result<Vec<u8>> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| CoreError::Weights(format!("not a safetensors file: {e}")))?;
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    let mut converted: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(names.len());
+    for name in names {
+        let view = st.tensor(&name).map_err(|e| CoreError::Weights(format!("{name}: {e}")))?;
+        let (dtype, data) = match view.dtype() {
+            Dtype::F32 => {
+                let mut out = Vec::with_capacity(view.data().len() / 2);
+                for (i, c) in view.data().chunks_exact(4).enumerate() {
+                    let v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                    let h = half::f16::from_f32(v);
+                    if v.is_finite() && !h.is_finite() {
+                        return Err(CoreError::Weights(format!(
+                            "tensor {name:?} value {v} at index {i} does not fit f16"
+                        )));
+                    }
+                    out.extend_from_slice(&h.to_le_bytes());
+                }
+                (Dtype::F16, out)
+            }
+            other => (other, view.data().to_vec()),
+        };
+        converted.push((name, dtype, view.shape().to_vec(), data));
+    }
+    let views = converted
+        .iter()
+        .map(|(name, dtype, shape, data)| {
+            safetensors::tensor::TensorView::new(*dtype, shape.clone(), data)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| CoreError::Weights(format!("{name}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(views, None).map_err(|e| CoreError::Weights(format!("cannot write safetensors: {e}")))
+}

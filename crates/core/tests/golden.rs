@@ -14,8 +14,21 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn minilm_golden_ids_embedding_and_cosines() {
     let Some(dir) = common::real_model_dir() else { return };
-    let device = Device::flex();
+    check_golden(ModelFiles::read_dir(&dir).unwrap());
+}
+
+/// The f16 copy the page downloads (`fedsearch fetch-model --f16`) keeps the golden values.
+#[test]
+fn minilm_with_f16_weights_keeps_the_golden_values() {
+    let Some(dir) = common::real_model_dir() else { return };
     let files = ModelFiles::read_dir(&dir).unwrap();
+    let half = fedsearch_core::loader::to_f16_safetensors(&files.safetensors).unwrap();
+    assert!(half.len() < files.safetensors.len() / 2 + 100_000, "{} bytes", half.len());
+    check_golden(ModelFiles { safetensors: half, ..files });
+}
+
+fn check_golden(files: ModelFiles) {
+    let device = Device::flex();
     let enc = SentenceEncoder::load(&files, &device, DEFAULT_MAX_LEN).unwrap();
     assert_eq!(enc.tokenizer.ids("A man is eating food.").unwrap(), vec![101, 1037, 2158, 2003, 5983, 2833, 1012, 102]);
     let texts = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby."];

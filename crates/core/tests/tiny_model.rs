@@ -387,3 +387,81 @@ fn batches_over_the_storage_binding_limit_are_split_with_the_same_result() {
         assert!((a - b).abs() < 1e-4, "loss {a} vs {b}");
     }
 }
+
+#[test]
+fn gelu_exact_equals_burns_gelu_with_and_without_gradients() {
+    use burn::tensor::activation::gelu;
+    use fedsearch_core::encoder::gelu_exact;
+    let xs = vec![-20.0f32, -6.0, -1.0, 0.0, 0.5, 3.0, 13.5, 20.0, 60.0];
+    let n = xs.len();
+    let ad = Device::flex().autodiff();
+    // Untracked: Burn's own op.
+    let plain = Tensor::<1>::from_data(TensorData::new(xs.clone(), [n]), &Device::flex());
+    let reference = block(read_f32(gelu(plain.clone()))).unwrap();
+    assert_eq!(block(read_f32(gelu_exact(plain))).unwrap(), reference);
+    // Tracked: the composition, same values, and the gradient of Burn's CPU backend (exact).
+    let x = Tensor::<1>::from_data(TensorData::new(xs.clone(), [n]), &ad).require_grad();
+    let y = gelu_exact(x.clone());
+    let values = block(read_f32(y.clone().inner())).unwrap();
+    let grad = block(read_f32(x.grad(&y.sum().backward()).unwrap())).unwrap();
+    let x2 = Tensor::<1>::from_data(TensorData::new(xs.clone(), [n]), &ad).require_grad();
+    let burn_grad = block(read_f32(x2.grad(&gelu(x2.clone()).sum().backward()).unwrap())).unwrap();
+    for i in 0..n {
+        assert!((values[i] - reference[i]).abs() <= 1e-5 * reference[i].abs().max(1.0), "gelu({}) {values:?}", xs[i]);
+        assert!(
+            grad[i].is_finite() && (grad[i] - burn_grad[i]).abs() < 1e-5,
+            "gelu'({}): {grad:?} vs {burn_grad:?}",
+            xs[i]
+        );
+    }
+    // Φ(x) + x·φ(x): 0 far left, ½ at 0, 1 far right.
+    assert!(grad[0].abs() < 1e-6 && (grad[3] - 0.5).abs() < 1e-6 && (grad[n - 1] - 1.0).abs() < 1e-6, "{grad:?}");
+}
+
+#[test]
+fn training_losses_are_deterministic_finite_and_fall() {
+    use fedsearch_core::bench::{LossCheckConfig, training_losses};
+    let (enc, _) = tiny();
+    let cfg = LossCheckConfig { sentences: 4, steps: 5 };
+    let a = block(training_losses(&enc, &cfg)).unwrap();
+    let b = block(training_losses(&enc, &cfg)).unwrap();
+    assert_eq!(a.len(), 5);
+    assert_eq!(a, b, "the same start and data must give the same losses");
+    assert!(a.iter().all(|l| l.is_finite()) && a[4] < a[0], "{a:?}");
+}
+
+#[test]
+fn f16_weights_load_close_to_f32_and_overflow_is_refused() {
+    let files = tiny_bert_files(&TinyBertSpec::default()).unwrap();
+    let half = fedsearch_core::loader::to_f16_safetensors(&files.safetensors).unwrap();
+    let f32_st = safetensors::SafeTensors::deserialize(&files.safetensors).unwrap();
+    let f16_st = safetensors::SafeTensors::deserialize(&half).unwrap();
+    let mut names: Vec<&str> = f32_st.names();
+    let mut half_names: Vec<&str> = f16_st.names();
+    names.sort();
+    half_names.sort();
+    assert_eq!(names, half_names);
+    for n in &names {
+        let t = f16_st.tensor(n).unwrap();
+        assert_eq!(t.dtype(), safetensors::Dtype::F16, "{n}");
+        assert_eq!(t.shape(), f32_st.tensor(n).unwrap().shape(), "{n}");
+    }
+    let device = Device::flex();
+    let texts = ["the tower in paris", "a river in africa"];
+    let full = SentenceEncoder::load(&files, &device, 64).unwrap();
+    let halved = SentenceEncoder::load(&ModelFiles { safetensors: half, ..files }, &device, 64).unwrap();
+    let a = block(full.embed(&texts, None, 2, &mut |_, _| {})).unwrap();
+    let b = block(halved.embed(&texts, None, 2, &mut |_, _| {})).unwrap();
+    let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(worst > 0.0 && worst < 1e-2, "f16 weights moved an embedding value by {worst}");
+
+    // A weight beyond f16's range is an error, not an infinity.
+    let big = [1.0e5f32, 1.0];
+    let bytes: Vec<u8> = big.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], &bytes).unwrap();
+    let file = safetensors::serialize(vec![("w".to_string(), view)], None).unwrap();
+    match fedsearch_core::loader::to_f16_safetensors(&file) {
+        Err(CoreError::Weights(msg)) => assert!(msg.contains("does not fit f16"), "{msg}"),
+        other => panic!("expected an overflow error, got {:?}", other.map(|v| v.len())),
+    }
+}

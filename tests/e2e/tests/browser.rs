@@ -89,6 +89,15 @@ async fn device_round(s: &Session, page: &str) {
     s.screenshot("documents").await;
     let docs_status = s.js("return document.getElementById('docs-status').textContent", json!([])).await;
     assert_eq!(docs_status, json!("Added 30 passages; 30 passages on this device."), "[{}]", s.label);
+    // The list gives each document's size and the day it was added.
+    let first_item = s.js("return document.querySelector('#doc-list li').textContent", json!([])).await;
+    let year = s.js("return String(new Date().getFullYear())", json!([])).await;
+    let first_item = first_item.as_str().unwrap_or_default();
+    assert!(
+        first_item.contains(" words, added ") && first_item.contains(year.as_str().unwrap_or("?")),
+        "[{}] document list entry: {first_item:?}",
+        s.label
+    );
     // Junk files are refused by name, and nothing of that batch is added.
     s.js(
         "window.fedsearch.addFiles([new File([new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0, 0, 0, 13, 0xff, 0xfe])], 'picture.png'), new File([''], 'empty.txt'), new File(['A good note about rivers.'], 'note.txt')])",
@@ -186,6 +195,31 @@ async fn real_model_round(s: &Session, page: &str, docs: &serde_json::Value) {
 
 /// The longest task the page's main thread ran since `since` (performance.now() ms) is at most
 /// 200 ms: the client works in its own worker, and the page only draws.
+/// The real model trains on WebGPU: three adapter + head steps from the same start give finite
+/// losses equal to the CPU backend's within 1e-3 relative (`web/bench.html?check=1`; measured
+/// 1e-7 on SwiftShader; before `gelu_exact` the loss was NaN from the second step).
+async fn real_model_webgpu_check(s: &Session, base: &str) {
+    s.goto(&format!("{base}/bench.html?check=1&model=models/real&sentences=4&steps=3&backends=webgpu,cpu")).await;
+    s.wait_for("the WebGPU training check", "document.body.dataset.state === 'done'", LONG).await;
+    s.screenshot("webgpu-training-check").await;
+    let rows = s.js("return window.fedsearchCheck", json!([])).await;
+    eprintln!("[{}] training check rows: {rows}", s.label);
+    let rows = rows.as_array().cloned().unwrap_or_default();
+    let losses = |backend: &str| -> Vec<f64> {
+        let row = rows.iter().find(|r| r["backend"] == backend).unwrap_or_else(|| panic!("no {backend} row: {rows:?}"));
+        let losses = row["losses"].as_array().unwrap_or_else(|| panic!("{backend}: {row}"));
+        losses.iter().map(|l| l.as_f64().unwrap_or(f64::NAN)).collect()
+    };
+    let (gpu, cpu) = (losses("webgpu"), losses("cpu"));
+    assert_eq!(gpu.len(), 3, "{gpu:?}");
+    assert!(cpu[2] < cpu[0], "the CPU's loss must fall: {cpu:?}");
+    for (g, c) in gpu.iter().zip(&cpu) {
+        assert!(g.is_finite() && (g - c).abs() <= 1e-3 * c.abs().max(1.0), "WebGPU {gpu:?} vs CPU {cpu:?}");
+    }
+    let errors = s.console_errors().await;
+    assert!(errors.is_empty(), "console errors during the training check: {errors:#?}");
+}
+
 async fn assert_responsive(s: &Session, since: &serde_json::Value, during: &str) {
     let longest = s
         .js(
@@ -281,14 +315,18 @@ async fn two_browsers_train_contribute_and_search_offline() {
     };
     let token = create_token("e2e", "2");
     // The real model, when installed, is served under /models/real/ (copies: the www server
-    // refuses symlinks out of its roots) for a third device on its own federation.
+    // refuses symlinks out of its roots) for a third device on its own federation, with f16
+    // weights as the page ships it (`fedsearch fetch-model --f16`).
     let real = real_model_dir();
     let real_token = real.as_ref().map(|dir| {
         let dest = tmp.join("models/real");
         std::fs::create_dir_all(&dest).unwrap();
-        for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        for f in ["config.json", "tokenizer.json"] {
             std::fs::copy(dir.join(f), dest.join(f)).unwrap_or_else(|e| panic!("copy {f} from {}: {e}", dir.display()));
         }
+        let weights = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let half = fedsearch_core::loader::to_f16_safetensors(&weights).unwrap();
+        std::fs::write(dest.join("model.safetensors"), half).unwrap();
         create_token("e2e-real", "1")
     });
 
@@ -342,6 +380,7 @@ async fn two_browsers_train_contribute_and_search_offline() {
         let page = format!("http://{www_addr}/?model=models/real&federation=e2e-real&token={real_token}&backend=cpu");
         let four = serde_json::Value::Array(corpus.as_array().unwrap()[..4].to_vec());
         real_model_round(&c, &page, &four).await;
+        real_model_webgpu_check(&c, &format!("http://{www_addr}")).await;
         c.quit().await;
     }
 

@@ -2,11 +2,14 @@
 //! (BACKENDS: `webgpu,cpu` by default):
 //! the throughput benchmark in headless Chromium (web/bench.html: WebGPU and CPU) next to the
 //! native figure measured in this process on the same workload (`fedsearch_core::bench`).
+//! `bench-browser --check [MODEL_DIR] [SENTENCES] [STEPS] [BACKENDS]`: the training check
+//! instead (`bench.html?check=1`: the loss of a few adapter + head steps per backend, next to
+//! the native losses computed here).
 //! Needs pkg/ (scripts/build-wasm.sh; or FEDSEARCH_PKG_DIR), chromium + chromedriver and the fedsearch-www binary
 //! (`cargo build -p fedsearch-www`). Prints one line per backend and the ratios to native.
 
 use burn::prelude::Device;
-use fedsearch_core::bench::{NATIVE_BENCH_FILE, ThroughputConfig, throughput};
+use fedsearch_core::bench::{LossCheckConfig, NATIVE_BENCH_FILE, ThroughputConfig, throughput, training_losses};
 use fedsearch_core::model::{DEFAULT_MAX_LEN, ModelFiles, SentenceEncoder};
 use fedsearch_e2e::{Session, chrome_args, find_program, start_chromedriver, start_listening, www_command};
 use serde_json::{Value, json};
@@ -20,17 +23,25 @@ fn fail(msg: String) -> ! {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let check = args.first().is_some_and(|a| a == "--check");
+    if check {
+        args.remove(0);
+    }
     let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.to_string());
     let model = PathBuf::from(arg(0, "models/all-MiniLM-L6-v2"));
     let num = |i: usize, default: &str| {
         arg(i, default).parse::<usize>().unwrap_or_else(|e| fail(format!("argument {}: {e}", i + 1)))
     };
-    let cfg = ThroughputConfig {
-        sentences: num(1, "16"),
-        head_steps: num(2, "5"),
-        adapter_steps: num(3, "2"),
-        ..Default::default()
+    let cfg = if check {
+        ThroughputConfig::default()
+    } else {
+        ThroughputConfig {
+            sentences: num(1, "16"),
+            head_steps: num(2, "5"),
+            adapter_steps: num(3, "2"),
+            ..Default::default()
+        }
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let pkg = std::env::var("FEDSEARCH_PKG_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("pkg"));
@@ -52,8 +63,17 @@ async fn main() {
     // Native first, in this process.
     let files = ModelFiles::read_dir(&model).unwrap_or_else(|e| fail(e.to_string()));
     let enc = SentenceEncoder::load(&files, &Device::flex(), DEFAULT_MAX_LEN).unwrap_or_else(|e| fail(e.to_string()));
+    let check_cfg = LossCheckConfig { sentences: num(1, "4"), steps: num(2, "3") };
+    if check {
+        let native = training_losses(&enc, &check_cfg).await.unwrap_or_else(|e| fail(e.to_string()));
+        println!("native (flex CPU)             {native:?}");
+    }
     eprintln!("native (flex CPU)…");
-    let native = throughput(&enc, &cfg, &mut |s| eprintln!("  {s}")).await.unwrap_or_else(|e| fail(e.to_string()));
+    let native = if check {
+        Default::default()
+    } else {
+        throughput(&enc, &cfg, &mut |s| eprintln!("  {s}")).await.unwrap_or_else(|e| fail(e.to_string()))
+    };
     drop(enc);
 
     // The model folder as /models/m/, with the native figure next to it.
@@ -69,6 +89,30 @@ async fn main() {
     let (_www, addr) = start_listening("fedsearch-www", cmd);
     let (_driver, driver_url) = start_chromedriver(&driver).await;
     let s = Session::new(&driver_url, &chrome, &chrome_args(&tmp.join("profile")), &tmp.join("shots"), "bench").await;
+    if check {
+        s.goto(&format!(
+            "http://{addr}/bench.html?check=1&model=models/m&sentences={}&steps={}&backends={}",
+            check_cfg.sentences,
+            check_cfg.steps,
+            arg(3, "webgpu,cpu")
+        ))
+        .await;
+        s.wait_for("the training check", "document.body.dataset.state === 'done'", Duration::from_secs(3600)).await;
+        let rows = s.js("return window.fedsearchCheck", json!([])).await;
+        s.quit().await;
+        let _ = std::fs::remove_dir_all(&tmp);
+        for r in rows.as_array().cloned().unwrap_or_default() {
+            let label = r["label"].as_str().unwrap_or("?");
+            match r["error"].as_str() {
+                Some(e) => println!("{label:<29} {e}"),
+                None => println!(
+                    "{label:<29} {} (max relative difference to the CPU: {})",
+                    r["losses"], r["maxRelativeDifference"]
+                ),
+            }
+        }
+        return;
+    }
     s.goto(&format!(
         "http://{addr}/bench.html?model=models/m&sentences={}&headSteps={}&adapterSteps={}&backends={}",
         cfg.sentences,
