@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts the demo on this machine: fetches the default model (all-MiniLM-L6-v2) if missing,
-# builds the binaries and the wasm client, starts the aggregation worker (SQLite, federation
+# with the f16 copy the page downloads, builds the binaries and the wasm client (the
+# wasm-release profile: what the page ships; the tests use the dev build), starts the aggregation worker (SQLite, federation
 # "demo" from scripts/demo-worker.toml) and the www server (page + pkg/ + models, /v1 proxied
 # to the worker), creates an enrolment token and prints the page's URL.
 # Installs what is missing first (scripts/setup.sh: chromium is not needed for the demo itself,
@@ -21,8 +22,8 @@ cargo test --workspace --no-run
 echo "== the default model"
 # The page downloads the f16 copy (45 MB instead of 91 MB; converted back to f32 on load).
 "$bin/fedsearch" fetch-model --dir models/all-MiniLM-L6-v2 --f16 models/all-MiniLM-L6-v2-f16
-echo "== building the wasm client into pkg/"
-bash scripts/build-wasm.sh
+echo "== building the wasm client into pkg/ (release: opt-level 3, thin LTO; cold ~19 min on 2 cores)"
+bash scripts/build-wasm.sh release
 
 mkdir -p "$(dirname "$DB")"
 "$bin/fedsearch-worker" --config scripts/demo-worker.toml --listen "$WORKER_ADDR" --db "$DB" &
