@@ -5,6 +5,10 @@
 //! `bench-browser --check [MODEL_DIR] [SENTENCES] [STEPS] [BACKENDS]`: the training check
 //! instead (`bench.html?check=1`: the loss of a few adapter + head steps per backend, next to
 //! the native losses computed here).
+//! With `FEDSEARCH_ORT_WEB_DIR` (made by scripts/bench-vs-ort-web.sh: onnxruntime-web, the same
+//! model as ONNX and the same sentences' token ids), onnxruntime-web's encoder runs in the same
+//! browser before and after the benchmark page, and the ratio of the tab's CPU encoder to it is
+//! printed.
 //! Needs pkg/ (scripts/build-wasm.sh; or FEDSEARCH_PKG_DIR), chromium + chromedriver and the fedsearch-www binary
 //! (`cargo build -p fedsearch-www`). Prints one line per backend and the ratios to native.
 
@@ -85,6 +89,17 @@ async fn main() {
     std::fs::write(served.join("model.safetensors"), &files.safetensors).unwrap();
     std::fs::write(served.join(NATIVE_BENCH_FILE), native.to_json("native").to_string()).unwrap();
 
+    let ort_web = std::env::var_os("FEDSEARCH_ORT_WEB_DIR").map(PathBuf::from);
+    if let Some(dir) = &ort_web {
+        let dest = tmp.join("models/ort");
+        std::fs::create_dir_all(&dest).unwrap();
+        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| fail(format!("{}: {e}", dir.display()))) {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, dest.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    }
     let cmd = www_command(&www_bin, &root.join("web"), &pkg, &tmp.join("models"));
     let (_www, addr) = start_listening("fedsearch-www", cmd);
     let (_driver, driver_url) = start_chromedriver(&driver).await;
@@ -113,6 +128,21 @@ async fn main() {
         }
         return;
     }
+    let ort_rates = async |label: &str| -> Vec<f64> {
+        s.goto(&format!("http://{addr}/models/ort/index.html?threads=1&rounds=3&batch={}", cfg.encode_batch)).await;
+        eprintln!("onnxruntime-web ({label})…");
+        s.wait_for("onnxruntime-web", "document.body.dataset.state === 'done'", Duration::from_secs(1800)).await;
+        let r = s.js("return window.ortResult", json!([])).await;
+        if let Some(e) = r["error"].as_str() {
+            fail(format!("onnxruntime-web: {e}"));
+        }
+        println!("onnxruntime-web ({label}): {r}");
+        r["sentencesPerS"].as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default()
+    };
+    let mut ort = Vec::new();
+    if ort_web.is_some() {
+        ort.extend(ort_rates("before").await);
+    }
     s.goto(&format!(
         "http://{addr}/bench.html?model=models/m&sentences={}&headSteps={}&adapterSteps={}&backends={}",
         cfg.sentences,
@@ -124,6 +154,9 @@ async fn main() {
     eprintln!("browser ({})…", arg(4, "webgpu,cpu"));
     s.wait_for("the benchmark", "document.body.dataset.state === 'done'", Duration::from_secs(3600)).await;
     let rows = s.js("return window.fedsearchBench", json!([])).await;
+    if ort_web.is_some() {
+        ort.extend(ort_rates("after").await);
+    }
     s.quit().await;
     let _ = std::fs::remove_dir_all(&tmp);
 
@@ -148,5 +181,20 @@ async fn main() {
             cell("headExamplesPerS", native.head_examples_per_s),
             cell("adapterExamplesPerS", native.adapter_examples_per_s)
         );
+    }
+    if !ort.is_empty() {
+        ort.sort_by(f64::total_cmp);
+        let median = ort[ort.len() / 2];
+        let tab = rows.iter().find(|r| r["backend"] == "cpu").and_then(|r| r["encodeSentencesPerS"].as_f64());
+        println!(
+            "onnxruntime-web (wasm, 1 thread, batch {}) median {median:.1} sentences/s over {} rounds (range {:.1}–{:.1})",
+            cfg.encode_batch,
+            ort.len(),
+            ort[0],
+            ort[ort.len() - 1]
+        );
+        if let Some(tab) = tab {
+            println!("tab CPU encoder / onnxruntime-web: {:.2}×", tab / median);
+        }
     }
 }
