@@ -68,8 +68,9 @@ async function main() {
   state.cfg = cfg;
   status('Loading the model…');
   const files = {};
+  state.downloads = files; // per file: bytes loaded, total, the total the first report gave (for tests)
   const client = await RemoteClient.create(cfg, (file, loaded, total, cached) => {
-    files[file] = { loaded, total };
+    files[file] = { loaded, total, firstTotal: files[file] ? files[file].firstTotal : total, cached };
     const all = Object.values(files);
     if (all.some((f) => !f.total)) {
       $('model-progress').removeAttribute('value'); // size unknown: an indeterminate bar, not a full one

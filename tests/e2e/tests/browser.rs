@@ -82,6 +82,23 @@ async fn device_round(s: &Session, page: &str) {
     s.goto(page).await;
     s.wait_for("the client to load", "document.body.dataset.state === 'ready'", LONG).await;
     s.screenshot("loaded").await;
+    // Every file arrived whole, and the download bar knew the weights' size from their first
+    // chunk (Content-Length; the small JSON files may come compressed, without a length, which
+    // the page shows as an indeterminate bar); the federation's C, σ and δ are shown before
+    // anything is contributed.
+    let downloads = s.js("return window.fedsearch.downloads", json!([])).await;
+    for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+        let d = &downloads[f];
+        assert!(d["total"].as_f64().unwrap_or(0.0) > 0.0 && d["loaded"] == d["total"], "[{}] {f}: {d}", s.label);
+    }
+    let weights = &downloads["model.safetensors"];
+    assert_eq!(weights["firstTotal"], weights["total"], "[{}] the weights' size from the start: {weights}", s.label);
+    s.wait_for(
+        "the federation's DP parameters",
+        "document.getElementById('p-dp').textContent !== '–' && document.getElementById('p-delta').textContent !== '–'",
+        Duration::from_secs(60),
+    )
+    .await;
     // From here on the model embeds and trains; the page's main thread must stay free for it.
     let work_started = s.js("return performance.now()", json!([])).await;
     s.click("#add-demo").await;
@@ -373,6 +390,26 @@ async fn two_browsers_train_contribute_and_search_offline() {
     assert!(!listed.contains(&"everest".to_string()), "{listed:?}");
     let first = search_first(&b, "Mount Everest").await;
     assert_ne!(first, "everest", "a removed document is not found");
+    // A document added after training: the page says the model needs training again for it.
+    b.js(
+        "window.fedsearch.addFiles([new File(['Lake Baikal, in Siberia, is the deepest lake in the world.'], 'baikal.txt')])",
+        json!([]),
+    )
+    .await;
+    b.wait_for("the added file", "document.getElementById('doc-count').textContent === '30'", Duration::from_secs(120))
+        .await;
+    let added = b.js("return document.getElementById('docs-status').textContent", json!([])).await;
+    assert!(added.as_str().unwrap_or_default().contains("Train again"), "the retraining notice: {added}");
+    b.js("document.getElementById('docs-status').scrollIntoView({ block: 'center' })", json!([])).await;
+    b.screenshot("needs-training").await;
+    b.js("window.scrollTo(0, 0)", json!([])).await;
+    // A query that shares no word with any document: BM25 says so instead of listing zeros.
+    b.js("document.getElementById('search-method').value = 'bm25'", json!([])).await;
+    let first = search_first(&b, "zyzzyva qwxvt").await;
+    assert_eq!(first, "", "BM25 must list nothing for a query without a shared word");
+    let empty = b.js("return document.querySelector('#results li')?.textContent || ''", json!([])).await;
+    assert!(empty.as_str().unwrap_or_default().starts_with("No match"), "the empty state: {empty}");
+    b.screenshot("no-match").await;
 
     // Device C: the real model, through the same worker-hosted client.
     if let Some(real_token) = &real_token {
