@@ -3,6 +3,9 @@
 //! host), clicks, the global model it started from, privacy accounting, and building the
 //! privatized update. The wasm layer (`wasm.rs`) adds fetch, IndexedDB and JS types on top.
 //! Everything here runs natively too, so it is unit-tested with the tiny model.
+//! By concern: `documents` (checks, chunking, add, list, remove), `host` (the host-side
+//! model), `contribute` (the update and its accounting); this file holds the state, its
+//! persistence, the global model, training and search.
 
 use crate::text::{TextKind, chunk_text, content_id, snippet};
 use fedsearch_core::CoreError;
@@ -24,6 +27,17 @@ use fedsearch_protocol::{
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+
+mod contribute;
+mod documents;
+mod host;
+
+pub use contribute::{ContributionReport, build_update, record_contribution};
+use documents::full_text;
+pub use documents::{
+    CHUNK_WORDS, DocumentSummary, MAX_DOCUMENT_BYTES, NewDoc, StoredDoc, document_problem, prepare_documents,
+};
+pub use host::HostModel;
 
 /// What kind of failure a [`ClientError`] is: callers (and the page, as the JS error's `code`)
 /// branch on this, never on the message.
@@ -89,251 +103,6 @@ pub type Result<T> = std::result::Result<T, ClientError>;
 
 fn err<T>(msg: impl Into<String>) -> Result<T> {
     Err(ClientError::new(msg))
-}
-
-/// Longest chunk, in words, a document is cut into (the encoder reads at most 256 tokens).
-pub const CHUNK_WORDS: usize = 150;
-
-/// One document as the user added it (after conversion to text and chunking).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredDoc {
-    pub id: String,
-    pub title: String,
-    pub text: String,
-    /// When it was added, in milliseconds since the Unix epoch (absent in stores written before
-    /// dates were kept).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub added_ms: Option<f64>,
-}
-
-/// A document as the page hands it in.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct NewDoc {
-    #[serde(default)]
-    pub id: Option<String>,
-    #[serde(default)]
-    pub title: String,
-    #[serde(default)]
-    pub text: String,
-}
-
-/// Largest document accepted, in bytes of its raw text (a book is ~1 MB).
-pub const MAX_DOCUMENT_BYTES: usize = 5 << 20;
-
-/// Why a document is refused before anything is embedded, or `None` when it is fine: empty
-/// (no text after conversion), binary (NUL bytes, or more than 1 % of its characters are
-/// control characters or U+FFFD, which is what a browser's `file.text()` makes of bytes that
-/// are not UTF-8), or too large.
-pub fn document_problem(raw: &str, plain: &str) -> Option<String> {
-    if raw.len() > MAX_DOCUMENT_BYTES {
-        return Some(format!(
-            "is {:.1} MiB; the limit is {} MiB",
-            raw.len() as f64 / (1 << 20) as f64,
-            MAX_DOCUMENT_BYTES >> 20
-        ));
-    }
-    let (mut chars, mut odd) = (0usize, 0usize);
-    for c in raw.chars() {
-        chars += 1;
-        if c == '\0' {
-            return Some("contains binary data (NUL bytes), not text".into());
-        }
-        if c == '\u{FFFD}' || (c.is_control() && !matches!(c, '\n' | '\r' | '\t' | '\u{0C}')) {
-            odd += 1;
-        }
-    }
-    if odd * 100 > chars {
-        return Some("does not look like text (binary data?): add plain text, Markdown or HTML".into());
-    }
-    if plain.trim().is_empty() {
-        return Some("is empty".into());
-    }
-    None
-}
-
-/// Turns raw documents into stored ones: text conversion, chunking (`id#2`, `id#3`, ... for
-/// the parts after the first), content-hash ids where none is given. Refuses the whole batch,
-/// naming every refused document, when one is empty, binary or too large
-/// ([`document_problem`]): nothing is added that would show up as garbage in results.
-pub fn prepare_documents(docs: Vec<NewDoc>, kind: TextKind) -> Result<Vec<StoredDoc>> {
-    let mut out = Vec::new();
-    let mut refused = Vec::new();
-    for (i, d) in docs.into_iter().enumerate() {
-        let text = kind.to_plain(&d.text);
-        let title = d.title.trim().to_string();
-        if let Some(problem) = document_problem(&d.text, &text) {
-            let name = if title.is_empty() { format!("document {}", i + 1) } else { format!("{title:?}") };
-            refused.push(format!("{name} {problem}"));
-            continue;
-        }
-        let id = d.id.filter(|s| !s.trim().is_empty()).unwrap_or_else(|| content_id(&title, &text));
-        for (i, chunk) in chunk_text(&text, CHUNK_WORDS).into_iter().enumerate() {
-            let id = if i == 0 { id.clone() } else { format!("{id}#{}", i + 1) };
-            out.push(StoredDoc { id, title: title.clone(), text: chunk, added_ms: None });
-        }
-    }
-    if !refused.is_empty() {
-        let more = if refused.len() > 5 { format!(" (and {} more)", refused.len() - 5) } else { String::new() };
-        refused.truncate(5);
-        return err(format!("nothing was added: {}{more}", refused.join("; ")));
-    }
-    Ok(out)
-}
-
-/// Adapter + head on the host, the head's columns in document order. The head is the trained
-/// residual on top of fixed keys (`fedsearch_core::head`): here the keys are the documents'
-/// frozen embeddings moved towards their category questions (`State::key_emb`), so a fresh
-/// model ranks like inner-product search against them and only the residual is trained,
-/// persisted and federated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HostModel {
-    pub dim: usize,
-    /// `[d, d]` row-major.
-    pub adapter_w: Vec<f32>,
-    pub adapter_b: Vec<f32>,
-    /// `[d, n]` row-major.
-    pub head_w: Vec<f32>,
-    pub head_b: Vec<f32>,
-}
-
-impl HostModel {
-    /// Identity adapter, zero head of `n` columns.
-    pub fn initial(dim: usize, n: usize) -> Self {
-        let mut adapter_w = vec![0.0; dim * dim];
-        for i in 0..dim {
-            adapter_w[i * dim + i] = 1.0;
-        }
-        Self { dim, adapter_w, adapter_b: vec![0.0; dim], head_w: vec![0.0; dim * n], head_b: vec![0.0; n] }
-    }
-
-    /// Number of head columns.
-    pub fn n_docs(&self) -> usize {
-        self.head_b.len()
-    }
-
-    /// Column `j` of the head weight.
-    pub fn column(&self, j: usize) -> Vec<f32> {
-        let n = self.n_docs();
-        (0..self.dim).map(|r| self.head_w[r * n + j]).collect()
-    }
-
-    /// Appends head columns (weights `[d]` each, and a bias each).
-    pub fn push_columns(&mut self, cols: &[(Vec<f32>, f32)]) {
-        let (d, n) = (self.dim, self.n_docs());
-        let m = n + cols.len();
-        let mut w = vec![0.0; d * m];
-        for r in 0..d {
-            w[r * m..r * m + n].copy_from_slice(&self.head_w[r * n..(r + 1) * n]);
-            for (k, (c, _)) in cols.iter().enumerate() {
-                w[r * m + n + k] = c[r];
-            }
-        }
-        self.head_w = w;
-        self.head_b.extend(cols.iter().map(|(_, b)| *b));
-    }
-
-    /// Keeps the head columns `j` with `keep[j]` (in order), drops the others.
-    pub fn retain_columns(&mut self, keep: &[bool]) {
-        let (d, n) = (self.dim, self.n_docs());
-        let m = keep.iter().filter(|k| **k).count();
-        let mut w = Vec::with_capacity(d * m);
-        for r in 0..d {
-            w.extend((0..n).filter(|&j| keep[j]).map(|j| self.head_w[r * n + j]));
-        }
-        self.head_w = w;
-        self.head_b = (0..n).filter(|&j| keep[j]).map(|j| self.head_b[j]).collect();
-    }
-
-    /// Sets column `j` (weights and bias).
-    pub fn set_column(&mut self, j: usize, col: &[f32], bias: f32) {
-        let n = self.n_docs();
-        for (r, v) in col.iter().enumerate() {
-            self.head_w[r * n + j] = *v;
-        }
-        self.head_b[j] = bias;
-    }
-
-    /// The burn modules on `device`, the head keyed by `keys` (row-major `[n, d]`).
-    pub fn to_retriever(&self, keys: &[f32], device: &burn::prelude::Device) -> Retriever {
-        let mut head =
-            CarHead::from_values(self.head_w.clone(), self.head_b.clone(), self.dim, device).with_keys(keys, device);
-        head.scale = DEFAULT_HEAD_SCALE;
-        Retriever {
-            adapter: SoftEmbeddingAdapter::from_values(self.adapter_w.clone(), self.adapter_b.clone(), device),
-            head,
-        }
-    }
-
-    /// Reads a trained retriever back to the host (asynchronously: browser-safe).
-    pub async fn from_retriever(r: &Retriever) -> Result<Self> {
-        let t = retriever_tensors(r).await?;
-        let dim = r.adapter.dim();
-        let mut by_name: HashMap<String, Vec<f32>> = t.into_iter().map(|t| (t.name, t.data)).collect();
-        let mut take = |n: &str| by_name.remove(n).unwrap_or_default();
-        Ok(Self {
-            dim,
-            adapter_w: take("adapter.weight"),
-            adapter_b: take("adapter.bias"),
-            head_w: take("head.weight"),
-            head_b: take("head.bias"),
-        })
-    }
-
-    /// CaR logits for one pooled query with the head keyed by `keys` (row-major `[n, d]`):
-    /// `scale · q · (key_j + w_j) + b_j`, computed on the host (`2 · d × n` multiply-adds).
-    pub fn logits(&self, q: &[f32], keys: &[f32]) -> Vec<f32> {
-        let n = self.n_docs();
-        let mut out = self.head_b.clone();
-        for (r, qv) in q.iter().enumerate() {
-            let row = &self.head_w[r * n..(r + 1) * n];
-            for (o, w) in out.iter_mut().zip(row) {
-                *o += DEFAULT_HEAD_SCALE * qv * w;
-            }
-        }
-        for (o, key_dot_q) in out.iter_mut().zip(inner_products(q, keys)) {
-            *o += DEFAULT_HEAD_SCALE * key_dot_q;
-        }
-        out
-    }
-
-    fn tensors(&self, prefix: &str) -> Vec<HostTensor> {
-        let (d, n) = (self.dim, self.n_docs());
-        vec![
-            HostTensor { name: format!("{prefix}adapter.weight"), shape: vec![d, d], data: self.adapter_w.clone() },
-            HostTensor { name: format!("{prefix}adapter.bias"), shape: vec![d], data: self.adapter_b.clone() },
-            HostTensor { name: format!("{prefix}head.weight"), shape: vec![d, n], data: self.head_w.clone() },
-            HostTensor { name: format!("{prefix}head.bias"), shape: vec![n], data: self.head_b.clone() },
-        ]
-    }
-
-    fn from_tensors(map: &mut HashMap<String, (Vec<usize>, Vec<f32>)>, prefix: &str) -> Option<Self> {
-        let mut take = |n: &str| map.remove(&format!("{prefix}{n}"));
-        let (aws, adapter_w) = take("adapter.weight")?;
-        let (_, adapter_b) = take("adapter.bias")?;
-        let (_, head_w) = take("head.weight")?;
-        let (_, head_b) = take("head.bias")?;
-        Some(Self { dim: aws[0], adapter_w, adapter_b, head_w, head_b })
-    }
-}
-
-/// One document in [`State::document_list`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DocumentSummary {
-    pub id: String,
-    pub title: String,
-    pub passages: usize,
-    pub words: usize,
-    /// When it was added (ms since the Unix epoch), if known.
-    #[serde(rename = "addedMs")]
-    pub added_ms: Option<f64>,
-}
-
-/// The document id a passage id belongs to: `doc#3` → `doc`.
-fn base_id(id: &str) -> &str {
-    match id.rsplit_once('#') {
-        Some((base, n)) if !base.is_empty() && n.parse::<u32>().is_ok() => base,
-        _ => id,
-    }
 }
 
 /// One recorded click: the query and the document the user chose.
@@ -591,103 +360,6 @@ impl State {
         self.docs.iter().map(|d| pos.get(d.id.as_str()).copied()).collect()
     }
 
-    /// Adds documents (skipping ids already present), embeds the new ones with the frozen
-    /// encoder, extends the head (zeros, or the global column for a federated document) and
-    /// rebuilds the index. Returns how many were added.
-    pub async fn add_documents(
-        &mut self,
-        encoder: &SentenceEncoder,
-        docs: Vec<StoredDoc>,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<usize> {
-        let mut seen: std::collections::HashSet<String> = self.docs.iter().map(|d| d.id.clone()).collect();
-        let now_ms =
-            web_time::SystemTime::now().duration_since(web_time::UNIX_EPOCH).map_or(0.0, |t| t.as_millis() as f64);
-        let new: Vec<StoredDoc> = docs
-            .into_iter()
-            .filter(|d| seen.insert(d.id.clone()))
-            .map(|d| StoredDoc { added_ms: d.added_ms.or(Some(now_ms)), ..d })
-            .collect();
-        if new.is_empty() {
-            return Ok(0);
-        }
-        // The documents and their category questions in one pass (one progress bar).
-        let mut texts: Vec<String> = new.iter().map(full_text).collect();
-        let mut question_targets = Vec::new();
-        for (i, doc) in new.iter().enumerate() {
-            for q in category_questions_of(&doc.text, QUESTION_MAX_WORDS) {
-                texts.push(q);
-                question_targets.push(i);
-            }
-        }
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let mut emb = encoder.embed(&refs, None, 16, progress).await?;
-        let d = self.dim();
-        let question_emb = emb.split_off(new.len() * d);
-        let keys =
-            keys_towards(&emb, &[QuerySet { emb: &question_emb, targets: &question_targets, mix: QUESTION_MIX }], d);
-        let zero = vec![(vec![0.0; d], 0.0); new.len()];
-        self.model.push_columns(&zero);
-        self.base.push_columns(&zero);
-        self.docs.extend(new.iter().cloned());
-        self.doc_emb.extend(emb);
-        self.key_emb.extend(keys);
-        self.rebuild_index();
-        Ok(new.len())
-    }
-
-    /// The documents as added: one entry per document id (its passages `id#2`, `id#3`, … folded
-    /// in), with title, passage count and words, in the order they were added.
-    pub fn document_list(&self) -> Vec<DocumentSummary> {
-        let mut out: Vec<DocumentSummary> = Vec::new();
-        let mut pos: HashMap<&str, usize> = HashMap::new();
-        for d in &self.docs {
-            let base = base_id(&d.id);
-            let words = d.text.split_whitespace().count();
-            match pos.get(base) {
-                Some(&i) => {
-                    out[i].passages += 1;
-                    out[i].words += words;
-                }
-                None => {
-                    pos.insert(base, out.len());
-                    out.push(DocumentSummary {
-                        id: base.to_string(),
-                        title: d.title.clone(),
-                        passages: 1,
-                        words,
-                        added_ms: d.added_ms,
-                    });
-                }
-            }
-        }
-        out
-    }
-
-    /// Removes a document — every passage of it (`id`, `id#2`, …) — with its embedding, its head
-    /// columns (trained and base) and the clicks on it; the search index is rebuilt. Returns how
-    /// many passages were removed (0: no such document).
-    pub fn remove_document(&mut self, id: &str) -> usize {
-        let keep: Vec<bool> = self.docs.iter().map(|d| base_id(&d.id) != id).collect();
-        let removed = keep.iter().filter(|k| !**k).count();
-        if removed == 0 {
-            return 0;
-        }
-        let d = self.dim();
-        let kept_rows = |rows: &[f32]| -> Vec<f32> {
-            rows.chunks_exact(d).zip(&keep).filter(|(_, k)| **k).flat_map(|(row, _)| row.iter().copied()).collect()
-        };
-        self.doc_emb = kept_rows(&self.doc_emb);
-        self.key_emb = kept_rows(&self.key_emb);
-        self.model.retain_columns(&keep);
-        self.base.retain_columns(&keep);
-        let mut k = keep.iter();
-        self.docs.retain(|_| *k.next().unwrap_or(&true));
-        self.meta.clicks.retain(|c| base_id(&c.doc_id) != id);
-        self.rebuild_index();
-        removed
-    }
-
     /// Deletes everything local (documents, clicks, training; the enrolment and privacy
     /// accounting too when `everything`).
     pub fn clear(&mut self, everything: bool) {
@@ -904,10 +576,6 @@ async fn embed_one(encoder: &SentenceEncoder, query: &str, adapter: Option<SoftE
     Ok(encoder.embed(&[query], adapter.as_ref(), 1, &mut |_, _| {}).await?)
 }
 
-fn full_text(d: &StoredDoc) -> String {
-    Document { id: d.id.clone(), title: d.title.clone(), text: d.text.clone() }.full_text()
-}
-
 /// Tensors by name: (shape, row-major values).
 type NamedValues = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
@@ -927,122 +595,4 @@ fn read_safetensors(bytes: &[u8]) -> Result<NamedValues> {
 /// Bytes → f32 values (little-endian).
 pub fn f32s_from_bytes(bytes: &[u8]) -> Vec<f32> {
     bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-}
-
-/// What [`build_update`] produced, besides the body.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ContributionReport {
-    pub round: u64,
-    pub base_version: u64,
-    pub bytes: usize,
-    pub norm_before_clip: f64,
-    pub norm_after_clip: f64,
-    pub noise_std: f64,
-    pub epsilon_before: f64,
-    pub epsilon: f64,
-    pub delta: f64,
-    pub tensors: Vec<String>,
-}
-
-/// The delta of the local model against its base, privatized (clip to the federation's C,
-/// add N(0, (σC)²) noise from a CSPRNG) and encoded as the worker's binary `Update`.
-/// In personal mode only the adapter is sent. It contains numbers only: no text, no document
-/// ids, no queries. `num_examples` is always 1 (uniform weights: each client's influence on
-/// the average is bounded by C, which is what the DP accounting assumes).
-pub fn build_update(
-    state: &State,
-    info: &FederationInfo,
-    client_id: &str,
-    rng: &mut NoiseRng,
-) -> Result<(Vec<u8>, Update, ContributionReport)> {
-    let d = state.dim();
-    if info.dim as usize != d {
-        return err(format!(
-            "the federation's model width is {} but this model's is {d}: the federation uses another model",
-            info.dim
-        ));
-    }
-    let Some(global) = &state.meta.global else {
-        return err("sync with the federation (syncGlobal) before contributing");
-    };
-    if global.federation_id != info.id {
-        return err(format!("the local model started from federation {:?}, not {:?}", global.federation_id, info.id));
-    }
-    if global.version != info.current_version {
-        return err(format!(
-            "the federation moved on to version {} since this model started from version {}: \
-             sync (syncGlobal), train again, then contribute",
-            info.current_version, global.version
-        ));
-    }
-    let (m, b) = (&state.model, &state.base);
-    let sub = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(a, b)| a - b).collect::<Vec<f32>>();
-    let mut tensors = vec![
-        NamedTensor::new(ADAPTER_WEIGHT, vec![d as u32, d as u32], sub(&m.adapter_w, &b.adapter_w)),
-        NamedTensor::new(ADAPTER_BIAS, vec![d as u32], sub(&m.adapter_b, &b.adapter_b)),
-    ];
-    if info.mode == FederationMode::Shared {
-        let n_fed = info.n_docs as usize;
-        let mut hw = vec![0.0f32; d * n_fed];
-        let mut hb = vec![0.0f32; n_fed];
-        let n_local = m.n_docs();
-        for (i, col) in state.federated_columns().into_iter().enumerate() {
-            let Some(j) = col.filter(|&j| j < n_fed) else { continue };
-            for r in 0..d {
-                hw[r * n_fed + j] = m.head_w[r * n_local + i] - b.head_w[r * n_local + i];
-            }
-            hb[j] = m.head_b[i] - b.head_b[i];
-        }
-        tensors.push(NamedTensor::new(HEAD_WEIGHT, vec![d as u32, n_fed as u32], hw));
-        tensors.push(NamedTensor::new(HEAD_BIAS, vec![n_fed as u32], hb));
-    }
-    // Clip and noise the whole delta at once (client-level DP), weight 1: the one builder.
-    let epsilon_before = state.meta.privacy.epsilon();
-    let epsilon = state.meta.privacy.epsilon_after(info.dp.noise_multiplier, info.dp.delta)?;
-    let header = UpdateHeader {
-        federation_id: info.id.clone(),
-        round: info.current_round,
-        client_id: client_id.to_string(),
-        base_version: global.version,
-        mode: info.mode,
-        dp: DpParams {
-            clip: info.dp.clip,
-            noise_multiplier: info.dp.noise_multiplier,
-            delta: info.dp.delta,
-            epsilon_spent: epsilon,
-        },
-    };
-    let privacy = UpdatePrivacy::Gaussian { clip: info.dp.clip, noise_multiplier: info.dp.noise_multiplier, rng };
-    let rep = fedsearch_protocol::build_update(header, tensors, privacy)
-        .map_err(|e| ClientError::new(format!("cannot privatize the update: {e}")))?;
-    let update = rep.update;
-    let body = encode_update(&update, Encoding::F32);
-    let report = ContributionReport {
-        round: info.current_round,
-        base_version: global.version,
-        bytes: body.len(),
-        norm_before_clip: rep.norm_before_clip,
-        norm_after_clip: rep.norm_after_clip,
-        noise_std: rep.noise_std,
-        epsilon_before,
-        epsilon,
-        delta: info.dp.delta,
-        tensors: update.tensors.iter().map(|t| t.name.clone()).collect(),
-    };
-    Ok((body, update, report))
-}
-
-/// Books an accepted contribution in the privacy state.
-pub fn record_contribution(state: &mut State, info: &FederationInfo, report: &ContributionReport) -> Result<()> {
-    let p = &mut state.meta.privacy;
-    p.accountant
-        .step(f64::from(info.dp.noise_multiplier), 1.0, 1)
-        .map_err(|e| ClientError::new(format!("privacy accounting: {e}")))?;
-    p.delta = Some(info.dp.delta);
-    p.contributions += 1;
-    p.rounds.push(report.round);
-    p.bytes_sent += report.bytes as u64;
-    p.last_clip = Some(info.dp.clip);
-    p.last_noise_multiplier = Some(info.dp.noise_multiplier);
-    Ok(())
 }
