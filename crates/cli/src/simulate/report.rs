@@ -1,0 +1,85 @@
+//! What a simulation reports: per-round results, the run's configuration, the JSON report and
+//! the printed table.
+
+use super::*;
+
+/// One round's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundResult {
+    pub round: usize,
+    pub top1: f64,
+    pub mrr10: f64,
+    pub top10: f64,
+    /// Test queries evaluated (personal mode: (client, query) pairs).
+    pub eval_queries: usize,
+    /// ε each client has spent after this round (absent without DP noise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epsilon: Option<f64>,
+    /// Mean size of one client's encoded update.
+    pub bytes_per_client: f64,
+    /// Mean L2 norm of the clients' raw deltas (before clipping).
+    pub mean_update_norm: f64,
+    /// Mean final local training loss.
+    pub mean_loss: f64,
+    /// This machine, clients one after another (excludes evaluation).
+    pub wall_s: f64,
+    /// Slowest client's local work + server work: one device per client (excludes evaluation).
+    pub parallel_s: f64,
+    pub slowest_client_s: f64,
+    pub server_s: f64,
+    pub eval_s: f64,
+    pub cum_wall_s: f64,
+    pub cum_parallel_s: f64,
+}
+
+/// The run's configuration as reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunConfig {
+    #[serde(flatten)]
+    pub args: SimulateArgs,
+    pub docs_used: usize,
+    pub test_queries: usize,
+    pub training_pairs: usize,
+    /// Of those, labelled pairs from `--train-pairs` (clicks).
+    pub click_pairs: usize,
+    pub examples_per_client: Vec<usize>,
+    pub docs_per_client: Vec<usize>,
+    /// Values one client uploads per round.
+    pub values_per_update: usize,
+    /// Seconds spent embedding the pseudo-queries (head mode) before round 1.
+    pub setup_s: f64,
+    pub sampling_rate_q: f64,
+    pub noise_seed: &'static str,
+    pub personal_eval: &'static str,
+}
+
+/// The whole report (`--json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SimulationReport {
+    pub config: RunConfig,
+    pub rounds: Vec<RoundResult>,
+}
+
+pub(super) fn print_header(a: &SimulateArgs) {
+    let dp = match (a.dp_sigma, a.clip) {
+        (Some(s), Some(c)) => format!("DP σ={s} C={c} δ={}", a.delta),
+        (None, Some(c)) => format!("clip C={c}, no noise"),
+        _ => "no DP".into(),
+    };
+    println!(
+        "clients {} · rounds {} · local steps {} · mode {:?} · train {:?} · split {:?} · {dp}",
+        a.clients, a.rounds, a.local_steps, a.mode, a.train, a.split
+    );
+    println!(
+        "{:>5} {:>7} {:>7} {:>8} {:>13} {:>8} {:>11}",
+        "round", "top1", "mrr10", "epsilon", "bytes/client", "wall_s", "parallel_s"
+    );
+}
+
+pub(super) fn print_row(r: &RoundResult) {
+    let eps = r.epsilon.map_or("-".to_string(), |e| format!("{e:.2}"));
+    println!(
+        "{:>5} {:>7.3} {:>7.3} {:>8} {:>13.0} {:>8.2} {:>11.2}",
+        r.round, r.top1, r.mrr10, eps, r.bytes_per_client, r.wall_s, r.parallel_s
+    );
+}
