@@ -1,6 +1,8 @@
 //! SQLite persistence: schema, connection setup (WAL, FULL sync, busy
-//! timeout) and the statements the engine and the `token` CLI use.
-//! Only the engine thread writes while the server runs.
+//! timeout) and every statement the engine and the `token` CLI run — the
+//! engine (engine.rs) keeps the round state machine and calls these; each
+//! multi-row change is one transaction here. Only the engine thread writes
+//! while the server runs.
 
 use crate::error::{Result, WorkerError};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -121,4 +123,220 @@ pub fn create_token(conn: &Connection, federation: &str, uses: u64) -> Result<St
 /// Whether the federation has been initialised in this database.
 pub fn federation_exists(conn: &Connection, federation: &str) -> Result<bool> {
     Ok(conn.query_row("SELECT 1 FROM federations WHERE id = ?1", params![federation], |_| Ok(())).optional()?.is_some())
+}
+
+// ---- The engine's statements (engine.rs keeps the round state machine, this file its SQL). ----
+
+/// Every enrolled client: (credential hash, client id, federation id).
+pub fn client_credentials(conn: &Connection) -> Result<Vec<(Vec<u8>, String, String)>> {
+    let mut stmt = conn.prepare("SELECT credential_sha256, client_id, federation_id FROM clients")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<std::result::Result<_, _>>()?)
+}
+
+/// The federation's stored (mode, dim, n_docs), inserting the configured ones when it is new.
+pub fn ensure_federation(
+    conn: &Connection,
+    id: &str,
+    mode: &str,
+    dim: u64,
+    n_docs: u64,
+    now: u64,
+) -> Result<(String, i64, i64)> {
+    conn.execute(
+        "INSERT OR IGNORE INTO federations (id, mode, dim, n_docs, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id, mode, dim as i64, n_docs as i64, now as i64],
+    )?;
+    Ok(conn.query_row("SELECT mode, dim, n_docs FROM federations WHERE id = ?1", params![id], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?)
+}
+
+/// The newest model version's (model, optimizer state) blobs.
+pub fn latest_model(conn: &Connection, id: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    Ok(conn
+        .query_row(
+            "SELECT model, optimizer_state FROM model_versions WHERE federation_id = ?1 ORDER BY version DESC LIMIT 1",
+            params![id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
+/// Stores version 0 of a federation's model.
+pub fn insert_initial_model(conn: &Connection, id: &str, now: u64, model: &[u8], optimizer_state: &[u8]) -> Result<()> {
+    conn.execute(
+        "INSERT INTO model_versions (federation_id, version, round, num_updates, created_at, model, optimizer_state)
+         VALUES (?1, 0, NULL, 0, ?2, ?3, ?4)",
+        params![id, now as i64, model, optimizer_state],
+    )?;
+    Ok(())
+}
+
+/// The newest round: (round, state, deadline).
+pub fn latest_round(conn: &Connection, id: &str) -> Result<Option<(i64, String, i64)>> {
+    Ok(conn
+        .query_row(
+            "SELECT round, state, deadline FROM rounds WHERE federation_id = ?1 ORDER BY round DESC LIMIT 1",
+            params![id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?)
+}
+
+/// Opens a collecting round on `base_version`.
+pub fn open_round(conn: &Connection, id: &str, round: u64, base_version: u64, now: u64, deadline: u64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO rounds (federation_id, round, state, base_version, opened_at, deadline)
+         VALUES (?1, ?2, 'collecting', ?3, ?4, ?5)",
+        params![id, round as i64, base_version as i64, now as i64, deadline as i64],
+    )?;
+    Ok(())
+}
+
+/// A round's persisted running aggregate.
+pub fn round_aggregate(conn: &Connection, id: &str, round: u64) -> Result<Option<Vec<u8>>> {
+    Ok(conn
+        .query_row(
+            "SELECT state FROM round_aggregates WHERE federation_id = ?1 AND round = ?2",
+            params![id, round as i64],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// The clients whose updates a round has accepted.
+pub fn round_contributors(conn: &Connection, id: &str, round: u64) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT client_id FROM contributions WHERE federation_id = ?1 AND round = ?2")?;
+    let rows = stmt.query_map(params![id, round as i64], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<std::result::Result<_, _>>()?)
+}
+
+/// Accepted updates, in one transaction: the round's aggregate (`count` updates so far), one
+/// contribution row per client (its claimed example count, saturated, recorded but never used;
+/// its ε or −1), and the round's count.
+pub fn record_accepted(
+    conn: &mut Connection,
+    id: &str,
+    round: u64,
+    count: u64,
+    aggregate: &[u8],
+    accepted: &[(&str, u64, f64)],
+    now: u64,
+) -> Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT INTO round_aggregates (federation_id, round, num_updates, state, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (federation_id, round) DO UPDATE SET
+           num_updates = excluded.num_updates, state = excluded.state, updated_at = excluded.updated_at",
+        params![id, round as i64, count as i64, aggregate, now as i64],
+    )?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO contributions (federation_id, round, client_id, num_examples, epsilon_spent, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for &(client, n, eps) in accepted {
+            let eps = if eps.is_finite() { eps } else { -1.0 };
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            stmt.execute(params![id, round as i64, client, n, eps, now as i64])?;
+        }
+    }
+    tx.execute(
+        "UPDATE rounds SET num_updates = ?3 WHERE federation_id = ?1 AND round = ?2",
+        params![id, round as i64, count as i64],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Moves a collecting round's deadline.
+pub fn extend_deadline(conn: &Connection, id: &str, round: u64, deadline: u64) -> Result<()> {
+    conn.execute(
+        "UPDATE rounds SET deadline = ?3 WHERE federation_id = ?1 AND round = ?2",
+        params![id, round as i64, deadline as i64],
+    )?;
+    Ok(())
+}
+
+/// A round's publication.
+pub struct Publication<'a> {
+    pub federation_id: &'a str,
+    pub round: u64,
+    pub num_updates: u64,
+    pub version: u64,
+    pub model: &'a [u8],
+    pub optimizer_state: &'a [u8],
+    pub now: u64,
+    pub next_deadline: u64,
+    /// Model versions kept (older ones are deleted).
+    pub keep_versions: u64,
+}
+
+/// Publishes a round in one transaction: the new model version, the round closed, the next
+/// round opened on it, the round's aggregate dropped, versions beyond `keep_versions` pruned.
+pub fn publish_round(conn: &mut Connection, p: &Publication<'_>) -> Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT INTO model_versions (federation_id, version, round, num_updates, created_at, model, optimizer_state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            p.federation_id,
+            p.version as i64,
+            p.round as i64,
+            p.num_updates as i64,
+            p.now as i64,
+            p.model,
+            p.optimizer_state
+        ],
+    )?;
+    tx.execute(
+        "UPDATE rounds SET state = 'published', closed_at = ?3, num_updates = ?4 WHERE federation_id = ?1 AND round = ?2",
+        params![p.federation_id, p.round as i64, p.now as i64, p.num_updates as i64],
+    )?;
+    open_round(&tx, p.federation_id, p.round + 1, p.version, p.now, p.next_deadline)?;
+    tx.execute(
+        "DELETE FROM round_aggregates WHERE federation_id = ?1 AND round = ?2",
+        params![p.federation_id, p.round as i64],
+    )?;
+    tx.execute(
+        "DELETE FROM model_versions WHERE federation_id = ?1 AND version + ?3 <= ?2",
+        params![p.federation_id, p.version as i64, p.keep_versions as i64],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Enrols a client in one transaction: one use of the token, the client's hashed credential.
+/// `false` (nothing written) when the token is unknown for this federation or used up.
+pub fn enroll_client(
+    conn: &mut Connection,
+    federation: &str,
+    token_hash: &[u8; 32],
+    client_id: &str,
+    credential_hash: &[u8; 32],
+    now: u64,
+) -> Result<bool> {
+    let tx = conn.transaction()?;
+    let uses: Option<i64> = tx
+        .query_row(
+            "SELECT uses_left FROM enrolment_tokens WHERE token_sha256 = ?1 AND federation_id = ?2",
+            params![token_hash.to_vec(), federation],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if !matches!(uses, Some(n) if n > 0) {
+        return Ok(false);
+    }
+    tx.execute(
+        "UPDATE enrolment_tokens SET uses_left = uses_left - 1 WHERE token_sha256 = ?1",
+        params![token_hash.to_vec()],
+    )?;
+    tx.execute(
+        "INSERT INTO clients (client_id, federation_id, credential_sha256, enrolled_at) VALUES (?1, ?2, ?3, ?4)",
+        params![client_id, federation, credential_hash.to_vec(), now as i64],
+    )?;
+    tx.commit()?;
+    Ok(true)
 }

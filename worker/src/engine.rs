@@ -7,7 +7,7 @@
 //! read-only snapshots handlers serve without touching the database.
 
 use crate::config::{Config, FederationConfig};
-use crate::db::{hash_secret, now_s, random_hex};
+use crate::db::{self, hash_secret, now_s, random_hex};
 use crate::error::{Result, WorkerError};
 use crate::metrics::Metrics;
 use axum::body::Bytes;
@@ -15,7 +15,7 @@ use fedsearch_protocol::{
     Encoding, FederationMode, GlobalModel, NoiseRng, OptimizerState, RoundState, RoundStatus, StreamingFedAvg,
     TensorSpec, Update, ValidationError, decode_global_model, encode_global_model,
 };
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
@@ -155,15 +155,9 @@ impl Engine {
             feds.push(st);
         }
         let mut creds = HashMap::new();
-        {
-            let mut stmt = conn.prepare("SELECT credential_sha256, client_id, federation_id FROM clients")?;
-            let rows =
-                stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
-            for row in rows {
-                let (h, client_id, federation_id) = row?;
-                if let Ok(h) = <[u8; 32]>::try_from(h.as_slice()) {
-                    creds.insert(h, ClientIdent { client_id, federation_id });
-                }
+        for (h, client_id, federation_id) in db::client_credentials(&conn)? {
+            if let Ok(h) = <[u8; 32]>::try_from(h.as_slice()) {
+                creds.insert(h, ClientIdent { client_id, federation_id });
             }
         }
         let rng = if cfg.federations.iter().any(|f| f.central_noise_std > 0.0) {
@@ -274,35 +268,9 @@ impl Engine {
         if !accepted.is_empty() {
             let blob = agg.to_bytes();
             let count = agg.count();
-            let res = (|| -> Result<()> {
-                let tx = self.conn.transaction()?;
-                let now = now_s() as i64;
-                tx.execute(
-                    "INSERT INTO round_aggregates (federation_id, round, num_updates, state, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (federation_id, round) DO UPDATE SET
-                       num_updates = excluded.num_updates, state = excluded.state, updated_at = excluded.updated_at",
-                    params![fed_id, round as i64, count as i64, blob, now],
-                )?;
-                {
-                    let mut stmt = tx.prepare_cached(
-                        "INSERT INTO contributions (federation_id, round, client_id, num_examples, epsilon_spent, received_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    )?;
-                    for (client, n, eps, _) in &accepted {
-                        let eps = if eps.is_finite() { *eps } else { -1.0 };
-                        // The claim is recorded as sent (saturated to SQLite's i64), never used.
-                        let n = i64::try_from(*n).unwrap_or(i64::MAX);
-                        stmt.execute(params![fed_id, round as i64, client, n, eps, now])?;
-                    }
-                }
-                tx.execute(
-                    "UPDATE rounds SET num_updates = ?3 WHERE federation_id = ?1 AND round = ?2",
-                    params![fed_id, round as i64, count as i64],
-                )?;
-                tx.commit()?;
-                Ok(())
-            })();
+            let rows: Vec<(&str, u64, f64)> =
+                accepted.iter().map(|(client, n, eps, _)| (client.as_str(), *n, *eps)).collect();
+            let res = db::record_accepted(&mut self.conn, &fed_id, round, count, &blob, &rows, now_s());
             match res {
                 Ok(()) => {
                     let fed = &mut self.feds[i];
@@ -362,10 +330,7 @@ impl Engine {
             } else {
                 let new_deadline = now + cfg.round_deadline_s;
                 let (id, round, min) = (cfg.id.clone(), fed.round, cfg.min_clients);
-                let res = self.conn.execute(
-                    "UPDATE rounds SET deadline = ?3 WHERE federation_id = ?1 AND round = ?2",
-                    params![id, round as i64, new_deadline as i64],
-                );
+                let res = db::extend_deadline(&self.conn, &id, round, new_deadline);
                 if let Err(e) = res {
                     tracing::error!(federation = %id, round, error = %e, "extending deadline failed");
                     return;
@@ -398,36 +363,20 @@ impl Engine {
             cfg.optimizer.apply(&mut model, &delta, &mut opt_state, noise)?;
             let blob = encode_global_model(&model, Encoding::F32);
             let now = now_s();
-            let tx = self.conn.transaction()?;
-            tx.execute(
-                "INSERT INTO model_versions (federation_id, version, round, num_updates, created_at, model, optimizer_state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![cfg.id, model.version as i64, round as i64, count as i64, now as i64, blob, opt_state.to_bytes()],
+            db::publish_round(
+                &mut self.conn,
+                &db::Publication {
+                    federation_id: &cfg.id,
+                    round,
+                    num_updates: count,
+                    version: model.version,
+                    model: &blob,
+                    optimizer_state: &opt_state.to_bytes(),
+                    now,
+                    next_deadline: now + cfg.round_deadline_s,
+                    keep_versions: KEEP_VERSIONS,
+                },
             )?;
-            tx.execute(
-                "UPDATE rounds SET state = 'published', closed_at = ?3, num_updates = ?4 WHERE federation_id = ?1 AND round = ?2",
-                params![cfg.id, round as i64, now as i64, count as i64],
-            )?;
-            tx.execute(
-                "INSERT INTO rounds (federation_id, round, state, base_version, opened_at, deadline)
-                 VALUES (?1, ?2, 'collecting', ?3, ?4, ?5)",
-                params![
-                    cfg.id,
-                    (round + 1) as i64,
-                    model.version as i64,
-                    now as i64,
-                    (now + cfg.round_deadline_s) as i64
-                ],
-            )?;
-            tx.execute(
-                "DELETE FROM round_aggregates WHERE federation_id = ?1 AND round = ?2",
-                params![cfg.id, round as i64],
-            )?;
-            tx.execute(
-                "DELETE FROM model_versions WHERE federation_id = ?1 AND version + ?3 <= ?2",
-                params![cfg.id, model.version as i64, KEEP_VERSIONS as i64],
-            )?;
-            tx.commit()?;
             Ok(())
         })();
         let fed = &mut self.feds[i];
@@ -467,26 +416,9 @@ impl Engine {
         let client_id = format!("c_{}", random_hex(8)?);
         let credential = format!("fsc_{}", random_hex(32)?);
         let cred_hash = hash_secret(&credential);
-        let tx = self.conn.transaction()?;
-        let uses: Option<i64> = tx
-            .query_row(
-                "SELECT uses_left FROM enrolment_tokens WHERE token_sha256 = ?1 AND federation_id = ?2",
-                params![token_hash.to_vec(), federation],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if !matches!(uses, Some(n) if n > 0) {
+        if !db::enroll_client(&mut self.conn, federation, &token_hash, &client_id, &cred_hash, now_s())? {
             return Err(WorkerError::InvalidToken);
         }
-        tx.execute(
-            "UPDATE enrolment_tokens SET uses_left = uses_left - 1 WHERE token_sha256 = ?1",
-            params![token_hash.to_vec()],
-        )?;
-        tx.execute(
-            "INSERT INTO clients (client_id, federation_id, credential_sha256, enrolled_at) VALUES (?1, ?2, ?3, ?4)",
-            params![client_id, federation, cred_hash.to_vec(), now_s() as i64],
-        )?;
-        tx.commit()?;
         if let Ok(mut c) = self.creds.write() {
             c.insert(cred_hash, ClientIdent { client_id: client_id.clone(), federation_id: federation.into() });
         }
@@ -500,14 +432,8 @@ impl Engine {
 fn load_federation(conn: &Connection, fc: &FederationConfig) -> Result<FedState> {
     let now = now_s();
     let specs = fc.tensor_specs();
-    conn.execute(
-        "INSERT OR IGNORE INTO federations (id, mode, dim, n_docs, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![fc.id, fc.mode.as_str(), fc.dim as i64, fc.n_docs as i64, now as i64],
-    )?;
-    let (mode, dim, n_docs): (String, i64, i64) =
-        conn.query_row("SELECT mode, dim, n_docs FROM federations WHERE id = ?1", params![fc.id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
+    let (mode, dim, n_docs) =
+        db::ensure_federation(conn, &fc.id, fc.mode.as_str(), fc.dim as u64, fc.n_docs as u64, now)?;
     if mode != fc.mode.as_str() || dim != fc.dim as i64 || n_docs != fc.n_docs as i64 {
         return Err(WorkerError::Config(format!(
             "federation {:?} in the database has mode {mode}, dim {dim}, n_docs {n_docs} but the config says \
@@ -516,13 +442,7 @@ fn load_federation(conn: &Connection, fc: &FederationConfig) -> Result<FedState>
         )));
     }
 
-    let latest: Option<(Vec<u8>, Vec<u8>)> = conn
-        .query_row(
-            "SELECT model, optimizer_state FROM model_versions WHERE federation_id = ?1 ORDER BY version DESC LIMIT 1",
-            params![fc.id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
+    let latest = db::latest_model(conn, &fc.id)?;
     let (model, opt_state) = match latest {
         Some((m, o)) => {
             let model = decode_global_model(&m)
@@ -535,11 +455,7 @@ fn load_federation(conn: &Connection, fc: &FederationConfig) -> Result<FedState>
             let doc_ids = if fc.mode == FederationMode::Shared { fc.doc_ids.clone() } else { None };
             let model = GlobalModel::initial(fc.id.clone(), fc.mode, fc.dim, fc.n_docs, doc_ids);
             let opt = OptimizerState::default();
-            conn.execute(
-                "INSERT INTO model_versions (federation_id, version, round, num_updates, created_at, model, optimizer_state)
-                 VALUES (?1, 0, NULL, 0, ?2, ?3, ?4)",
-                params![fc.id, now as i64, encode_global_model(&model, Encoding::F32), opt.to_bytes()],
-            )?;
+            db::insert_initial_model(conn, &fc.id, now, &encode_global_model(&model, Encoding::F32), &opt.to_bytes())?;
             tracing::info!(federation = %fc.id, "initialised version 0 (identity adapter)");
             (model, opt)
         }
@@ -553,34 +469,18 @@ fn load_federation(conn: &Connection, fc: &FederationConfig) -> Result<FedState>
         }
     }
 
-    let current: Option<(i64, String, i64)> = conn
-        .query_row(
-            "SELECT round, state, deadline FROM rounds WHERE federation_id = ?1 ORDER BY round DESC LIMIT 1",
-            params![fc.id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
+    let current = db::latest_round(conn, &fc.id)?;
     let (round, deadline) = match current {
         Some((r, state, d)) if state != "published" => (r as u64, d as u64),
         other => {
             let r = other.map_or(1, |(r, _, _)| r as u64 + 1);
             let d = now + fc.round_deadline_s;
-            conn.execute(
-                "INSERT INTO rounds (federation_id, round, state, base_version, opened_at, deadline)
-                 VALUES (?1, ?2, 'collecting', ?3, ?4, ?5)",
-                params![fc.id, r as i64, model.version as i64, now as i64, d as i64],
-            )?;
+            db::open_round(conn, &fc.id, r, model.version, now, d)?;
             (r, d)
         }
     };
 
-    let agg_blob: Option<Vec<u8>> = conn
-        .query_row(
-            "SELECT state FROM round_aggregates WHERE federation_id = ?1 AND round = ?2",
-            params![fc.id, round as i64],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let agg_blob = db::round_aggregate(conn, &fc.id, round)?;
     let agg = match agg_blob {
         Some(b) => {
             let a = StreamingFedAvg::from_bytes(&b)
@@ -592,13 +492,7 @@ fn load_federation(conn: &Connection, fc: &FederationConfig) -> Result<FedState>
         }
         None => StreamingFedAvg::new(&specs),
     };
-    let mut contributors = HashSet::new();
-    {
-        let mut stmt = conn.prepare("SELECT client_id FROM contributions WHERE federation_id = ?1 AND round = ?2")?;
-        for c in stmt.query_map(params![fc.id, round as i64], |r| r.get::<_, String>(0))? {
-            contributors.insert(c?);
-        }
-    }
+    let contributors: HashSet<String> = db::round_contributors(conn, &fc.id, round)?.into_iter().collect();
     if contributors.len() as u64 != agg.count() {
         tracing::warn!(
             federation = %fc.id, round, contributors = contributors.len(), aggregated = agg.count(),
