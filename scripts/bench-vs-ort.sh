@@ -21,15 +21,7 @@ if [ ! -f "$model/model.safetensors" ]; then
   echo "no model at $model: fetch it with 'fedsearch fetch-model' (README)" >&2
   exit 2
 fi
-py="${ORT_PYTHON:-}"
-if [ -z "$py" ]; then
-  py=target/ort-venv/bin/python
-  if ! "$py" -c "import numpy, onnx, onnxruntime, tokenizers, safetensors" 2>/dev/null; then
-    echo "== making target/ort-venv (numpy onnx onnxruntime tokenizers safetensors)"
-    python3 -m venv target/ort-venv
-    "$py" -m pip install -q numpy onnx onnxruntime tokenizers safetensors
-  fi
-fi
+source scripts/ort-python.sh
 echo "== cargo build --release --bin fedsearch"
 cargo build --release --bin fedsearch
 lines="$(mktemp)"

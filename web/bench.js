@@ -51,6 +51,14 @@ function render() {
   }));
 }
 
+// A row for one backend of this browser, and a client for it that is freed after `fn`.
+const browserRow = (backend) => ({ backend, label: backend === 'webgpu' ? 'this browser, WebGPU' : 'this browser, CPU (wasm)', stage: 'loading the model' });
+async function withClient(cfg, backend, fn) {
+  const client = await RemoteClient.create({ ...cfg, backend, dbName: 'fedsearch-bench', workerUrl: '' });
+  try { return await fn(client); } finally { client.free(); }
+}
+const backendList = (p) => (p.get('backends') || 'webgpu,cpu').split(',').map((s) => s.trim()).filter(Boolean);
+
 // ?check=1: the loss of a few adapter + head steps on each backend, WebGPU against the CPU.
 const checkRows = [];
 window.fedsearchCheck = checkRows; // for tests
@@ -86,17 +94,16 @@ async function runCheck(cfg, p, backends) {
   // The CPU first: it is the reference the other rows are compared with.
   const order = [...backends].sort((a, b) => (a === 'cpu' ? -1 : 0) - (b === 'cpu' ? -1 : 0));
   for (const backend of order) {
-    const row = { backend, label: backend === 'webgpu' ? 'this browser, WebGPU' : 'this browser, CPU (wasm)', stage: 'loading the model' };
+    const row = browserRow(backend);
     checkRows.push(row);
     renderCheck();
     try {
       $('status').textContent = `Training check on ${backend}…`;
-      const client = await RemoteClient.create({ ...cfg, backend, dbName: 'fedsearch-bench', workerUrl: '' });
-      try {
+      await withClient(cfg, backend, async (client) => {
         row.stage = 'training';
         renderCheck();
         Object.assign(row, await client.trainingLosses(opts));
-      } finally { client.free(); }
+      });
     } catch (e) {
       row.error = `${e && e.code ? `${e.code}: ` : ''}${e && e.message ? e.message : e}`;
     }
@@ -109,14 +116,14 @@ async function main() {
   const p = new URLSearchParams(location.search);
   if (p.get('check') === '1') {
     $('bench-table').closest('section').hidden = true;
-    await runCheck(cfg, p, (p.get('backends') || 'webgpu,cpu').split(',').map((s) => s.trim()).filter(Boolean));
+    await runCheck(cfg, p, backendList(p));
     $('status').textContent = 'Done.';
     document.body.dataset.state = 'done';
     return;
   }
   const opts = {};
   for (const k of ['sentences', 'headSteps', 'adapterSteps', 'encodeBatch', 'trainBatch']) if (p.has(k)) opts[k] = Number(p.get(k));
-  const backends = (p.get('backends') || 'webgpu,cpu').split(',').map((s) => s.trim()).filter(Boolean);
+  const backends = backendList(p);
 
   try {
     const r = await fetch(`${cfg.modelBaseUrl.replace(/\/$/, '')}/native-bench.json`, { cache: 'no-cache' });
@@ -129,18 +136,17 @@ async function main() {
   render();
 
   for (const backend of backends) {
-    const row = { backend, label: backend === 'webgpu' ? 'this browser, WebGPU' : 'this browser, CPU (wasm)', stage: 'loading the model' };
+    const row = browserRow(backend);
     rows.push(row);
     render();
     const started = performance.now();
     try {
       $('status').textContent = `Loading the model for ${backend}…`;
-      const client = await RemoteClient.create({ ...cfg, backend, dbName: 'fedsearch-bench', workerUrl: '' });
-      try {
+      await withClient(cfg, backend, async (client) => {
         const r = await client.benchmark(opts, (stage) => { row.stage = stage; $('status').textContent = `${row.label}: ${stage}…`; render(); });
         Object.assign(row, r);
         $('workload').textContent = `${r.sentences} sentences, max ${r.maxLen} tokens, width ${r.dim}`;
-      } finally { client.free(); }
+      });
       row.longestTaskMs = longTasks.supported ? longTasks.longest(started) : null;
     } catch (e) {
       row.error = `unavailable: ${e && e.message ? e.message : e}`;

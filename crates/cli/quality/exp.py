@@ -50,6 +50,14 @@ def train_head(Q, y, n, D=None, init="zeros", lam=0.0, lr=1e-2, epochs=30, bs=25
 def car_scores(Q, head):
     W, b, s = head; return s * Q @ W + b
 
+def reporter(st, N, width=48):
+    """report(name, fn): prints top-1/top-5/MRR@10 on both dev sets for scores fn(set name)."""
+    def report(name, fn):
+        r = {k: metrics(fn(k), st.sets[k][1]) for k in ("fanout", "desc")}
+        print(f"{N} {name:<{width}} fanout {r['fanout']}  desc {r['desc']}", flush=True)
+        return r
+    return report
+
 def z(S): return (S - S.mean(1, keepdims=True)) / (S.std(1, keepdims=True) + 1e-9)
 def lsm(S): S = S - S.max(1, keepdims=True); return S - np.log(np.exp(S).sum(1, keepdims=True))
 

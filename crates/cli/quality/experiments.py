@@ -6,9 +6,7 @@ from bm25 import BM25
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
 st = Setup(N); n = len(st.titles)
-def report(name, fn):
-    r = {k: metrics(fn(k), st.sets[k][1]) for k in ("fanout", "desc")}
-    print(f"{N} {name:<44} fanout {r['fanout']}  desc {r['desc']}", flush=True)
+report = reporter(st, N, 44)
 MI = {k: st.sets[k][0] @ st.D.T for k in st.sets}
 bm = BM25([data.full_text(t) for t in st.titles])
 B = {k: np.stack([bm.scores(q) for q in st.sets[k][2]]) for k in st.sets}

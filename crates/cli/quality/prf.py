@@ -2,9 +2,7 @@
 documents or keys, on both dev sets. Usage: python prf.py [N_DOCS=1000]."""
 from exp import *
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 1000; st = Setup(N); n = len(st.titles)
-def report(name, fn):
-    r = {k: metrics(fn(k), st.sets[k][1]) for k in ("fanout", "desc")}
-    print(f"{N} {name:<48} fanout {r['fanout']}  desc {r['desc']}", flush=True); return r
+report = reporter(st, N, 48)
 def cmean(pairs):
     Q = emb.embed([q for q, _ in pairs]); y = np.array([i for _, i in pairs])
     cnt = np.bincount(y, minlength=n)[:, None]

@@ -7,9 +7,7 @@ from exp import *
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
 st = Setup(N); n = len(st.titles)
-def report(name, fn):
-    r = {k: metrics(fn(k), st.sets[k][1]) for k in ("fanout", "desc")}
-    print(f"{N} {name:<52} fanout {r['fanout']}  desc {r['desc']}", flush=True)
+report = reporter(st, N, 52)
 
 MI = {k: st.sets[k][0] @ st.D.T for k in st.sets}
 report("MIPS", lambda k: MI[k])

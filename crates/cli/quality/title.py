@@ -4,9 +4,7 @@ from exp import *
 from bm25 import BM25, terms
 import re
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 1000; st = Setup(N); n = len(st.titles)
-def report(name, fn):
-    r = {k: metrics(fn(k), st.sets[k][1]) for k in ("fanout", "desc")}
-    print(f"{N} {name:<48} fanout {r['fanout']}  desc {r['desc']}", flush=True); return r
+report = reporter(st, N, 48)
 MI = {k: st.sets[k][0] @ st.D.T for k in st.sets}
 report("MIPS", lambda k: MI[k])
 bm = BM25([data.full_text(t) for t in st.titles])
