@@ -88,6 +88,64 @@ pub struct FederationConfig {
     /// Std of central Gaussian noise added to each averaged delta (0 = none).
     #[serde(default)]
     pub central_noise_std: f64,
+    /// Secure aggregation (SecAgg+) with distributed DP: the worker decodes only each round's
+    /// sum. Absent: plain uploads with local DP.
+    #[serde(default)]
+    pub secure: Option<SecureConfig>,
+}
+
+/// `[federations.secure]`: how secure rounds run. The cohort is `min_clients..=target_clients`:
+/// a round is published only with at least `min_clients` surviving clients, and each client adds
+/// `1/min_clients` of the noise.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecureConfig {
+    /// Neighbours of each client in the SecAgg+ graph (all when ≥ target_clients − 1).
+    #[serde(default = "default_neighbours")]
+    pub neighbours: usize,
+    /// ε (at `dp.delta`) of the whole run; the Skellam noise is planned for it. Absent: no noise.
+    pub target_epsilon: Option<f64>,
+    /// Published rounds the ε covers; no secure round opens after them.
+    pub planned_rounds: u64,
+    /// Seconds each phase (keys, shares, masked inputs, reveals) waits for the clients.
+    #[serde(default = "default_phase_secs")]
+    pub phase_secs: u64,
+}
+
+fn default_neighbours() -> usize {
+    32
+}
+fn default_phase_secs() -> u64 {
+    60
+}
+
+impl FederationConfig {
+    /// The quantisation and noise of this federation's secure rounds.
+    pub fn skellam(&self) -> Result<Option<fedsearch_privacy::SkellamParams>> {
+        let Some(s) = &self.secure else { return Ok(None) };
+        let dim = self.tensor_specs().iter().map(TensorSpec::numel).sum();
+        let (max, min) = (self.target_clients as usize, self.min_clients as usize);
+        let err = |e: fedsearch_privacy::PrivacyError| WorkerError::Config(format!("federation {:?}: {e}", self.id));
+        Ok(Some(match s.target_epsilon {
+            Some(eps) => fedsearch_privacy::SkellamParams::for_target(
+                eps,
+                self.dp.delta,
+                s.planned_rounds,
+                f64::from(self.dp.clip),
+                dim,
+                max,
+                min,
+            )
+            .map_err(err)?,
+            None => fedsearch_privacy::SkellamParams {
+                clip: f64::from(self.dp.clip),
+                scale: fedsearch_privacy::scale_for(f64::from(self.dp.clip), max, min, 0.0),
+                dim,
+                mu: 0.0,
+                min_clients: min,
+            },
+        }))
+    }
 }
 
 fn default_model_id() -> String {
@@ -145,6 +203,18 @@ impl FederationConfig {
         if !(self.central_noise_std >= 0.0 && self.central_noise_std.is_finite()) {
             return bad(format!("central_noise_std = {} must be >= 0", self.central_noise_std));
         }
+        if let Some(s) = &self.secure {
+            if self.min_clients < 2 {
+                return bad("secure aggregation needs min_clients >= 2: a sum of one is that client's update".into());
+            }
+            if !(1..=254).contains(&s.neighbours) || s.planned_rounds == 0 || s.phase_secs == 0 {
+                return bad("secure: neighbours must be in 1..=254, planned_rounds and phase_secs > 0".into());
+            }
+            if s.target_epsilon.is_some_and(|e| !(e.is_finite() && e > 0.0)) {
+                return bad("secure.target_epsilon must be a positive number".into());
+            }
+            self.skellam()?;
+        }
         self.optimizer.check().map_err(|e| WorkerError::Config(format!("federation {:?}: {e}", self.id)))
     }
 }
@@ -187,6 +257,7 @@ impl Config {
                 max_update_bytes: None,
                 optimizer: ServerOptimizer::FedAvg { lr: 1.0 },
                 central_noise_std: 0.0,
+                secure: None,
             }],
         }
     }

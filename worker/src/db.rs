@@ -70,6 +70,18 @@ CREATE TABLE IF NOT EXISTS model_versions (
     optimizer_state BLOB NOT NULL,
     PRIMARY KEY (federation_id, version)
 );
+-- Secure rounds: every accepted message and phase change of the open round, in order
+-- (masked inputs are masked: no row holds an individual update). Replayed at start.
+CREATE TABLE IF NOT EXISTS secure_messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    federation_id TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    client_id TEXT,
+    kind TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS secure_messages_round ON secure_messages (federation_id, round, seq);
 PRAGMA user_version = 1;
 "#;
 
@@ -301,6 +313,10 @@ pub fn publish_round(conn: &mut Connection, p: &Publication<'_>) -> Result<()> {
         params![p.federation_id, p.round as i64],
     )?;
     tx.execute(
+        "DELETE FROM secure_messages WHERE federation_id = ?1 AND round <= ?2",
+        params![p.federation_id, p.round as i64],
+    )?;
+    tx.execute(
         "DELETE FROM model_versions WHERE federation_id = ?1 AND version + ?3 <= ?2",
         params![p.federation_id, p.version as i64, p.keep_versions as i64],
     )?;
@@ -339,4 +355,34 @@ pub fn enroll_client(
     )?;
     tx.commit()?;
     Ok(true)
+}
+
+/// One logged secure-round message or phase change.
+pub struct SecureRow {
+    pub attempt: u64,
+    pub client_id: Option<String>,
+    pub kind: String,
+    pub body: Vec<u8>,
+}
+
+/// Appends one secure-round message (durable before the reply).
+pub fn log_secure(conn: &Connection, id: &str, round: u64, row: &SecureRow) -> Result<()> {
+    conn.execute(
+        "INSERT INTO secure_messages (federation_id, round, attempt, client_id, kind, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![id, round as i64, row.attempt as i64, row.client_id, row.kind, row.body],
+    )?;
+    Ok(())
+}
+
+/// The open round's secure messages of its latest attempt, oldest first.
+pub fn secure_log(conn: &Connection, id: &str, round: u64) -> Result<Vec<SecureRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT attempt, client_id, kind, body FROM secure_messages WHERE federation_id = ?1 AND round = ?2
+         AND attempt = (SELECT MAX(attempt) FROM secure_messages WHERE federation_id = ?1 AND round = ?2)
+         ORDER BY seq",
+    )?;
+    let rows = stmt.query_map(params![id, round as i64], |r| {
+        Ok(SecureRow { attempt: r.get::<_, i64>(0)? as u64, client_id: r.get(1)?, kind: r.get(2)?, body: r.get(3)? })
+    })?;
+    Ok(rows.collect::<std::result::Result<_, _>>()?)
 }

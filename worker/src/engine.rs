@@ -10,10 +10,11 @@ use crate::config::{Config, FederationConfig};
 use crate::db::{self, hash_secret, now_s, random_hex};
 use crate::error::{Result, WorkerError};
 use crate::metrics::Metrics;
+use crate::secure::{Progress, SecureMsg, SecureState, SecureView};
 use axum::body::Bytes;
 use fedsearch_protocol::{
-    Encoding, FederationMode, GlobalModel, NoiseRng, OptimizerState, RoundState, RoundStatus, StreamingFedAvg,
-    TensorSpec, Update, ValidationError, decode_global_model, encode_global_model,
+    Encoding, FederationMode, GlobalModel, NamedTensor, NoiseRng, OptimizerState, RoundState, RoundStatus,
+    StreamingFedAvg, TensorSpec, Update, ValidationError, decode_global_model, encode_global_model,
 };
 use rusqlite::Connection;
 use std::collections::{HashMap, HashSet};
@@ -32,6 +33,8 @@ pub struct FedShared {
     pub cfg: FederationConfig,
     pub specs: Vec<TensorSpec>,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// The open secure round (secure federations only).
+    secure_view: RwLock<Option<Arc<SecureView>>>,
 }
 
 impl FedShared {
@@ -39,6 +42,18 @@ impl FedShared {
         match self.snapshot.read() {
             Ok(s) => s.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+    pub fn secure_view(&self) -> Option<Arc<SecureView>> {
+        match self.secure_view.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+    fn set_secure_view(&self, v: SecureView) {
+        match self.secure_view.write() {
+            Ok(mut g) => *g = Some(Arc::new(v)),
+            Err(poisoned) => *poisoned.into_inner() = Some(Arc::new(v)),
         }
     }
     fn set(&self, s: Snapshot) {
@@ -68,8 +83,25 @@ pub struct ClientIdent {
 pub type Credentials = RwLock<HashMap<[u8; 32], ClientIdent>>;
 
 pub enum Job {
-    Submit { update: Box<Update>, reply: oneshot::Sender<Result<SubmitOutcome>> },
-    Enroll { federation: String, token: String, reply: oneshot::Sender<Result<Enrolled>> },
+    Submit {
+        update: Box<Update>,
+        reply: oneshot::Sender<Result<SubmitOutcome>>,
+    },
+    Enroll {
+        federation: String,
+        token: String,
+        reply: oneshot::Sender<Result<Enrolled>>,
+    },
+    /// A secure-round message for the round and attempt the client believes open; the reply
+    /// carries the client's index for keys.
+    Secure {
+        federation: String,
+        client_id: String,
+        round: u64,
+        attempt: u64,
+        msg: SecureMsg,
+        reply: oneshot::Sender<Result<Option<u32>>>,
+    },
     Tick,
 }
 
@@ -96,11 +128,24 @@ struct FedState {
     opt_state: OptimizerState,
     model_f32: Bytes,
     model_f16: Bytes,
+    /// The open secure round (secure federations only).
+    secure: Option<SecureState>,
 }
 
 impl FedState {
     fn cfg(&self) -> &FederationConfig {
         &self.shared.cfg
+    }
+
+    /// Whether every planned secure round is published (no further round opens).
+    fn secure_finished(&self) -> bool {
+        self.cfg().secure.is_some_and(|s| self.model.version >= s.planned_rounds)
+    }
+
+    fn publish_secure_view(&self) {
+        if let Some(ss) = &self.secure {
+            self.shared.set_secure_view(ss.view(self.model.version, self.secure_finished()));
+        }
     }
 
     fn publish_snapshot(&self) {
@@ -189,6 +234,12 @@ impl Engine {
                     Job::Submit { update, reply } => submits.push((update, reply)),
                     Job::Enroll { federation, token, reply } => {
                         let _ = reply.send(self.enroll(&federation, &token));
+                    }
+                    Job::Secure { federation, client_id, round, attempt, msg, reply } => {
+                        let _ = reply.send(self.secure_message(&federation, &client_id, (round, attempt), msg));
+                        if let Some(i) = self.fed_index(&federation) {
+                            self.secure_progress(i, false);
+                        }
                     }
                     Job::Tick => tick = true,
                 }
@@ -307,8 +358,107 @@ impl Engine {
     /// Deadline handling for every federation.
     fn tick(&mut self) {
         for i in 0..self.feds.len() {
-            self.maybe_close(i, true);
+            if self.feds[i].secure.is_some() {
+                self.secure_progress(i, true);
+            } else {
+                self.maybe_close(i, true);
+            }
         }
+    }
+
+    /// One client's secure-round message: applied, logged durably, then answered.
+    fn secure_message(
+        &mut self,
+        federation: &str,
+        client_id: &str,
+        (round, attempt): (u64, u64),
+        msg: SecureMsg,
+    ) -> Result<Option<u32>> {
+        let i = self.fed_index(federation).ok_or_else(|| WorkerError::UnknownFederation(federation.into()))?;
+        let fed = &mut self.feds[i];
+        if fed.secure_finished() {
+            return Err(WorkerError::SecurePhase("every planned secure round is published".into()));
+        }
+        let id = fed.shared.cfg.id.clone();
+        let ss = fed
+            .secure
+            .as_mut()
+            .ok_or_else(|| WorkerError::WrongAggregation(format!("{id} does not aggregate securely")))?;
+        if (ss.round, ss.attempt) != (round, attempt) {
+            return Err(WorkerError::SecurePhase(format!(
+                "the message is for round {round} attempt {attempt}; round {} attempt {} is open",
+                ss.round, ss.attempt
+            )));
+        }
+        let (row, index) = ss.apply(client_id, msg)?;
+        if let Err(e) = db::log_secure(&self.conn, &id, ss.round, &row) {
+            // Applied but not durable: restart the round rather than diverge from the log.
+            tracing::error!(federation = %id, error = %e, "logging a secure message failed; restarting the round");
+            let (round, attempt) = (ss.round, ss.attempt);
+            self.restart_secure(i, round, attempt + 1, "storage failure");
+            return Err(e);
+        }
+        self.feds[i].publish_secure_view();
+        Ok(index)
+    }
+
+    /// Closes the secure round's phase when everyone still in it answered, or at its deadline.
+    fn secure_progress(&mut self, i: usize, check_deadline: bool) {
+        let now = now_s();
+        let fed = &mut self.feds[i];
+        if fed.secure_finished() {
+            return;
+        }
+        let target = fed.shared.cfg.target_clients as usize;
+        let phase_secs = fed.shared.cfg.secure.map_or(60, |s| s.phase_secs);
+        let specs = fed.shared.specs.clone();
+        let id = fed.shared.cfg.id.clone();
+        let Some(ss) = fed.secure.as_mut() else { return };
+        let due = check_deadline && now >= ss.deadline;
+        if !(ss.complete(target) || due) {
+            return;
+        }
+        let (round, attempt) = (ss.round, ss.attempt);
+        match ss.close_phase(&specs) {
+            Ok(Progress::Closed(phase)) => {
+                let row = ss.close_row();
+                ss.deadline = now + phase_secs;
+                if let Err(e) = db::log_secure(&self.conn, &id, round, &row) {
+                    tracing::error!(federation = %id, error = %e, "logging a phase change failed; restarting the round");
+                    self.restart_secure(i, round, attempt + 1, "storage failure");
+                    return;
+                }
+                tracing::info!(federation = %id, round, attempt, ?phase, "secure phase closed");
+                self.feds[i].publish_secure_view();
+            }
+            Ok(Progress::Extended) => {
+                ss.deadline = now + phase_secs;
+                self.feds[i].publish_secure_view();
+            }
+            Ok(Progress::Restart(why)) => self.restart_secure(i, round, attempt + 1, &why),
+            Ok(Progress::Mean(mean, n)) => self.close_round(i, "secure round unmasked", Some((mean, n))),
+            Ok(Progress::Waiting) => {}
+            Err(e) => {
+                tracing::error!(federation = %id, round, error = %e, "secure round failed; restarting it");
+                self.restart_secure(i, round, attempt + 1, "decoding the sum failed");
+            }
+        }
+    }
+
+    /// Starts `round` again as a new attempt (fresh session), logged so a restart resumes it.
+    fn restart_secure(&mut self, i: usize, round: u64, attempt: u64, why: &str) {
+        let fed = &mut self.feds[i];
+        let cfg = fed.shared.cfg.clone();
+        let Ok(Some(params)) = cfg.skellam() else { return };
+        let deadline = now_s() + cfg.secure.map_or(60, |s| s.phase_secs);
+        let marker = db::SecureRow { attempt, client_id: None, kind: "attempt".into(), body: Vec::new() };
+        if let Err(e) = db::log_secure(&self.conn, &cfg.id, round, &marker) {
+            tracing::error!(federation = %cfg.id, error = %e, "logging a new attempt failed");
+        }
+        fed.secure = Some(SecureState::new(&cfg, params, round, attempt, deadline));
+        fed.publish_secure_view();
+        self.metrics.secure_restarts.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(federation = %cfg.id, round, attempt, reason = why, "secure round restarted");
     }
 
     /// Closes the round when the target is reached, or at the deadline when
@@ -317,16 +467,16 @@ impl Engine {
     fn maybe_close(&mut self, i: usize, check_deadline: bool) {
         let now = now_s();
         let fed = &self.feds[i];
-        if fed.state != RoundState::Collecting {
+        if fed.state != RoundState::Collecting || fed.secure.is_some() {
             return;
         }
         let count = fed.agg.count();
         let cfg = fed.cfg();
         if count >= cfg.target_clients {
-            self.close_round(i, "target reached");
+            self.close_round(i, "target reached", None);
         } else if check_deadline && now >= fed.deadline {
             if count >= cfg.min_clients {
-                self.close_round(i, "deadline");
+                self.close_round(i, "deadline", None);
             } else {
                 let new_deadline = now + cfg.round_deadline_s;
                 let (id, round, min) = (cfg.id.clone(), fed.round, cfg.min_clients);
@@ -346,18 +496,23 @@ impl Engine {
         }
     }
 
-    fn close_round(&mut self, i: usize, reason: &str) {
+    /// Publishes the round: the mean of the plain aggregate, or `secure`'s unmasked mean and
+    /// survivor count.
+    fn close_round(&mut self, i: usize, reason: &str, secure: Option<(Vec<NamedTensor>, u64)>) {
         let t0 = Instant::now();
         self.feds[i].state = RoundState::Aggregating;
         self.feds[i].publish_snapshot();
         let fed = &self.feds[i];
         let cfg = fed.cfg().clone();
         let round = fed.round;
-        let count = fed.agg.count();
+        let count = secure.as_ref().map_or(fed.agg.count(), |(_, n)| *n);
         let mut model = fed.model.clone();
         let mut opt_state = fed.opt_state.clone();
         let result = (|| -> Result<()> {
-            let delta = fed.agg.finish()?;
+            let delta = match secure {
+                Some((mean, _)) => mean,
+                None => fed.agg.finish()?,
+            };
             let noise =
                 if cfg.central_noise_std > 0.0 { self.rng.as_mut().map(|r| (cfg.central_noise_std, r)) } else { None };
             cfg.optimizer.apply(&mut model, &delta, &mut opt_state, noise)?;
@@ -390,6 +545,10 @@ impl Engine {
                 fed.contributors.clear();
                 fed.deadline = now_s() + cfg.round_deadline_s;
                 fed.state = RoundState::Collecting;
+                if let (Some(s), Ok(Some(params))) = (cfg.secure, cfg.skellam()) {
+                    fed.secure = Some(SecureState::new(&cfg, params, round + 1, 0, now_s() + s.phase_secs));
+                    fed.publish_secure_view();
+                }
                 fed.publish_snapshot();
                 let secs = t0.elapsed();
                 self.metrics.rounds_published.fetch_add(1, Ordering::Relaxed);
@@ -404,6 +563,11 @@ impl Engine {
                 fed.state = RoundState::Collecting;
                 fed.publish_snapshot();
                 tracing::error!(federation = %cfg.id, round, error = %e, "publishing round failed; will retry on the next tick");
+                if fed.secure.is_some() {
+                    // The sum is gone from the server state: run the round again.
+                    let attempt = fed.secure.as_ref().map_or(0, |s| s.attempt);
+                    self.restart_secure(i, round, attempt + 1, "publishing failed");
+                }
             }
         }
     }
@@ -521,7 +685,21 @@ fn load_federation(conn: &Connection, fc: &FederationConfig) -> Result<FedState>
             model_f16: Bytes::new(),
             etag: String::new(),
         })),
+        secure_view: RwLock::new(None),
     });
+    // A secure round: replay its log (the latest attempt), with a fresh phase deadline.
+    let secure = match fc.skellam()? {
+        Some(params) => {
+            let rows = db::secure_log(conn, &fc.id, round)?;
+            let attempt = rows.first().map_or(0, |r| r.attempt);
+            let phase_secs = fc.secure.map_or(60, |s| s.phase_secs);
+            let mut ss = SecureState::new(fc, params, round, attempt, now + phase_secs);
+            ss.replay(&rows, &specs)?;
+            tracing::info!(federation = %fc.id, round, attempt, phase = ?ss.phase(), messages = rows.len(), "restored secure round");
+            Some(ss)
+        }
+        None => None,
+    };
     let mut st = FedState {
         shared,
         round,
@@ -533,9 +711,11 @@ fn load_federation(conn: &Connection, fc: &FederationConfig) -> Result<FedState>
         opt_state,
         model_f32: Bytes::new(),
         model_f16: Bytes::new(),
+        secure,
     };
     st.encode_model();
     st.publish_snapshot();
+    st.publish_secure_view();
     Ok(st)
 }
 

@@ -52,6 +52,20 @@ pub enum WorkerError {
     #[error("{0}")]
     Invalid(ValidationError),
 
+    /// A secure-aggregation message that does not fit the round's current phase (too early, too
+    /// late, twice, or for another round or attempt).
+    #[error("{0}; fetch /secure for the round's phase")]
+    SecurePhase(String),
+
+    /// A secure-aggregation message the protocol refuses (malformed, misaddressed, out of place).
+    #[error("{0}")]
+    SecureRefused(String),
+
+    /// Plain uploads to a federation that aggregates securely, or secure messages to one that
+    /// does not.
+    #[error("{0}")]
+    WrongAggregation(String),
+
     #[error("the aggregation engine is shutting down; retry shortly")]
     Unavailable,
 
@@ -83,7 +97,8 @@ impl WorkerError {
             BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             UploadInProgress => StatusCode::TOO_MANY_REQUESTS,
             BodyRead(_) | BadRequest(_) | Undecodable(_) => StatusCode::BAD_REQUEST,
-            WrongRound { .. } | RoundFull { .. } => StatusCode::CONFLICT,
+            WrongRound { .. } | RoundFull { .. } | SecurePhase(_) | WrongAggregation(_) => StatusCode::CONFLICT,
+            SecureRefused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Db(_) | Storage(_) | Config(_) | Io(_) | Protocol(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -107,6 +122,9 @@ impl WorkerError {
             Undecodable(_) => "undecodable",
             WrongRound { .. } => "wrong_round",
             RoundFull { .. } => "round_full",
+            SecurePhase(_) => "secure_phase",
+            SecureRefused(_) => "secure_refused",
+            WrongAggregation(_) => "wrong_aggregation",
             Invalid(v) => v.code(),
             Unavailable => "unavailable",
             Db(_) | Storage(_) | Protocol(_) => "internal",

@@ -4,15 +4,17 @@
 use crate::engine::{Credentials, FedShared, Job, SubmitOutcome};
 use crate::error::{Result, WorkerError};
 use crate::metrics::Metrics;
+use crate::secure::{SecureMsg, SecureView};
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use fedsearch_protocol::secagg::{EncryptedShare, PublicKeys, RevealedShare, ServerPhase, decode_masked_input};
 use fedsearch_protocol::{
-    DpRequirement, EnrollReply, FederationInfo, ModelRef, Update, UpdateSpec, UploadReply, decode_update,
-    validate_update,
+    DpRequirement, EnrollReply, FederationInfo, ModelRef, SecureInfo, SecureJoined, SecureRoster, SecureShares,
+    SecureSurvivors, Update, UpdateSpec, UploadReply, decode_update, validate_update,
 };
 use http_body_util::BodyExt;
 use serde::Deserialize;
@@ -80,11 +82,24 @@ pub fn router(state: AppState, allowed_origin: Option<&str>) -> Result<Router> {
         .route("/v1/federations/{id}/round", get(round))
         .route("/v1/federations/{id}/enroll", post(enroll))
         .route("/metrics", get(metrics))
+        .route("/v1/federations/{id}/secure", get(secure_status))
+        .route("/v1/federations/{id}/secure/keys", post(secure_keys).layer(DefaultBodyLimit::max(SECURE_JSON_LIMIT)))
+        .route("/v1/federations/{id}/secure/roster", get(secure_roster))
+        .route(
+            "/v1/federations/{id}/secure/shares",
+            get(secure_shares).post(secure_send_shares).layer(DefaultBodyLimit::max(SECURE_JSON_LIMIT)),
+        )
+        .route("/v1/federations/{id}/secure/survivors", get(secure_survivors))
+        .route(
+            "/v1/federations/{id}/secure/reveals",
+            post(secure_reveals).layer(DefaultBodyLimit::max(SECURE_JSON_LIMIT)),
+        )
         // Every route above answers within `request_secs` of its head, body included (a
         // per-frame idle timeout would let a body trickle in a byte at a time for hours).
         .route_layer(axum::middleware::from_fn_with_state(state.request_deadline, request_deadline))
         // Uploads have their own deadline, `upload_body_secs`, counted from taking a permit.
         .route("/v1/federations/{id}/updates", post(upload))
+        .route("/v1/federations/{id}/secure/masked", post(secure_masked))
         // JSON bodies (enrolment) are tiny; uploads read their body themselves.
         .layer(DefaultBodyLimit::max(16 * 1024))
         .with_state(state)
@@ -178,6 +193,20 @@ async fn federation_info(State(st): State<AppState>, Path(id): Path<String>) -> 
         optimizer: c.optimizer,
         current_version: snap.status.current_version,
         current_round: snap.status.round,
+        secure: match (c.secure, c.skellam()?) {
+            (Some(s), Some(params)) => Some(SecureInfo {
+                neighbours: s.neighbours,
+                params,
+                planned_rounds: s.planned_rounds,
+                epsilon: if params.mu > 0.0 {
+                    Some(params.epsilon(s.planned_rounds, c.dp.delta).map_err(|e| WorkerError::Config(e.to_string()))?)
+                } else {
+                    None
+                },
+                phase_secs: s.phase_secs,
+            }),
+            _ => None,
+        },
     })
     .into_response())
 }
@@ -269,22 +298,12 @@ async fn upload_inner(
     body_read: &mut bool,
 ) -> Result<Response> {
     let fed = st.fed(id)?.clone();
-    let ident = authenticate(st, id, headers)?;
-    let limit = fed.cfg.max_update_bytes();
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(WorkerError::BodyTooLarge { limit });
+    if fed.cfg.secure.is_some() {
+        return Err(WorkerError::WrongAggregation(format!(
+            "federation {id} aggregates securely: follow /v1/federations/{id}/secure instead of uploading"
+        )));
     }
-    let _in_flight = InFlight::start(st, id, &ident.client_id)?;
-    // Hold a permit from before the body is read until the engine answered:
-    // caps memory at max_concurrent_uploads bodies regardless of client count.
-    let _permit = st.upload_permits.acquire().await.map_err(|_| WorkerError::Unavailable)?;
-    let deadline = st.upload_body_deadline;
-    let bytes = tokio::time::timeout(deadline, read_limited(body, limit, declared))
-        .await
-        .map_err(|_| WorkerError::BodyTimeout { secs: deadline.as_secs() })??;
-    *body_read = true;
+    let (ident, bytes, _held) = read_upload(st, id, headers, body, fed.cfg.max_update_bytes(), body_read).await?;
     st.metrics.bytes_received.fetch_add(bytes.len() as u64, Ordering::Relaxed);
 
     let snap = fed.snapshot();
@@ -335,6 +354,192 @@ async fn upload_inner(
 
 struct Ident {
     client_id: String,
+}
+
+/// Held while an upload body is read and handled: its permit and its credential's in-flight mark.
+struct HeldUpload {
+    _in_flight: InFlight,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Authenticates an upload and reads its body (≤ `limit` bytes) within the upload deadline,
+/// holding one of the upload permits (a memory bound) and the credential's one in-flight slot.
+async fn read_upload(
+    st: &AppState,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+    body_read: &mut bool,
+) -> Result<(Ident, Vec<u8>, HeldUpload)> {
+    let ident = authenticate(st, id, headers)?;
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(WorkerError::BodyTooLarge { limit });
+    }
+    let in_flight = InFlight::start(st, id, &ident.client_id)?;
+    // Hold a permit from before the body is read until the engine answered:
+    // caps memory at max_concurrent_uploads bodies regardless of client count.
+    let permit = st.upload_permits.clone().acquire_owned().await.map_err(|_| WorkerError::Unavailable)?;
+    let deadline = st.upload_body_deadline;
+    let bytes = tokio::time::timeout(deadline, read_limited(body, limit, declared))
+        .await
+        .map_err(|_| WorkerError::BodyTimeout { secs: deadline.as_secs() })??;
+    *body_read = true;
+    st.metrics.bytes_received.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    Ok((ident, bytes, HeldUpload { _in_flight: in_flight, _permit: permit }))
+}
+
+/// Largest JSON body of a secure-round message (254 neighbours' sealed shares fit).
+const SECURE_JSON_LIMIT: usize = 256 * 1024;
+
+/// `?round=R&attempt=A`: the secure round a client's message belongs to.
+#[derive(Deserialize)]
+struct SecureQuery {
+    round: u64,
+    attempt: u64,
+}
+
+fn secure_view(st: &AppState, id: &str) -> Result<Arc<SecureView>> {
+    st.fed(id)?.secure_view().ok_or_else(|| {
+        WorkerError::WrongAggregation(format!("federation {id} does not aggregate securely: upload to /updates"))
+    })
+}
+
+/// Hands one secure message to the engine; the client's index for keys.
+async fn secure_send(
+    st: &AppState,
+    id: &str,
+    client_id: String,
+    q: &SecureQuery,
+    msg: SecureMsg,
+) -> Result<Option<u32>> {
+    let (reply, rx) = oneshot::channel();
+    let job = Job::Secure { federation: id.into(), client_id, round: q.round, attempt: q.attempt, msg, reply };
+    st.jobs.send(job).await.map_err(|_| WorkerError::Unavailable)?;
+    rx.await.map_err(|_| WorkerError::Unavailable)?
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(body).map_err(|e| WorkerError::BadRequest(format!("expected {what}: {e}")))
+}
+
+/// The client's index in the open attempt, once the keys phase has closed.
+fn secure_index(view: &SecureView, client_id: &str, at_least: ServerPhase) -> Result<u32> {
+    if view.status.phase.is_none_or(|p| p < at_least) {
+        return Err(WorkerError::SecurePhase(format!("round {} is not past {at_least:?} yet", view.status.round)));
+    }
+    view.index_of.get(client_id).copied().ok_or_else(|| {
+        WorkerError::SecurePhase(format!(
+            "this client is not in round {} attempt {}",
+            view.status.round, view.status.attempt
+        ))
+    })
+}
+
+async fn secure_status(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response> {
+    Ok(Json(secure_view(&st, &id)?.status.clone()).into_response())
+}
+
+async fn secure_keys(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<SecureQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    secure_view(&st, &id)?;
+    let ident = authenticate(&st, &id, &headers)?;
+    let keys: PublicKeys = parse_json(&body, "{\"index\", \"c_pk\", \"s_pk\"}")?;
+    let index = secure_send(&st, &id, ident.client_id, &q, SecureMsg::Keys(keys)).await?.unwrap_or_default();
+    Ok(Json(SecureJoined { round: q.round, attempt: q.attempt, index }).into_response())
+}
+
+async fn secure_roster(State(st): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response> {
+    let view = secure_view(&st, &id)?;
+    let ident = authenticate(&st, &id, &headers)?;
+    secure_index(&view, &ident.client_id, ServerPhase::Shares)?;
+    let s = &view.status;
+    Ok(Json(SecureRoster { round: s.round, attempt: s.attempt, roster: view.roster.to_vec() }).into_response())
+}
+
+async fn secure_send_shares(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<SecureQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    secure_view(&st, &id)?;
+    let ident = authenticate(&st, &id, &headers)?;
+    let shares: Vec<EncryptedShare> = parse_json(&body, "a list of sealed shares")?;
+    secure_send(&st, &id, ident.client_id, &q, SecureMsg::Shares(shares)).await?;
+    Ok(Json(json!({ "status": "accepted" })).into_response())
+}
+
+async fn secure_shares(State(st): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response> {
+    let view = secure_view(&st, &id)?;
+    let ident = authenticate(&st, &id, &headers)?;
+    let index = secure_index(&view, &ident.client_id, ServerPhase::Masked)?;
+    let s = &view.status;
+    let shares = view.mailbox.get(&index).cloned().unwrap_or_default();
+    Ok(Json(SecureShares { round: s.round, attempt: s.attempt, shares }).into_response())
+}
+
+async fn secure_survivors(State(st): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response> {
+    let view = secure_view(&st, &id)?;
+    let ident = authenticate(&st, &id, &headers)?;
+    secure_index(&view, &ident.client_id, ServerPhase::Unmask)?;
+    let s = &view.status;
+    Ok(Json(SecureSurvivors { round: s.round, attempt: s.attempt, survivors: view.survivors.to_vec() }).into_response())
+}
+
+async fn secure_reveals(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<SecureQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    secure_view(&st, &id)?;
+    let ident = authenticate(&st, &id, &headers)?;
+    let reveals: Vec<RevealedShare> = parse_json(&body, "a list of revealed shares")?;
+    secure_send(&st, &id, ident.client_id, &q, SecureMsg::Reveals(reveals)).await?;
+    Ok(Json(json!({ "status": "accepted" })).into_response())
+}
+
+/// `POST …/secure/masked?round=R&attempt=A`: the client's masked input (binary, FSMI), read like
+/// an upload (permit, deadline, one at a time per credential).
+async fn secure_masked(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<SecureQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut body_read = false;
+    let result = async {
+        let view = secure_view(&st, &id)?;
+        let params = st.fed(&id)?.cfg.skellam()?.ok_or_else(|| WorkerError::WrongAggregation(id.clone()))?;
+        let limit = 64 + 4 * params.dim as u64;
+        let (ident, bytes, _held) = read_upload(&st, &id, &headers, body, limit, &mut body_read).await?;
+        drop(view);
+        let input = decode_masked_input(&bytes).map_err(|e| WorkerError::BadRequest(e.to_string()))?;
+        secure_send(&st, &id, ident.client_id, &q, SecureMsg::Masked(input)).await?;
+        Ok::<_, WorkerError>(Json(json!({ "status": "accepted" })).into_response())
+    }
+    .await;
+    match result {
+        Ok(r) => r,
+        Err(e) => {
+            let mut r = e.into_response();
+            if !body_read {
+                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            r
+        }
+    }
 }
 
 fn authenticate(st: &AppState, fed_id: &str, headers: &HeaderMap) -> Result<Ident> {

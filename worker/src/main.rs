@@ -8,6 +8,7 @@ mod engine;
 mod error;
 mod http;
 mod metrics;
+mod secure;
 mod server;
 
 use clap::{Args, Parser, Subcommand};

@@ -15,6 +15,8 @@ pub struct Metrics {
     /// Aggregation (finish + optimizer + persist) time, microseconds.
     pub aggregation_micros: AtomicU64,
     pub aggregations: AtomicU64,
+    /// Secure rounds started again after a phase ended with too few clients.
+    pub secure_restarts: AtomicU64,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -44,6 +46,11 @@ impl Metrics {
         );
         counter("fedsearch_bytes_received_total", "Update body bytes received.", g(&self.bytes_received));
         counter("fedsearch_enrolments_total", "Clients enrolled.", g(&self.enrolments));
+        counter(
+            "fedsearch_secure_restarts_total",
+            "Secure rounds started again after a phase ended with too few clients.",
+            g(&self.secure_restarts),
+        );
         let _ = writeln!(
             s,
             "# HELP fedsearch_aggregation_seconds Time spent closing rounds (average, optimizer step, persist).\n\

@@ -23,9 +23,15 @@ fn simulate(dir: &Path, extra: &[&str]) -> Output {
 
 /// Runs a simulation that must succeed and returns its JSON report.
 fn report(dir: &Path, name: &str, extra: &[&str]) -> Value {
-    let out_path = dir.join(name);
     let mut args: Vec<&str> = vec!["--clients", "2", "--rounds", "2", "--local-steps", "3", "--batch-size", "8"];
     args.extend(extra);
+    report_exactly(dir, name, &args)
+}
+
+/// Runs a simulation with exactly these arguments (and `--json`); it must succeed.
+fn report_exactly(dir: &Path, name: &str, extra: &[&str]) -> Value {
+    let out_path = dir.join(name);
+    let mut args = extra.to_vec();
     let p = out_path.to_str().unwrap().to_string();
     args.extend(["--json", &p]);
     let out = simulate(dir, &args);
@@ -125,6 +131,15 @@ fn bad_flags_exit_with_code_2() {
         (&["--server-lr", "0"], "--server-lr"),
         (&["--head-pull=-1"], "--head-pull"),
         (&["--train-pairs", "missing-clicks.jsonl"], "missing-clicks.jsonl"),
+        (&["--secure-aggregation"], "needs --clip"),
+        (&["--secure-aggregation", "--clip", "1", "--dp-sigma", "1"], "not --dp-sigma"),
+        (&["--secure-aggregation", "--clip", "1", "--clients", "1"], "at least 2 clients"),
+        (&["--secure-aggregation", "--clip", "1", "--secagg-neighbours", "300"], "--secagg-neighbours"),
+        (&["--dropout", "1"], "--dropout"),
+        (&["--min-survivors", "0"], "--min-survivors"),
+        (&["--target-epsilon", "8"], "needs --clip"),
+        (&["--target-epsilon", "0", "--clip", "1"], "--target-epsilon"),
+        (&["--target-epsilon", "8", "--clip", "1", "--dp-sigma", "1"], "drop --dp-sigma"),
     ] {
         let out = simulate(dir, extra);
         assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -191,4 +206,69 @@ fn click_pairs_train_the_federated_model_and_may_not_leak_the_test_set() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Secure aggregation without noise publishes the same mean as plain FedAvg of the clipped
+/// updates (to the rounding of 1/scale), so every round ranks the same; with distributed DP and
+/// dropouts the run meets its ε target and reports the protocol's cost.
+#[test]
+fn secure_aggregation_matches_plain_fedavg_and_meets_its_epsilon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    let base = ["--clients", "3", "--rounds", "2", "--clip", "0.5", "--local-steps", "3", "--batch-size", "8"];
+    let plain = report_exactly(dir, "clip.json", &base);
+    let secure = report_exactly(dir, "secure.json", &[&base[..], &["--secure-aggregation"]].concat());
+    for (p, s) in rounds(&plain).iter().zip(rounds(&secure)) {
+        for key in ["top1", "mrr10", "top10", "mean_update_norm"] {
+            let (a, b) = (p[key].as_f64().unwrap(), s[key].as_f64().unwrap());
+            assert!((a - b).abs() < 1e-6 * a.abs().max(1.0), "{key}: plain {a} vs secure {b}");
+        }
+        assert_eq!(s["survivors"].as_u64(), Some(3));
+        assert!(s["secagg_bytes_per_client"].as_f64().unwrap() > 0.0);
+        assert!(s["unmask_s"].as_f64().unwrap() > 0.0);
+    }
+    assert!(secure.get("epsilon").is_none_or(Value::is_null), "no noise, no epsilon: {}", secure["epsilon"]);
+
+    // Distributed DP over 8 clients (a complete graph: any 3 may fail), 30 % dropping out at random
+    // phases, 2 rounds, ε = 8 for the whole run.
+    let dp = report_exactly(
+        dir,
+        "secure-dp.json",
+        &[
+            "--rounds",
+            "2",
+            "--batch-size",
+            "8",
+            "--clients",
+            "8",
+            "--clip",
+            "0.5",
+            "--secure-aggregation",
+            "--secagg-neighbours",
+            "7",
+            "--dropout",
+            "0.3",
+            "--min-survivors",
+            "0.25",
+            "--target-epsilon",
+            "8",
+        ],
+    );
+    let eps = dp["epsilon"].as_f64().expect("the run's epsilon");
+    let published = rounds(&dp).iter().filter(|r| r["published"] == true).count();
+    assert_eq!(dp["published_rounds"].as_u64(), Some(published as u64));
+    assert!(published >= 1, "{dp}");
+    // The target holds for the whole run; it is spent in full when every round is published.
+    assert!(eps <= 8.0 + 1e-9 && (published < 2 || eps > 7.9), "{eps} after {published} rounds");
+    assert!(dp["config"]["skellam"]["mu"].as_f64().unwrap() > 0.0);
+    assert_eq!(dp["final_top1"], rounds(&dp).last().unwrap()["top1"]);
+    let survivors: Vec<u64> = rounds(&dp).iter().map(|r| r["survivors"].as_u64().unwrap()).collect();
+    assert!(survivors.iter().all(|&n| (2..=8).contains(&n)), "{survivors:?}");
+
+    // Local DP with a target: σ is chosen so that the whole run spends the target.
+    let local = report(dir, "local-dp.json", &["--clip", "0.5", "--target-epsilon", "4"]);
+    let eps = local["epsilon"].as_f64().unwrap();
+    assert!(eps > 3.99 && eps <= 4.0 + 1e-9, "{eps}");
+    assert!(local["config"]["noise_multiplier"].as_f64().unwrap() > 0.0);
 }

@@ -70,6 +70,7 @@ fn shared_info(n_docs: u32, dim: u32, ids: Vec<String>) -> FederationInfo {
         dp: FederationDp { clip: 1.0, noise_multiplier: 0.8, delta: 1e-5 },
         current_version: 0,
         current_round: 0,
+        secure: None,
         model: fedsearch_protocol::ModelRef { id: "test".into(), sha256: None, url: None },
         tensors: fedsearch_protocol::federated_tensor_specs(FederationMode::Shared, dim, n_docs),
         min_clients: 1,

@@ -129,6 +129,7 @@ async fn the_update_decodes_validates_and_carries_no_text() {
         dp: FederationDp { clip: 0.5, noise_multiplier: 1.1, delta: 1e-5 },
         current_version: 0,
         current_round: 0,
+        secure: None,
         model: fedsearch_protocol::ModelRef { id: "test".into(), sha256: None, url: None },
         tensors: fedsearch_protocol::federated_tensor_specs(FederationMode::Shared, d, n),
         min_clients: 1,

@@ -175,7 +175,7 @@ pub fn sigma_for_epsilon(target_eps: f64, q: f64, steps: u64, delta: f64) -> Res
 }
 
 /// Opacus' `DEFAULT_ALPHAS`: `[1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))`.
-fn default_orders() -> Vec<f64> {
+pub(crate) fn default_orders() -> Vec<f64> {
     (1..100).map(|x| 1.0 + f64::from(x) / 10.0).chain((12..64).map(f64::from)).collect()
 }
 
@@ -199,7 +199,7 @@ fn check_q(q: f64) -> Result<()> {
     }
 }
 
-fn check_delta(delta: f64) -> Result<()> {
+pub(crate) fn check_delta(delta: f64) -> Result<()> {
     if delta > 0.0 && delta < 1.0 {
         Ok(())
     } else {
@@ -208,7 +208,7 @@ fn check_delta(delta: f64) -> Result<()> {
 }
 
 /// Opacus `get_privacy_spent`: (ε, optimal order), ignoring NaN orders.
-fn privacy_spent(orders: &[f64], rdp: &[f64], delta: f64) -> (f64, f64) {
+pub(crate) fn privacy_spent(orders: &[f64], rdp: &[f64], delta: f64) -> (f64, f64) {
     let mut best = (f64::INFINITY, f64::NAN);
     for (&a, &r) in orders.iter().zip(rdp) {
         let eps = r - (delta.ln() + a.ln()) / (a - 1.0) + ((a - 1.0) / a).ln();

@@ -1,6 +1,7 @@
 //! Differential privacy for fedsearch: clipping, Gaussian noise, per-example
-//! DP-SGD for a linear layer, and the Rényi-DP accountant that turns
-//! (noise multiplier, sampling rate, steps) into an (ε, δ) guarantee.
+//! DP-SGD for a linear layer, the Rényi-DP accountant that turns
+//! (noise multiplier, sampling rate, steps) into an (ε, δ) guarantee, and the
+//! Skellam mechanism for distributed DP under secure aggregation.
 //!
 //! Everything here is plain Rust and builds for `wasm32-unknown-unknown`, so the
 //! browser client privatizes its update with exactly the code the native client
@@ -28,6 +29,7 @@ pub mod clip;
 pub mod dpsgd;
 mod error;
 pub mod noise;
+pub mod skellam;
 pub mod update;
 
 pub use accountant::{MechanismStep, RdpAccountant, epsilon, sigma_for_epsilon};
@@ -35,4 +37,5 @@ pub use clip::{ClipReport, clip_to_norm, l2_norm};
 pub use dpsgd::{DpSgdParams, LinearGrad, dp_linear_grad};
 pub use error::{PrivacyError, Result};
 pub use noise::{NoiseRng, add_gaussian_noise};
+pub use skellam::{SkellamParams, add_skellam_noise, quantise, scale_for, skellam_rdp};
 pub use update::{PrivatizeReport, max_plausible_coordinate, max_plausible_norm, privatize_update};

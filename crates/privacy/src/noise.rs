@@ -8,8 +8,8 @@
 //! that sees two updates noised identically can cancel the noise.
 
 use rand_chacha::ChaCha20Rng;
-use rand_chacha::rand_core::SeedableRng;
-use rand_distr::{Distribution, StandardNormal};
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_distr::{Distribution, Poisson, StandardNormal};
 
 use crate::error::{PrivacyError, Result};
 
@@ -37,6 +37,29 @@ impl NoiseRng {
     /// One draw from N(0, 1).
     pub fn standard_normal(&mut self) -> f64 {
         StandardNormal.sample(&mut self.inner)
+    }
+
+    /// One draw from U[0, 1) with 53 random bits.
+    pub fn uniform(&mut self) -> f64 {
+        (self.inner.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// One draw from Poisson(λ); 0 for λ = 0. Errors on a negative, NaN or too large λ.
+    pub fn poisson(&mut self, lambda: f64) -> Result<u64> {
+        if lambda == 0.0 {
+            return Ok(0);
+        }
+        let p = Poisson::new(lambda).map_err(|_| PrivacyError::InvalidParameter {
+            name: "Poisson rate",
+            value: lambda,
+            expected: "finite, ≥ 0 and below 1.8e19",
+        })?;
+        Ok(p.sample(&mut self.inner) as u64)
+    }
+
+    /// Fills `out` with generator bytes (key material: secure-aggregation secrets).
+    pub fn fill_bytes(&mut self, out: &mut [u8]) {
+        self.inner.fill_bytes(out);
     }
 }
 

@@ -12,12 +12,15 @@ mod build;
 mod codec;
 pub mod dp;
 mod error;
+pub mod secagg;
 mod types;
 mod validate;
 mod wire;
 
 pub use aggregate::{AccTensor, OptimizerState, ServerOptimizer, StreamingFedAvg};
-pub use build::{BuiltUpdate, UpdateHeader, UpdatePrivacy, build_update};
+pub use build::{
+    BuiltSecureUpdate, BuiltUpdate, UpdateHeader, UpdatePrivacy, build_secure_update, build_update, secure_mean,
+};
 pub use codec::{
     Encoding, HEADER_LEN, MAGIC, MAX_DIMS, MAX_TENSORS, SCHEMA_VERSION, TRAILER_LEN, decode_global_model,
     decode_global_model_ignoring_checksum, decode_update, decode_update_ignoring_checksum, encode_global_model,
@@ -25,9 +28,13 @@ pub use codec::{
 };
 pub use dp::NoiseRng;
 pub use error::ProtocolError;
+pub use fedsearch_privacy::SkellamParams;
 pub use types::{
     ADAPTER_BIAS, ADAPTER_WEIGHT, DpParams, FederationMode, GlobalModel, HEAD_BIAS, HEAD_WEIGHT, MINILM_DIM,
     NamedTensor, RoundState, RoundStatus, TensorSpec, Update, federated_tensor_specs, is_head_tensor, shape_numel,
 };
 pub use validate::{UpdateSpec, ValidationError, validate_update};
-pub use wire::{DpRequirement, EnrollReply, FederationInfo, ModelRef, UploadReply};
+pub use wire::{
+    DpRequirement, EnrollReply, FederationInfo, ModelRef, SecureInfo, SecureJoined, SecureRoster, SecureShares,
+    SecureStatus, SecureSurvivors, UploadReply,
+};

@@ -3,7 +3,9 @@
 //! never a silent zero or a guess ("an unreadable upload reply means accepted").
 
 use crate::aggregate::ServerOptimizer;
+use crate::secagg::{EncryptedShare, PublicKeys, ServerPhase, SessionId};
 use crate::types::{FederationMode, TensorSpec};
+use fedsearch_privacy::SkellamParams;
 use serde::{Deserialize, Serialize};
 
 /// The frozen encoder a federation trains on top of.
@@ -47,6 +49,80 @@ pub struct FederationInfo {
     pub optimizer: ServerOptimizer,
     pub current_version: u64,
     pub current_round: u64,
+    /// Present when the federation aggregates securely (SecAgg+ with distributed DP): plain
+    /// uploads are refused and clients follow the phases of `GET …/secure`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure: Option<SecureInfo>,
+}
+
+/// How a federation's secure rounds run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecureInfo {
+    /// Neighbours of each client in the SecAgg+ graph.
+    pub neighbours: usize,
+    /// Clip, integer scale, and the Skellam noise the sum carries (`mu = 0`: no noise). Each
+    /// client adds `Sk(mu/min_clients, mu/min_clients)`.
+    pub params: SkellamParams,
+    /// Published rounds the ε covers; no secure round opens after them.
+    pub planned_rounds: u64,
+    /// ε of the whole run at `dp.delta` (absent without noise).
+    pub epsilon: Option<f64>,
+    /// Seconds each phase waits for the clients.
+    pub phase_secs: u64,
+}
+
+/// `GET /v1/federations/{id}/secure`: where the federation's secure round stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecureStatus {
+    pub round: u64,
+    /// Restarts of this round after a phase ended with too few clients; part of the session.
+    pub attempt: u64,
+    /// The attempt's session: every key and mask is derived under it.
+    pub session: SessionId,
+    /// `None` once the planned rounds are all published.
+    pub phase: Option<ServerPhase>,
+    pub deadline_unix_s: u64,
+    /// Clients that took part in each phase so far: keys, shares, masked inputs, reveals.
+    pub counts: [usize; 4],
+    pub base_version: u64,
+}
+
+/// `POST …/secure/keys`: the index the worker gave this client for the round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecureJoined {
+    pub round: u64,
+    pub attempt: u64,
+    pub index: u32,
+}
+
+/// `GET …/secure/roster`: every client's keys, once the keys phase closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecureRoster {
+    pub round: u64,
+    pub attempt: u64,
+    pub roster: Vec<PublicKeys>,
+}
+
+/// `GET …/secure/shares`: the sealed shares addressed to this client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecureShares {
+    pub round: u64,
+    pub attempt: u64,
+    pub shares: Vec<EncryptedShare>,
+}
+
+/// `GET …/secure/survivors`: the clients whose masked input arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecureSurvivors {
+    pub round: u64,
+    pub attempt: u64,
+    pub survivors: Vec<u32>,
 }
 
 /// `POST /v1/federations/{id}/enroll`: the client's id and its bearer credential.
@@ -107,6 +183,7 @@ mod tests {
             optimizer: ServerOptimizer::default(),
             current_version: 3,
             current_round: 4,
+            secure: None,
         };
         let mut v = serde_json::to_value(&info).unwrap();
         assert_eq!(serde_json::from_value::<FederationInfo>(v.clone()).unwrap(), info);

@@ -120,6 +120,33 @@ pub struct SimulateArgs {
     /// λ of the L2 pull of the head back to its keys (on the trained residual; 0: none).
     #[arg(long, default_value_t = 1.0)]
     pub head_pull: f64,
+    /// Secure aggregation (SecAgg+): the server decodes only the sum of each round's updates;
+    /// with DP, each client adds only its share of Skellam noise (distributed DP). Needs --clip.
+    #[arg(long)]
+    pub secure_aggregation: bool,
+    /// Neighbours of each client in the secure-aggregation graph (SecAgg+; all when ≥ clients − 1).
+    #[arg(long, default_value_t = 32)]
+    pub secagg_neighbours: usize,
+    /// Probability that a client drops out of a round (at a random phase under secure aggregation).
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f64,
+    /// The fewest surviving clients a round needs to be published, as a fraction of --clients;
+    /// under distributed DP each client adds 1/(this many) of the noise.
+    #[arg(long, default_value_t = 0.8)]
+    pub min_survivors: f64,
+    /// ε (at --delta) for the whole run: the accountant picks the noise (σ for local DP, μ for
+    /// distributed DP under --secure-aggregation). Needs --clip; excludes --dp-sigma.
+    #[arg(long)]
+    pub target_epsilon: Option<f64>,
+}
+
+impl SimulateArgs {
+    /// The fewest survivors a round needs: `⌈min_survivors · clients⌉`, at least 1 (2 under
+    /// secure aggregation: a sum of one is that client's update).
+    pub fn min_survivor_count(&self) -> usize {
+        let floor = if self.secure_aggregation { 2 } else { 1 };
+        ((self.min_survivors * self.clients as f64).ceil() as usize).max(floor)
+    }
 }
 
 pub(super) fn check_args(a: &SimulateArgs) -> CliResult<()> {
@@ -170,6 +197,39 @@ pub(super) fn check_args(a: &SimulateArgs) -> CliResult<()> {
     }
     if a.docs == Some(0) {
         return bad("--docs must be at least 1".into());
+    }
+    if !(0.0..1.0).contains(&a.dropout) {
+        return bad(format!("--dropout must be in [0, 1), got {}", a.dropout));
+    }
+    if !(a.min_survivors > 0.0 && a.min_survivors <= 1.0) {
+        return bad(format!("--min-survivors must be a fraction in (0, 1], got {}", a.min_survivors));
+    }
+    if let Some(e) = a.target_epsilon {
+        if !(e.is_finite() && e > 0.0) {
+            return bad(format!("--target-epsilon must be a positive number, got {e}"));
+        }
+        if a.clip.is_none() || a.dp_sigma.is_some() {
+            return bad("--target-epsilon needs --clip C and picks the noise itself: drop --dp-sigma".into());
+        }
+    }
+    if a.secure_aggregation {
+        if a.clip.is_none() {
+            return bad("--secure-aggregation needs --clip C: updates are clipped, then rounded to integers".into());
+        }
+        if a.dp_sigma.is_some() {
+            return bad(
+                "under --secure-aggregation the noise is distributed: give --target-epsilon, not --dp-sigma".into()
+            );
+        }
+        if a.clients < 2 || a.min_survivor_count() > a.clients {
+            return bad(format!(
+                "--secure-aggregation needs at least 2 clients and --min-survivors ≤ 1 (got {} clients)",
+                a.clients
+            ));
+        }
+        if a.secagg_neighbours < 1 || a.secagg_neighbours > 254 {
+            return bad(format!("--secagg-neighbours must be in 1..=254, got {}", a.secagg_neighbours));
+        }
     }
     Ok(())
 }

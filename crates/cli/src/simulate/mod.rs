@@ -64,7 +64,7 @@ use fedsearch_core::pseudo::{PseudoQueryConfig, pseudo_queries};
 use fedsearch_core::search::top_k;
 use fedsearch_core::train::Retriever;
 use fedsearch_core::train::{TrainConfig, TrainInputs, train};
-use fedsearch_privacy::NoiseRng;
+use fedsearch_privacy::{NoiseRng, SkellamParams};
 use fedsearch_protocol::{
     DpParams, Encoding, FederationMode, GlobalModel, NamedTensor, OptimizerState, ServerOptimizer, StreamingFedAvg,
     TensorSpec, UpdateHeader, UpdatePrivacy, UpdateSpec, build_update, decode_update, encode_update,
@@ -81,6 +81,7 @@ use web_time::Instant;
 
 mod args;
 mod report;
+mod round;
 mod server;
 mod split;
 
@@ -88,6 +89,7 @@ use args::check_args;
 pub use args::{ModeArg, SimulateArgs, SplitArg, TrainArg, WireArg};
 pub use report::{RoundResult, RunConfig, SimulationReport};
 use report::{print_header, print_row};
+use round::{RoundCtx, plain_round, secure_round};
 use server::server_spec;
 use split::{derive_seed, derive_u64, split_pairs};
 
@@ -191,7 +193,14 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
         WireArg::F16 => Encoding::F16,
     };
     let clip = args.clip.map(|c| c as f32);
-    let sigma = args.dp_sigma.map(|s| s as f32);
+    // Local DP: σ given, or chosen by the accountant for the whole run.
+    let sigma = match (args.dp_sigma, args.target_epsilon, args.secure_aggregation) {
+        (Some(s), _, _) => Some(s as f32),
+        (None, Some(e), false) => {
+            Some(fedsearch_privacy::sigma_for_epsilon(e, 1.0, args.rounds as u64, args.delta)? as f32)
+        }
+        _ => None,
+    };
     eprintln!(
         "{} documents, {} test queries, {} training pairs ({} clicks) over {} client(s)",
         n_docs,
@@ -234,7 +243,8 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
                     HostTensor { name: "head.weight".into(), shape: vec![d, n_docs], data: vec![0.0; d * n_docs] },
                     HostTensor { name: "head.bias".into(), shape: vec![n_docs], data: vec![0.0; n_docs] },
                 ],
-                noise: sigma.map(|_| NoiseRng::from_seed(derive_seed(args.seed, "noise", c as u64, 0))),
+                noise: (sigma.is_some() || args.secure_aggregation)
+                    .then(|| NoiseRng::from_seed(derive_seed(args.seed, "noise", c as u64, 0))),
             })
             .collect();
         drop(features);
@@ -245,6 +255,27 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
 
         let specs: Vec<TensorSpec> = federated_tensor_specs(mode, d as u32, n_docs as u32);
         let values_per_update: usize = specs.iter().map(TensorSpec::numel).sum();
+        // Secure aggregation: integers at a scale that keeps the sum inside 32 bits, and (with a
+        // target ε) the Skellam noise the sum must carry each round.
+        let skellam = match (args.secure_aggregation, clip, args.target_epsilon) {
+            (true, Some(c), Some(e)) => Some(SkellamParams::for_target(
+                e,
+                args.delta,
+                args.rounds as u64,
+                f64::from(c),
+                values_per_update,
+                args.clients,
+                args.min_survivor_count(),
+            )?),
+            (true, Some(c), None) => Some(SkellamParams {
+                clip: f64::from(c),
+                scale: fedsearch_privacy::scale_for(f64::from(c), args.clients, args.min_survivor_count(), 0.0),
+                dim: values_per_update,
+                mu: 0.0,
+                min_clients: args.min_survivor_count(),
+            }),
+            _ => None,
+        };
         let mut global = GlobalModel::initial(FEDERATION_ID, mode, d as u32, n_docs as u32, Some(corpus.ids()));
         let mut opt_state = OptimizerState::default();
         let server_opt = ServerOptimizer::FedAvg { lr: args.server_lr };
@@ -260,6 +291,10 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
             values_per_update,
             setup_s,
             sampling_rate_q: 1.0,
+            noise_multiplier: sigma.map(f64::from),
+            skellam,
+            equivalent_noise_multiplier: skellam.filter(|p| p.mu > 0.0).map(|p| p.equivalent_noise_multiplier()),
+            min_survivors: args.min_survivor_count(),
             noise_seed: "SHA-256(--seed, client index): reproducible simulation only; real clients seed from OS entropy",
             personal_eval: "each client's global adapter + own head on the test queries whose gold document it holds; mean over (client, query) pairs",
         };
@@ -268,101 +303,47 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
         let pb = bar(total_steps, "training");
         let mut rounds = Vec::new();
         let (mut cum_wall, mut cum_parallel) = (0.0, 0.0);
+        let ctx = RoundCtx {
+            args,
+            enc: &enc,
+            device: &device,
+            keys: keys.as_deref(),
+            specs: &specs,
+            mode,
+            wire,
+            clip,
+            sigma,
+            skellam,
+            pb: &pb,
+            d,
+            n_docs,
+        };
+        let mut published = 0u64;
         for round in 1..=args.rounds {
             let round_start = Instant::now();
-            let base: Vec<HostTensor> = global.tensors.iter().map(to_host).collect();
-            let spec = server_spec(mode, d, n_docs, global.version, clip, sigma, args.delta)?;
-            let epsilon = match args.dp_sigma {
-                Some(s) => Some(fedsearch_privacy::epsilon(s, 1.0, round as u64, args.delta)?),
-                None => None,
-            };
-            let mut agg = StreamingFedAvg::new(&specs);
-            let (mut slowest, mut server_s, mut bytes_sum, mut norm_sum, mut loss_sum) =
-                (0.0f64, 0.0, 0usize, 0.0, 0.0);
-            for (c, client) in clients.iter_mut().enumerate() {
-                let t_client = Instant::now();
-                // The client's starting point: the global model (+ its own head in personal mode).
-                let mut start = base.clone();
-                if mode == FederationMode::Personal {
-                    start.retain(|t| !is_head_tensor(&t.name));
-                    start.extend(client.head.iter().cloned());
-                }
-                let model =
-                    keyed(retriever_from_tensors(&start, DEFAULT_HEAD_SCALE, &device)?, keys.as_deref(), &device);
-                let cfg = TrainConfig {
-                    epochs: args.local_steps,
-                    batch_size: args.batch_size,
-                    head_lr: args.head_lr,
-                    adapter_lr: args.adapter_lr,
-                    holdout_fraction: 0.0,
-                    patience: usize::MAX,
-                    seed: derive_u64(args.seed, "local-shuffle", round as u64, c as u64),
-                    max_steps: Some(args.local_steps),
-                    pull_to_keys: args.head_pull,
-                };
-                let inputs = match args.train {
-                    TrainArg::Head => TrainInputs::Cached(&client.features),
-                    TrainArg::Adapter => TrainInputs::Texts { encoder: &enc, texts: &client.texts },
-                };
-                let done_before = ((round - 1) * args.clients + c) * args.local_steps;
-                let (trained, report) = train(model, inputs, &client.targets, &cfg, &device, &mut |p| {
-                    pb.set_position((done_before + p.step) as u64);
-                    pb.set_message(format!("r{round} c{c} loss {:.3}", p.loss));
-                    true
+            // ε each client has spent once this round is published (it took part in every one).
+            let epsilon_if_published = |rounds: u64| -> CliResult<Option<f64>> {
+                Ok(match (sigma, &skellam) {
+                    (Some(s), _) => Some(fedsearch_privacy::epsilon(f64::from(s), 1.0, rounds, args.delta)?),
+                    (None, Some(p)) if p.mu > 0.0 => Some(p.epsilon(rounds, args.delta)?),
+                    _ => None,
                 })
-                .await?;
-                loss_sum += f64::from(report.final_loss);
-                let local = retriever_tensors(&trained).await?;
-                if mode == FederationMode::Personal {
-                    client.head = local.iter().filter(|t| is_head_tensor(&t.name)).cloned().collect();
-                }
-                // Delta of the federated tensors in spec order, privatized by the tab's builder.
-                let mut deltas = Vec::with_capacity(specs.len());
-                for s in &specs {
-                    let (l, b) = (find(&local, &s.name)?, find(&base, &s.name)?);
-                    let delta = l.data.iter().zip(&b.data).map(|(x, y)| x - y).collect();
-                    deltas.push(NamedTensor::new(s.name.clone(), s.shape.clone(), delta));
-                }
-                let privacy = match (clip, sigma, client.noise.as_mut()) {
-                    (Some(clip), Some(noise_multiplier), Some(rng)) => {
-                        UpdatePrivacy::Gaussian { clip, noise_multiplier, rng }
-                    }
-                    (Some(clip), None, _) => UpdatePrivacy::ClipOnly { clip },
-                    _ => UpdatePrivacy::Exact,
-                };
-                let header = UpdateHeader {
-                    federation_id: FEDERATION_ID.into(),
-                    round: round as u64,
-                    client_id: client.id.clone(),
-                    base_version: global.version,
-                    mode,
-                    dp: DpParams {
-                        clip: spec.clip,
-                        noise_multiplier: spec.noise_multiplier,
-                        delta: args.delta,
-                        epsilon_spent: epsilon.unwrap_or(0.0),
-                    },
-                };
-                let built = build_update(header, deltas, privacy).map_err(proto("building an update"))?;
-                norm_sum += built.norm_before_clip;
-                let update = built.update;
-                let bytes = encode_update(&update, wire);
-                bytes_sum += bytes.len();
-                slowest = slowest.max(t_client.elapsed().as_secs_f64());
-
-                // The server: decode, validate, accumulate — as the worker does.
+            };
+            let outcome = if args.secure_aggregation {
+                secure_round(&ctx, &mut clients, round, &global).await?
+            } else {
+                plain_round(&ctx, &mut clients, round, &global, epsilon_if_published(published + 1)?).await?
+            };
+            let mut server_s = outcome.server_s;
+            if let Some(mean) = &outcome.mean {
                 let t_server = Instant::now();
-                let received = decode_update(&bytes).map_err(proto("decoding an update"))?;
-                validate_update(&received, &spec).map_err(proto("the server rejected an update"))?;
-                agg.add(&received, 1.0).map_err(proto("aggregation"))?;
+                server_opt.apply(&mut global, mean, &mut opt_state, None).map_err(proto("server optimizer"))?;
                 server_s += t_server.elapsed().as_secs_f64();
+                published += 1;
             }
-            let t_server = Instant::now();
-            let mean = agg.finish().map_err(proto("aggregation"))?;
-            server_opt.apply(&mut global, &mean, &mut opt_state, None).map_err(proto("server optimizer"))?;
-            server_s += t_server.elapsed().as_secs_f64();
+            let epsilon = epsilon_if_published(published)?;
             let wall_s = round_start.elapsed().as_secs_f64();
-            let parallel_s = slowest + server_s;
+            let parallel_s = outcome.slowest_client_s + server_s;
             cum_wall += wall_s;
             cum_parallel += parallel_s;
 
@@ -371,6 +352,7 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
                 evaluate(&enc, &global, &clients, &frozen_q, &q_texts, &gold, keys.as_deref(), args, &device).await?;
             let eval_s = t_eval.elapsed().as_secs_f64();
             let n_clients = clients.len() as f64;
+            let trained = outcome.trained.max(1) as f64;
             let row = RoundResult {
                 round,
                 top1: metrics.top1,
@@ -378,13 +360,19 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
                 top10: metrics.top10,
                 eval_queries: metrics.queries,
                 epsilon,
-                bytes_per_client: bytes_sum as f64 / n_clients,
-                mean_update_norm: norm_sum / n_clients,
-                mean_loss: loss_sum / n_clients,
+                published: outcome.mean.is_some(),
+                unpublished_reason: outcome.unpublished,
+                survivors: outcome.survivors,
+                bytes_per_client: outcome.bytes_sum as f64 / trained,
+                secagg_bytes_per_client: outcome.secagg_bytes_sum as f64 / n_clients,
+                mean_update_norm: outcome.norm_sum / trained,
+                mean_loss: outcome.loss_sum / trained,
                 wall_s,
                 parallel_s,
-                slowest_client_s: slowest,
+                slowest_client_s: outcome.slowest_client_s,
+                secagg_client_s: outcome.secagg_client_s,
                 server_s,
+                unmask_s: outcome.unmask_s,
                 eval_s,
                 cum_wall_s: cum_wall,
                 cum_parallel_s: cum_parallel,
@@ -393,7 +381,15 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
             rounds.push(row);
         }
         pb.finish_and_clear();
-        let report = SimulationReport { config, rounds };
+        let last = rounds.last().expect("at least one round");
+        let report = SimulationReport {
+            final_top1: last.top1,
+            final_mrr10: last.mrr10,
+            epsilon: last.epsilon,
+            published_rounds: published as usize,
+            config,
+            rounds,
+        };
         if let Some(path) = &args.json {
             let text = serde_json::to_string_pretty(&report).expect("report serialises");
             std::fs::write(path, text).map_err(|e| CliError::Io(format!("{}: {e}", path.display())))?;

@@ -1,0 +1,311 @@
+//! One federated round of `fedsearch simulate`, either plain (each update encoded, decoded,
+//! validated and added to a streaming FedAvg, as the worker does) or secure (the SecAgg+ phases
+//! of `fedsearch_protocol::secagg` with every message encoded, and the server decoding only the
+//! sum). Clients drop out with `--dropout`: in a plain round their update never arrives; in a
+//! secure round each drops after a uniformly drawn phase (keys, shares or masked input).
+
+use super::*;
+use fedsearch_privacy::SkellamParams;
+use fedsearch_protocol::secagg::{
+    SecAggClient, SecAggError, SecAggServer, SessionId, decode_masked_input, encode_masked_input,
+};
+use fedsearch_protocol::{build_secure_update, secure_mean};
+use rand::Rng;
+
+/// What the round shares with every client.
+pub(super) struct RoundCtx<'a> {
+    pub args: &'a SimulateArgs,
+    pub enc: &'a SentenceEncoder,
+    pub device: &'a Device,
+    pub keys: Option<&'a [f32]>,
+    pub specs: &'a [TensorSpec],
+    pub mode: FederationMode,
+    pub wire: Encoding,
+    pub clip: Option<f32>,
+    pub sigma: Option<f32>,
+    /// Distributed DP and quantisation under secure aggregation; `mu = 0` without noise.
+    pub skellam: Option<SkellamParams>,
+    pub pb: &'a indicatif::ProgressBar,
+    pub d: usize,
+    pub n_docs: usize,
+}
+
+/// What a round did.
+#[derive(Default)]
+pub(super) struct RoundOutcome {
+    /// The mean delta to apply; `None` when the round was not published.
+    pub mean: Option<Vec<NamedTensor>>,
+    /// Why it was not published.
+    pub unpublished: Option<String>,
+    /// Clients whose update is in the mean.
+    pub survivors: usize,
+    /// Clients that trained this round.
+    pub trained: usize,
+    /// Bytes of the updates (plain) or masked inputs (secure) uploaded.
+    pub bytes_sum: usize,
+    /// Every other secure-aggregation byte, up and down: keys, roster, shares, survivors, reveals.
+    pub secagg_bytes_sum: usize,
+    pub norm_sum: f64,
+    pub loss_sum: f64,
+    pub slowest_client_s: f64,
+    pub server_s: f64,
+    /// Server time spent removing masks (secure rounds).
+    pub unmask_s: f64,
+    /// Slowest client's secure-aggregation work: keys, sealing, masking, unmasking.
+    pub secagg_client_s: f64,
+}
+
+/// Phase after which each client drops out of this round (0: keys, 1: shares, 2: masked input).
+fn dropouts(args: &SimulateArgs, round: usize) -> Vec<Option<u8>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(derive_u64(args.seed, "dropout", round as u64, 0));
+    (0..args.clients)
+        .map(|_| if rng.random::<f64>() < args.dropout { Some(rng.random_range(0..3u8)) } else { None })
+        .collect()
+}
+
+/// Trains one client from the global model and returns its delta in spec order.
+async fn local_deltas(
+    ctx: &RoundCtx<'_>,
+    client: &mut Client,
+    c: usize,
+    round: usize,
+    base: &[HostTensor],
+) -> CliResult<(Vec<NamedTensor>, f64)> {
+    let args = ctx.args;
+    // The client's starting point: the global model (+ its own head in personal mode).
+    let mut start = base.to_vec();
+    if ctx.mode == FederationMode::Personal {
+        start.retain(|t| !is_head_tensor(&t.name));
+        start.extend(client.head.iter().cloned());
+    }
+    let model = keyed(retriever_from_tensors(&start, DEFAULT_HEAD_SCALE, ctx.device)?, ctx.keys, ctx.device);
+    let cfg = TrainConfig {
+        epochs: args.local_steps,
+        batch_size: args.batch_size,
+        head_lr: args.head_lr,
+        adapter_lr: args.adapter_lr,
+        holdout_fraction: 0.0,
+        patience: usize::MAX,
+        seed: derive_u64(args.seed, "local-shuffle", round as u64, c as u64),
+        max_steps: Some(args.local_steps),
+        pull_to_keys: args.head_pull,
+    };
+    let inputs = match args.train {
+        TrainArg::Head => TrainInputs::Cached(&client.features),
+        TrainArg::Adapter => TrainInputs::Texts { encoder: ctx.enc, texts: &client.texts },
+    };
+    let done_before = ((round - 1) * args.clients + c) * args.local_steps;
+    let pb = ctx.pb;
+    let (trained, report) = train(model, inputs, &client.targets, &cfg, ctx.device, &mut |p| {
+        pb.set_position((done_before + p.step) as u64);
+        pb.set_message(format!("r{round} c{c} loss {:.3}", p.loss));
+        true
+    })
+    .await?;
+    let local = retriever_tensors(&trained).await?;
+    if ctx.mode == FederationMode::Personal {
+        client.head = local.iter().filter(|t| is_head_tensor(&t.name)).cloned().collect();
+    }
+    let mut deltas = Vec::with_capacity(ctx.specs.len());
+    for s in ctx.specs {
+        let (l, b) = (find(&local, &s.name)?, find(base, &s.name)?);
+        let delta = l.data.iter().zip(&b.data).map(|(x, y)| x - y).collect();
+        deltas.push(NamedTensor::new(s.name.clone(), s.shape.clone(), delta));
+    }
+    Ok((deltas, f64::from(report.final_loss)))
+}
+
+/// A round without secure aggregation: each arriving update is encoded, decoded, validated and
+/// added with weight 1.
+pub(super) async fn plain_round(
+    ctx: &RoundCtx<'_>,
+    clients: &mut [Client],
+    round: usize,
+    global: &GlobalModel,
+    epsilon: Option<f64>,
+) -> CliResult<RoundOutcome> {
+    let args = ctx.args;
+    let base: Vec<HostTensor> = global.tensors.iter().map(to_host).collect();
+    let spec = server_spec(ctx.mode, ctx.d, ctx.n_docs, global.version, ctx.clip, ctx.sigma, args.delta)?;
+    let drops = dropouts(args, round);
+    let mut agg = StreamingFedAvg::new(ctx.specs);
+    let mut out = RoundOutcome::default();
+    for (c, client) in clients.iter_mut().enumerate() {
+        if drops[c].is_some() {
+            continue;
+        }
+        let t_client = Instant::now();
+        let (deltas, loss) = local_deltas(ctx, client, c, round, &base).await?;
+        out.loss_sum += loss;
+        out.trained += 1;
+        let privacy = match (ctx.clip, ctx.sigma, client.noise.as_mut()) {
+            (Some(clip), Some(noise_multiplier), Some(rng)) => UpdatePrivacy::Gaussian { clip, noise_multiplier, rng },
+            (Some(clip), None, _) => UpdatePrivacy::ClipOnly { clip },
+            _ => UpdatePrivacy::Exact,
+        };
+        let header = UpdateHeader {
+            federation_id: FEDERATION_ID.into(),
+            round: round as u64,
+            client_id: client.id.clone(),
+            base_version: global.version,
+            mode: ctx.mode,
+            dp: DpParams {
+                clip: spec.clip,
+                noise_multiplier: spec.noise_multiplier,
+                delta: args.delta,
+                epsilon_spent: epsilon.unwrap_or(0.0),
+            },
+        };
+        let built = build_update(header, deltas, privacy).map_err(proto("building an update"))?;
+        out.norm_sum += built.norm_before_clip;
+        let bytes = encode_update(&built.update, ctx.wire);
+        out.bytes_sum += bytes.len();
+        out.slowest_client_s = out.slowest_client_s.max(t_client.elapsed().as_secs_f64());
+
+        // The server: decode, validate, accumulate — as the worker does.
+        let t_server = Instant::now();
+        let received = decode_update(&bytes).map_err(proto("decoding an update"))?;
+        validate_update(&received, &spec).map_err(proto("the server rejected an update"))?;
+        agg.add(&received, 1.0).map_err(proto("aggregation"))?;
+        out.survivors += 1;
+        out.server_s += t_server.elapsed().as_secs_f64();
+    }
+    if out.survivors < args.min_survivor_count() {
+        out.unpublished =
+            Some(format!("{} of the {} needed updates arrived", out.survivors, args.min_survivor_count()));
+        return Ok(out);
+    }
+    let t_server = Instant::now();
+    out.mean = Some(agg.finish().map_err(proto("aggregation"))?);
+    out.server_s += t_server.elapsed().as_secs_f64();
+    Ok(out)
+}
+
+/// JSON size of a small protocol message (keys, sealed shares, reveals), as a worker would carry it.
+fn json_len<T: Serialize>(v: &T) -> usize {
+    serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0)
+}
+
+/// A secure round: SecAgg+ over every client, each message encoded as it would travel, dropouts
+/// at random phases, the server decoding only the sum. Too few clients in any phase leaves the
+/// round unpublished (and unmasks nothing).
+pub(super) async fn secure_round(
+    ctx: &RoundCtx<'_>,
+    clients: &mut [Client],
+    round: usize,
+    global: &GlobalModel,
+) -> CliResult<RoundOutcome> {
+    let args = ctx.args;
+    let params = ctx.skellam.expect("secure rounds have quantisation parameters");
+    let base: Vec<HostTensor> = global.tensors.iter().map(to_host).collect();
+    let drops = dropouts(args, round);
+    let k = args.secagg_neighbours;
+    let session = SessionId::new(FEDERATION_ID, round as u64, params.dim, k);
+    let mut server = SecAggServer::new(session, params.dim, k, args.min_survivor_count());
+    let mut out = RoundOutcome::default();
+    let mut client_s = vec![0.0f64; clients.len()];
+    let unpublished = |mut out: RoundOutcome, e: SecAggError, client_s: &[f64]| {
+        out.unpublished = Some(e.to_string());
+        out.secagg_client_s = client_s.iter().copied().fold(0.0, f64::max);
+        Ok(out)
+    };
+    let protocol = |e: SecAggError| CliError::Tool(e.to_string());
+
+    // Phase 1: keys.
+    let mut sessions: Vec<Option<SecAggClient>> = Vec::with_capacity(clients.len());
+    for (c, client) in clients.iter_mut().enumerate() {
+        let t = Instant::now();
+        let rng = client.noise.as_mut().expect("secure clients have a generator");
+        let (sc, keys) = SecAggClient::new(c as u32, session, args.min_survivor_count(), rng);
+        client_s[c] += t.elapsed().as_secs_f64();
+        out.secagg_bytes_sum += json_len(&keys);
+        let t = Instant::now();
+        server.add_keys(keys).map_err(protocol)?;
+        out.server_s += t.elapsed().as_secs_f64();
+        sessions.push(Some(sc));
+    }
+    let roster = match server.close_keys() {
+        Ok(r) => r,
+        Err(e) => return unpublished(out, e, &client_s),
+    };
+    let roster_bytes = json_len(&roster);
+
+    // Phase 2: sealed shares (clients that dropped after phase 1 send none).
+    for (c, client) in clients.iter_mut().enumerate() {
+        if drops[c] == Some(0) {
+            sessions[c] = None;
+            continue;
+        }
+        let sc = sessions[c].as_mut().expect("a session per client");
+        let t = Instant::now();
+        let rng = client.noise.as_mut().expect("secure clients have a generator");
+        let shares = sc.share_keys(&roster, k, rng).map_err(protocol)?;
+        client_s[c] += t.elapsed().as_secs_f64();
+        out.secagg_bytes_sum += roster_bytes + json_len(&shares);
+        let t = Instant::now();
+        server.add_shares(c as u32, shares).map_err(protocol)?;
+        out.server_s += t.elapsed().as_secs_f64();
+    }
+    if let Err(e) = server.close_shares() {
+        return unpublished(out, e, &client_s);
+    }
+
+    // Phase 3: train, clip, quantise, noise, mask, encode; the server adds the bytes it gets.
+    for (c, client) in clients.iter_mut().enumerate() {
+        if drops[c] == Some(1) {
+            sessions[c] = None;
+        }
+        let Some(sc) = sessions[c].as_mut() else { continue };
+        let t_client = Instant::now();
+        let (deltas, loss) = local_deltas(ctx, client, c, round, &base).await?;
+        out.loss_sum += loss;
+        out.trained += 1;
+        let t = Instant::now();
+        let shares = server.shares_for(c as u32);
+        let rng = client.noise.as_mut().expect("secure clients have a generator");
+        let built = build_secure_update(&deltas, &params, params.mu > 0.0, rng, sc, &shares)
+            .map_err(proto("building a secure update"))?;
+        let bytes = encode_masked_input(&built.masked);
+        client_s[c] += t.elapsed().as_secs_f64();
+        out.slowest_client_s = out.slowest_client_s.max(t_client.elapsed().as_secs_f64());
+        out.norm_sum += built.norm_before_clip;
+        out.secagg_bytes_sum += json_len(&shares);
+        out.bytes_sum += bytes.len();
+        let t = Instant::now();
+        let received = decode_masked_input(&bytes).map_err(protocol)?;
+        server.add_masked(&received).map_err(protocol)?;
+        out.server_s += t.elapsed().as_secs_f64();
+    }
+    let survivors = match server.close_masked() {
+        Ok(s) => s,
+        Err(e) => return unpublished(out, e, &client_s),
+    };
+
+    // Phase 4: each client still there answers once; the server removes the masks.
+    for (c, slot) in sessions.iter_mut().enumerate() {
+        if drops[c] == Some(2) {
+            *slot = None;
+        }
+        let Some(sc) = slot.as_mut() else { continue };
+        let t = Instant::now();
+        // A client that sees too few surviving neighbours refuses to reveal; the round goes on
+        // without its answer.
+        let Ok(reveals) = sc.unmask(&survivors) else { continue };
+        client_s[c] += t.elapsed().as_secs_f64();
+        out.secagg_bytes_sum += json_len(&survivors) + json_len(&reveals);
+        let t = Instant::now();
+        server.add_reveals(c as u32, reveals).map_err(protocol)?;
+        out.server_s += t.elapsed().as_secs_f64();
+    }
+    let t = Instant::now();
+    let (sum, n) = match server.finish() {
+        Ok(r) => r,
+        Err(e) => return unpublished(out, e, &client_s),
+    };
+    out.unmask_s = t.elapsed().as_secs_f64();
+    out.mean = Some(secure_mean(&sum, n, &params, ctx.specs).map_err(proto("decoding the secure sum"))?);
+    out.server_s += t.elapsed().as_secs_f64();
+    out.survivors = n;
+    out.secagg_client_s = client_s.iter().copied().fold(0.0, f64::max);
+    Ok(out)
+}

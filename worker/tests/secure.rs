@@ -1,0 +1,233 @@
+//! Secure rounds against the real binary: clients run SecAgg+ over the HTTP API with the protocol
+//! crate. The worker publishes base + the mean of the survivors' clipped deltas, though it never
+//! holds one of them unmasked; a client that drops after sending its shares has its masks removed;
+//! a SIGKILL mid-round loses no accepted message; a round with too few survivors is not
+//! published; out-of-place reveals and plain uploads are refused.
+
+mod common;
+use common::*;
+use fedsearch_protocol::secagg::*;
+use fedsearch_protocol::*;
+use std::time::{Duration, Instant};
+
+const FED: &str = "sec";
+
+fn secure_toml(min: u64, target: u64, phase_secs: u64, epsilon: Option<f64>) -> String {
+    let eps = epsilon.map_or(String::new(), |e| format!("target_epsilon = {e}\n"));
+    format!(
+        "{}[federations.secure]\nneighbours = 4\nplanned_rounds = 3\nphase_secs = {phase_secs}\n{eps}",
+        federation_toml(FED, "shared", min, target, 300)
+    )
+}
+
+async fn status(c: &reqwest::Client, w: &Worker) -> SecureStatus {
+    let r = c.get(w.url(&format!("/v1/federations/{FED}/secure"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+}
+
+/// Polls until the open attempt is in `phase` (or the version moved past `version`).
+async fn wait_phase(c: &reqwest::Client, w: &Worker, phase: ServerPhase) -> SecureStatus {
+    let start = Instant::now();
+    loop {
+        let s = status(c, w).await;
+        if s.phase == Some(phase) {
+            return s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "phase {phase:?} never came: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn post_json<T: serde::Serialize>(
+    c: &reqwest::Client,
+    w: &Worker,
+    path: &str,
+    s: &SecureStatus,
+    cred: &str,
+    body: &T,
+) -> reqwest::Response {
+    let url = w.url(&format!("/v1/federations/{FED}/secure/{path}?round={}&attempt={}", s.round, s.attempt));
+    c.post(url)
+        .bearer_auth(cred)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(body).unwrap())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(c: &reqwest::Client, w: &Worker, path: &str, cred: &str) -> T {
+    let r = c.get(w.url(&format!("/v1/federations/{FED}/secure/{path}"))).bearer_auth(cred).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+}
+
+/// One test client: credential, protocol state, its delta.
+struct Party {
+    cred: String,
+    sc: SecAggClient,
+    rng: NoiseRng,
+    delta: Vec<NamedTensor>,
+}
+
+async fn join(c: &reqwest::Client, w: &Worker, token: &str, s: &SecureStatus, n: usize) -> Vec<Party> {
+    let mut parties = Vec::new();
+    for i in 0..n {
+        let e = enroll_ok(c, w, FED, token).await;
+        let mut rng = NoiseRng::from_seed([i as u8 + 1; 32]);
+        let (mut sc, keys) = SecAggClient::new(0, s.session, 3, &mut rng);
+        let r = post_json(c, w, "keys", s, &e.credential, &keys).await;
+        assert_eq!(r.status(), 200);
+        let joined: SecureJoined = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        assert_eq!(joined.index, i as u32);
+        sc.assign_index(joined.index).unwrap();
+        let u = make_update(FED, FederationMode::Shared, &e.client_id, s.round, 0, 1, 700 + i as u64);
+        parties.push(Party { cred: e.credential, sc, rng, delta: u.tensors });
+    }
+    parties
+}
+
+async fn send_shares(c: &reqwest::Client, w: &Worker, s: &SecureStatus, parties: &mut [Party]) {
+    for p in parties.iter_mut() {
+        let roster: SecureRoster = get_json(c, w, "roster", &p.cred).await;
+        let shares = p.sc.share_keys(&roster.roster, 4, &mut p.rng).unwrap();
+        assert_eq!(post_json(c, w, "shares", s, &p.cred, &shares).await.status(), 200);
+    }
+}
+
+async fn send_masked(c: &reqwest::Client, w: &Worker, s: &SecureStatus, p: &mut Party, params: &SkellamParams) {
+    let shares: SecureShares = get_json(c, w, "shares", &p.cred).await;
+    let built = build_secure_update(&p.delta, params, params.mu > 0.0, &mut p.rng, &mut p.sc, &shares.shares).unwrap();
+    let url = w.url(&format!("/v1/federations/{FED}/secure/masked?round={}&attempt={}", s.round, s.attempt));
+    let r = c.post(url).bearer_auth(&p.cred).body(encode_masked_input(&built.masked)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+fn clipped(delta: &[NamedTensor], clip: f32) -> Vec<NamedTensor> {
+    let norm = delta.iter().flat_map(|t| &t.data).map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let f = if norm > f64::from(clip) { f64::from(clip) / norm } else { 1.0 };
+    delta
+        .iter()
+        .map(|t| {
+            NamedTensor::new(
+                t.name.clone(),
+                t.shape.clone(),
+                t.data.iter().map(|x| (f64::from(*x) * f) as f32).collect(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secure_round_publishes_the_survivors_mean_and_survives_sigkill() {
+    let dir = TempDir::new("secure");
+    let mut w = Worker::start(dir.path(), &secure_toml(3, 4, 2, None));
+    let c = client();
+    let token = create_token(&w.db, FED, 10);
+    let info: FederationInfo = serde_json::from_slice(
+        &c.get(w.url(&format!("/v1/federations/{FED}"))).send().await.unwrap().bytes().await.unwrap(),
+    )
+    .unwrap();
+    let params = info.secure.expect("secure federation").params;
+    assert_eq!(params.mu, 0.0);
+    let base = get_model(&c, &w, FED).await;
+
+    // Plain uploads are refused.
+    let e = enroll_ok(&c, &w, FED, &token).await;
+    let u = make_update(FED, FederationMode::Shared, &e.client_id, 1, 0, 1, 1);
+    let r = post_update(&c, &w, FED, Some(&e.credential), encode_update(&u, Encoding::F32)).await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(r.json_value().await["error"], "wrong_aggregation");
+
+    let s = status(&c, &w).await;
+    assert_eq!((s.round, s.attempt, s.phase), (1, 0, Some(ServerPhase::Keys)));
+    let mut parties = join(&c, &w, &token, &s, 4).await;
+    let s = wait_phase(&c, &w, ServerPhase::Shares).await;
+    send_shares(&c, &w, &s, &mut parties).await;
+    let s = wait_phase(&c, &w, ServerPhase::Masked).await;
+    // Party 3 drops after sending its shares; two of the others send, then the worker is killed.
+    for p in parties.iter_mut().take(2) {
+        send_masked(&c, &w, &s, p, &params).await;
+    }
+    w.kill();
+    let w = Worker::start_with(dir.path(), &w.config.clone());
+    let after = status(&c, &w).await;
+    assert_eq!((after.round, after.attempt, after.phase), (1, 0, Some(ServerPhase::Masked)));
+    assert_eq!(after.counts, [4, 4, 2, 0], "every accepted message survived the SIGKILL");
+    send_masked(&c, &w, &s, &mut parties[2], &params).await;
+    // A second masked input from the same client is refused.
+    let r = c
+        .post(w.url(&format!("/v1/federations/{FED}/secure/masked?round=1&attempt=0")))
+        .bearer_auth(&parties[2].cred)
+        .body(encode_masked_input(&MaskedInput { index: 2, values: vec![0; params.dim] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+
+    // The masked phase closes at its deadline with 3 of 4: party 3's masks must be removed.
+    let s = wait_phase(&c, &w, ServerPhase::Unmask).await;
+    let survivors: SecureSurvivors = get_json(&c, &w, "survivors", &parties[0].cred).await;
+    assert_eq!(survivors.survivors, vec![0, 1, 2]);
+    // A reveal of the wrong kind (a self-mask share of the client that dropped) is refused.
+    let forged = vec![RevealedShare { owner: 3, kind: ShareKind::SelfMask, share: vec![1; 33] }];
+    let r = post_json(&c, &w, "reveals", &s, &parties[0].cred, &forged).await;
+    assert_eq!(r.status(), 422, "{}", r.text().await.unwrap());
+    for p in parties.iter_mut().take(3) {
+        let reveals = p.sc.unmask(&survivors.survivors).unwrap();
+        assert_eq!(post_json(&c, &w, "reveals", &s, &p.cred, &reveals).await.status(), 200);
+    }
+    wait_for_version(&c, &w, FED, 1).await;
+    let model = get_model(&c, &w, FED).await;
+    let survived: Vec<Update> =
+        parties[..3].iter().map(|p| Update { tensors: clipped(&p.delta, params.clip as f32), ..u.clone() }).collect();
+    let want = expected_model(&base, &survived);
+    for (g, t) in model.tensors.iter().zip(&want) {
+        for (a, b) in g.data.iter().zip(&t.data) {
+            assert!((a - b).abs() < 1e-5, "{}: got {a}, want {b}", g.name);
+        }
+    }
+    let s = status(&c, &w).await;
+    assert_eq!((s.round, s.attempt, s.phase), (2, 0, Some(ServerPhase::Keys)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_few_survivors_publish_nothing_and_restart_the_round() {
+    let dir = TempDir::new("secure-few");
+    let w = Worker::start(dir.path(), &secure_toml(3, 3, 1, Some(8.0)));
+    let c = client();
+    let token = create_token(&w.db, FED, 10);
+    let info: FederationInfo = serde_json::from_slice(
+        &c.get(w.url(&format!("/v1/federations/{FED}"))).send().await.unwrap().bytes().await.unwrap(),
+    )
+    .unwrap();
+    let sec = info.secure.unwrap();
+    assert!(sec.params.mu > 0.0 && sec.epsilon.unwrap() <= 8.0 + 1e-9, "{sec:?}");
+    let s = status(&c, &w).await;
+    let mut parties = join(&c, &w, &token, &s, 3).await;
+    let s = wait_phase(&c, &w, ServerPhase::Shares).await;
+    send_shares(&c, &w, &s, &mut parties).await;
+    let s = wait_phase(&c, &w, ServerPhase::Masked).await;
+    // Only two of three send their masked input: below min_clients = 3 at the deadline.
+    for p in parties.iter_mut().take(2) {
+        send_masked(&c, &w, &s, p, &sec.params).await;
+    }
+    let start = Instant::now();
+    let restarted = loop {
+        let now = status(&c, &w).await;
+        if now.attempt == 1 {
+            break now;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no restart: {now:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((restarted.round, restarted.phase, restarted.counts), (1, Some(ServerPhase::Keys), [0; 4]));
+    assert_ne!(restarted.session, s.session, "a new attempt has a new session");
+    assert_eq!(round_status(&c, &w, FED).await["current_version"], 0, "nothing published");
+    // A message for the old attempt is refused.
+    let r = post_json(&c, &w, "reveals", &s, &parties[0].cred, &Vec::<RevealedShare>::new()).await;
+    assert_eq!(r.status(), 409);
+    let metrics = c.get(w.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("fedsearch_secure_restarts_total 1"), "{metrics}");
+}
