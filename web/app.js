@@ -111,7 +111,10 @@ async function loadFederation() {
     const info = await state.client.federationInfo();
     state.info = info;
     await refreshPrivacy();
-    $('fed-status').textContent = `Federation “${info.id}” (${info.mode}): version ${info.current_version}, round ${info.current_round}; each update is clipped to C = ${num(info.dp.clip)} and noised with σ = ${num(info.dp.noise_multiplier)}.`;
+    $('fed-status').textContent = info.secure
+      ? `Federation “${info.id}” (${info.mode}): version ${info.current_version}, round ${info.current_round}; secure aggregation: each update is clipped to C = ${num(info.dp.clip)}, rounded, given its share of the noise and masked, so the worker can decode only the sum of at least ${info.secure.params.min_clients} visitors' updates, never yours alone${info.secure.epsilon != null ? `; the whole run spends at most ε = ${fmtEps(info.secure.epsilon)}` : ''}.`
+      : `Federation “${info.id}” (${info.mode}): version ${info.current_version}, round ${info.current_round}; each update is clipped to C = ${num(info.dp.clip)} and noised with σ = ${num(info.dp.noise_multiplier)}; the worker sees each noised update.`;
+    document.body.dataset.secure = info.secure ? 'yes' : 'no';
     // A device that never synced starts from the current global model.
     const p = await state.client.privacyReport();
     if (p.globalVersion == null && info.current_version > 0) {
@@ -294,9 +297,14 @@ $('sync-btn').addEventListener('click', () => run('sync', async () => {
 }));
 $('contribute-btn').addEventListener('click', () => run('contribute', async () => {
   if (!$('consent').checked) throw new Error('Turn on the consent switch first.');
-  $('contribute-result').textContent = 'Clipping, noising and sending…';
+  const secure = Boolean(state.info && state.info.secure);
+  $('contribute-result').textContent = secure
+    ? 'Joining the secure round: it goes on when enough visitors have joined…'
+    : 'Clipping, noising and sending…';
   const r = await state.client.contribute();
-  $('contribute-result').textContent = `Sent ${fmtBytes(r.bytes)} to round ${r.round} (${r.status}). ε ${fmtEps(r.epsilonBefore)} → ${fmtEps(r.epsilon)} at δ = ${r.delta}. Norm ${r.normBeforeClip.toFixed(3)} clipped to ${r.normAfterClip.toFixed(3)}, noise σC = ${num(r.noiseStd)}.`;
+  $('contribute-result').textContent = secure
+    ? `Masked update of ${fmtBytes(r.bytes)} counted in round ${r.round}; the worker decoded only the sum. ε ${fmtEps(r.epsilonBefore)} → ${fmtEps(r.epsilon)} at δ = ${r.delta}. Norm ${r.normBeforeClip.toFixed(3)} clipped to ${r.normAfterClip.toFixed(3)}, this device's share of the noise σ = ${num(r.noiseStd)}.`
+    : `Sent ${fmtBytes(r.bytes)} to round ${r.round} (${r.status}). ε ${fmtEps(r.epsilonBefore)} → ${fmtEps(r.epsilon)} at δ = ${r.delta}. Norm ${r.normBeforeClip.toFixed(3)} clipped to ${r.normAfterClip.toFixed(3)}, noise σC = ${num(r.noiseStd)}.`;
   $('p-epsilon').textContent = fmtEps(r.epsilon); // the panel's full refresh follows
   document.body.dataset.contributed = String(r.round);
   loadFederation();
@@ -371,17 +379,25 @@ async function refreshPrivacy() {
   const dp = state.info && state.info.dp;
   let after = null;
   if (dp) {
-    try { after = await state.client.epsilonAfter(dp.noise_multiplier, dp.delta); } catch (_) { /* busy: keep the last preview */ }
+    try {
+      after = state.info.secure
+        ? await state.client.epsilonAfterSecure(state.info)
+        : await state.client.epsilonAfter(dp.noise_multiplier, dp.delta);
+    } catch (_) { /* busy: keep the last preview */ }
   }
   $('p-epsilon').textContent = fmtEps(p.epsilon);
   $('p-delta').textContent = p.delta ?? (dp ? dp.delta : '–');
   if (after !== null) {
-    $('eps-preview').textContent = `Contributing once more spends privacy: ε ${fmtEps(p.epsilon)} → ${fmtEps(after)} (δ = ${dp.delta}; C = ${num(dp.clip)}, σ = ${num(dp.noise_multiplier)}).`;
+    $('eps-preview').textContent = state.info.secure
+      ? `Contributing once more spends privacy: ε ${fmtEps(p.epsilon)} → ${fmtEps(after)} (δ = ${dp.delta}; C = ${num(dp.clip)}; distributed noise: the sum of at least ${state.info.secure.params.min_clients} visitors carries it).`
+      : `Contributing once more spends privacy: ε ${fmtEps(p.epsilon)} → ${fmtEps(after)} (δ = ${dp.delta}; C = ${num(dp.clip)}, σ = ${num(dp.noise_multiplier)}).`;
     $('eps-preview').dataset.after = fmtEps(after);
   }
   $('p-rounds').textContent = p.rounds.length ? `${p.contributions} (${p.rounds.join(', ')})` : '0';
   $('p-bytes').textContent = fmtBytes(p.bytesSent);
-  $('p-dp').textContent = p.clip != null ? `${num(p.clip)} / ${num(p.noiseMultiplier)}` : dp ? `${num(dp.clip)} / ${num(dp.noise_multiplier)}` : '–';
+  $('p-dp').textContent = state.info && state.info.secure
+    ? `${num(state.info.dp.clip)} / distributed (secure aggregation)`
+    : p.clip != null ? `${num(p.clip)} / ${num(p.noiseMultiplier)}` : dp ? `${num(dp.clip)} / ${num(dp.noise_multiplier)}` : '–';
   $('p-version').textContent = p.globalVersion ?? '–';
   $('p-clicks').textContent = p.clicks;
   $('eps-budget').value = Math.min(p.epsilon, 10);

@@ -16,7 +16,7 @@ self.addEventListener('unhandledrejection', (e) => console.error('unhandled reje
 
 const ALLOWED = new Set([
   'documentCount', 'documents', 'removeDocument', 'addDocuments', 'train', 'benchmark', 'trainingLosses', 'cancel',
-  'enroll', 'federationInfo', 'syncGlobal', 'contribute', 'search', 'recordClick', 'epsilonAfter',
+  'enroll', 'federationInfo', 'syncGlobal', 'contribute', 'search', 'recordClick', 'epsilonAfter', 'epsilonAfterSecure',
   'privacyReport', 'clearLocalData',
 ]);
 

@@ -101,6 +101,7 @@ export class RemoteClient {
   search(query, k, method) { return this.request('search', [query, k, method]); }
   recordClick(query, docId) { return this.request('recordClick', [query, docId]); }
   epsilonAfter(noiseMultiplier, delta) { return this.request('epsilonAfter', [noiseMultiplier, delta]); }
+  epsilonAfterSecure(info) { return this.request('epsilonAfterSecure', [info]); }
   privacyReport() { return this.request('privacyReport'); }
   clearLocalData(everything) { return this.request('clearLocalData', [everything]); }
 

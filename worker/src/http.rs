@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use fedsearch_protocol::secagg::{EncryptedShare, PublicKeys, RevealedShare, ServerPhase, decode_masked_input};
+use fedsearch_protocol::secagg::{ServerPhase, decode_masked_input};
 use fedsearch_protocol::{
     DpRequirement, EnrollReply, FederationInfo, ModelRef, SecureInfo, SecureJoined, SecureRoster, SecureShares,
     SecureSurvivors, Update, UpdateSpec, UploadReply, decode_update, validate_update,
@@ -442,6 +442,22 @@ async fn secure_status(State(st): State<AppState>, Path(id): Path<String>) -> Re
     Ok(Json(secure_view(&st, &id)?.status.clone()).into_response())
 }
 
+/// A secure JSON message: authenticated, parsed as `T`, wrapped and handed to the engine.
+async fn secure_post<T: serde::de::DeserializeOwned>(
+    st: &AppState,
+    id: &str,
+    q: &SecureQuery,
+    headers: &HeaderMap,
+    body: &[u8],
+    what: &str,
+    wrap: fn(T) -> SecureMsg,
+) -> Result<Option<u32>> {
+    secure_view(st, id)?;
+    let ident = authenticate(st, id, headers)?;
+    let msg = wrap(parse_json(body, what)?);
+    secure_send(st, id, ident.client_id, q, msg).await
+}
+
 async fn secure_keys(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -449,10 +465,8 @@ async fn secure_keys(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    secure_view(&st, &id)?;
-    let ident = authenticate(&st, &id, &headers)?;
-    let keys: PublicKeys = parse_json(&body, "{\"index\", \"c_pk\", \"s_pk\"}")?;
-    let index = secure_send(&st, &id, ident.client_id, &q, SecureMsg::Keys(keys)).await?.unwrap_or_default();
+    let what = "{\"index\", \"c_pk\", \"s_pk\"}";
+    let index = secure_post(&st, &id, &q, &headers, &body, what, SecureMsg::Keys).await?.unwrap_or_default();
     Ok(Json(SecureJoined { round: q.round, attempt: q.attempt, index }).into_response())
 }
 
@@ -471,10 +485,7 @@ async fn secure_send_shares(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    secure_view(&st, &id)?;
-    let ident = authenticate(&st, &id, &headers)?;
-    let shares: Vec<EncryptedShare> = parse_json(&body, "a list of sealed shares")?;
-    secure_send(&st, &id, ident.client_id, &q, SecureMsg::Shares(shares)).await?;
+    secure_post(&st, &id, &q, &headers, &body, "a list of sealed shares", SecureMsg::Shares).await?;
     Ok(Json(json!({ "status": "accepted" })).into_response())
 }
 
@@ -502,10 +513,7 @@ async fn secure_reveals(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    secure_view(&st, &id)?;
-    let ident = authenticate(&st, &id, &headers)?;
-    let reveals: Vec<RevealedShare> = parse_json(&body, "a list of revealed shares")?;
-    secure_send(&st, &id, ident.client_id, &q, SecureMsg::Reveals(reveals)).await?;
+    secure_post(&st, &id, &q, &headers, &body, "a list of revealed shares", SecureMsg::Reveals).await?;
     Ok(Json(json!({ "status": "accepted" })).into_response())
 }
 

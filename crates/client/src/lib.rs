@@ -16,6 +16,8 @@ mod idb;
 #[cfg(target_arch = "wasm32")]
 mod net;
 #[cfg(target_arch = "wasm32")]
+mod secure_round;
+#[cfg(target_arch = "wasm32")]
 pub mod wasm;
 
 pub use engine::{ClientError, Result};

@@ -180,6 +180,54 @@ pub async fn post_json<T: serde::de::DeserializeOwned>(
     serde_json::from_str(&text).map_err(|e| error(format!("{what}: unexpected reply from the worker: {e}")))
 }
 
+/// GET with a bearer credential → parsed JSON.
+pub async fn get_json_auth<T: serde::de::DeserializeOwned>(
+    url: &str,
+    credential: &str,
+    what: &str,
+) -> Result<T, JsValue> {
+    let auth = format!("Bearer {credential}");
+    let resp = fetch(url, "GET", &[("accept", "application/json"), ("authorization", &auth)], None).await?;
+    if !resp.ok() {
+        return Err(http_error(what, &resp).await);
+    }
+    let text = JsFuture::from(resp.text()?).await?.as_string().unwrap_or_default();
+    serde_json::from_str(&text).map_err(|e| error(format!("{what}: unexpected reply from the worker: {e}")))
+}
+
+/// POST a serialisable body as JSON with a bearer credential → parsed JSON.
+pub async fn post_json_auth<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+    url: &str,
+    body: &B,
+    credential: &str,
+    what: &str,
+) -> Result<T, JsValue> {
+    let text = serde_json::to_string(body).map_err(|e| error(format!("{what}: {e}")))?;
+    let auth = format!("Bearer {credential}");
+    let headers = [("content-type", "application/json"), ("authorization", auth.as_str())];
+    let resp = fetch(url, "POST", &headers, Some(&JsValue::from_str(&text))).await?;
+    if !resp.ok() {
+        return Err(http_error(what, &resp).await);
+    }
+    let text = JsFuture::from(resp.text()?).await?.as_string().unwrap_or_default();
+    serde_json::from_str(&text).map_err(|e| error(format!("{what}: unexpected reply from the worker: {e}")))
+}
+
+/// Resolves after `ms` milliseconds (window or worker `setTimeout`).
+pub async fn sleep_ms(ms: i32) -> Result<(), JsValue> {
+    let promise = Promise::new(&mut |resolve, _| {
+        let global = js_sys::global();
+        let _ = if let Some(w) = global.dyn_ref::<web_sys::Window>() {
+            w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms)
+        } else if let Some(w) = global.dyn_ref::<web_sys::WorkerGlobalScope>() {
+            w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms)
+        } else {
+            Ok(0)
+        };
+    });
+    JsFuture::from(promise).await.map(|_| ())
+}
+
 /// GET → bytes.
 pub async fn get_bytes(url: &str, what: &str) -> Result<Vec<u8>, JsValue> {
     let resp = fetch(url, "GET", &[], None).await?;

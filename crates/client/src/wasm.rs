@@ -505,6 +505,38 @@ impl FedsearchClient {
             let info = inner.federation_info().await?;
             let enrol = inner.enrolment().await?;
             inner.state()?.adopt_initial(&info)?;
+            if let Some(sec) = info.secure {
+                // Secure aggregation: the worker decodes only the round's sum.
+                let (deltas, base_version, epsilon_before, epsilon) = {
+                    let st = inner.state()?;
+                    let deltas = engine::contribution_deltas(&st, &info)?;
+                    let base = st.meta.global.as_ref().map_or(0, |g| g.version);
+                    let p = &st.meta.privacy;
+                    (deltas, base, p.epsilon(), p.epsilon_after_secure(&sec.params, info.dp.delta)?)
+                };
+                let tensors = deltas.iter().map(|t| t.name.clone()).collect();
+                let fed_url = |path: &str| inner.url(path);
+                let out =
+                    crate::secure_round::contribute(&fed_url, &info, &enrol.credential, &deltas, base_version).await?;
+                let mut st = inner.state()?;
+                engine::record_secure_contribution(&mut st, &info, out.round, out.bytes)?;
+                inner.persist(&st, &["meta"]).await?;
+                let noise_std = (2.0 * sec.params.lambda_per_client()).sqrt() / sec.params.scale;
+                return to_js(&ContributeResult {
+                    status: "accepted".into(),
+                    round: out.round,
+                    base_version,
+                    bytes: out.bytes,
+                    epsilon,
+                    epsilon_before,
+                    delta: info.dp.delta,
+                    norm_before_clip: out.norm_before_clip,
+                    norm_after_clip: out.norm_after_clip,
+                    noise_std,
+                    tensors,
+                    updates_received: None,
+                });
+            }
             let (body, report) = {
                 let st = inner.state()?;
                 let mut rng =
@@ -582,6 +614,17 @@ impl FedsearchClient {
             inner.persist(&st, &["meta"]).await?;
             Ok(JsValue::UNDEFINED)
         })
+    }
+
+    /// `epsilonAfterSecure(info)`: with the federation's description (`federationInfo()`), the ε
+    /// this device will have spent after one more secure round — the cost shown before paying it.
+    #[wasm_bindgen(js_name = epsilonAfterSecure)]
+    pub fn epsilon_after_secure(&self, info: JsValue) -> Result<f64, JsValue> {
+        let info: FederationInfo = serde_wasm_bindgen::from_value(info)
+            .map_err(|e| js_error(format!("epsilonAfterSecure: not a federation description: {e}")))?;
+        let sec = info.secure.ok_or_else(|| js_error("epsilonAfterSecure: the federation is not secure"))?;
+        let st = self.inner.state_ref()?;
+        Ok(st.meta.privacy.epsilon_after_secure(&sec.params, info.dp.delta)?)
     }
 
     /// `epsilonAfter(noiseMultiplier, delta)`: the ε this device will have spent after one more

@@ -6,7 +6,8 @@ mod common;
 use burn::prelude::Device;
 use common::*;
 use fedsearch_client::engine::{
-    FederationDp, FederationInfo, Method, State, TrainOptions, build_update, prepare_documents, record_contribution,
+    FederationDp, FederationInfo, Method, State, TrainOptions, build_update, contribution_deltas, prepare_documents,
+    record_contribution, record_secure_contribution,
 };
 use fedsearch_client::text::TextKind;
 use fedsearch_core::model::SentenceEncoder;
@@ -253,6 +254,33 @@ fn the_update_is_private_valid_and_textless() {
     st.apply_global(&g).unwrap();
     let e = build_update(&st, &stale, "c1", &mut NoiseRng::from_seed([3; 32])).unwrap_err();
     assert!(e.message.contains("sync"), "{e}");
+
+    // A secure federation: no plain update; the deltas are the same tensors; a secure round is
+    // booked with its Skellam parameters and ε grows by exactly what `epsilonAfterSecure` showed.
+    let mut secure = shared_info(10, d, ids_for_secure());
+    let params = fedsearch_protocol::SkellamParams::for_target(8.0, 1e-5, 4, 1.0, 1000, 10, 5).unwrap();
+    secure.secure = Some(fedsearch_protocol::SecureInfo {
+        neighbours: 4,
+        params,
+        planned_rounds: 4,
+        epsilon: Some(8.0),
+        phase_secs: 60,
+    });
+    assert!(build_update(&st, &secure, "c1", &mut NoiseRng::from_seed([3; 32])).is_err());
+    let deltas = contribution_deltas(&st, &secure).unwrap();
+    assert_eq!(
+        deltas.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        ["adapter.weight", "adapter.bias", "head.weight", "head.bias"]
+    );
+    let before = st.meta.privacy.epsilon();
+    let shown = st.meta.privacy.epsilon_after_secure(&params, 1e-5).unwrap();
+    record_secure_contribution(&mut st, &secure, 1, 1234).unwrap();
+    assert!((st.meta.privacy.epsilon() - shown).abs() < 1e-9 && shown > before, "{before} → {shown}");
+    assert_eq!(st.meta.privacy.secure_rounds.len(), 1);
+}
+
+fn ids_for_secure() -> Vec<String> {
+    ["paris", "rome", "x1", "moon", "x2", "football", "x3", "x4", "ship", "x5"].iter().map(|s| s.to_string()).collect()
 }
 
 #[test]

@@ -106,6 +106,34 @@ impl RdpAccountant {
     }
 }
 
+impl RdpAccountant {
+    /// (ε at `delta`) of this history composed with secure rounds of the Skellam mechanism (one
+    /// entry per round taken part in), over the integer RDP orders (where the Skellam bound
+    /// holds). Without secure rounds this is [`Self::epsilon`].
+    pub fn epsilon_with_skellam(&self, rounds: &[crate::SkellamParams], delta: f64) -> Result<f64> {
+        if rounds.is_empty() {
+            return Ok(self.epsilon(delta)?.0);
+        }
+        check_delta(delta)?;
+        for s in &self.history {
+            check_sigma(s.noise_multiplier)?;
+            check_q(s.sample_rate)?;
+        }
+        let orders: Vec<f64> = default_orders().into_iter().filter(|a| a.fract() == 0.0).collect();
+        let mut rdp = Vec::with_capacity(orders.len());
+        for &a in &orders {
+            let gaussian: f64 =
+                self.history.iter().map(|s| s.steps as f64 * compute_rdp(s.sample_rate, s.noise_multiplier, a)).sum();
+            let mut secure = 0.0;
+            for p in rounds {
+                secure += p.rdp(a)?;
+            }
+            rdp.push(gaussian + secure);
+        }
+        Ok(privacy_spent(&orders, &rdp, delta).0)
+    }
+}
+
 /// ε after `steps` steps of the subsampled Gaussian mechanism (σ, q) at δ.
 /// `steps == 0` gives 0.
 pub fn epsilon(sigma: f64, q: f64, steps: u64, delta: f64) -> Result<f64> {

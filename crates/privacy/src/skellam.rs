@@ -110,9 +110,8 @@ impl SkellamParams {
         (2.0 * self.mu).sqrt() / self.l2_sensitivity_sq().sqrt()
     }
 
-    /// ε after `rounds` published rounds at `delta`.
-    pub fn epsilon(&self, rounds: u64, delta: f64) -> Result<f64> {
-        check_delta(delta)?;
+    /// RDP of one round at integer order `alpha`. Errors on a `μ` that is not positive.
+    pub fn rdp(&self, alpha: f64) -> Result<f64> {
         if !(self.mu > 0.0 && self.mu.is_finite()) {
             return Err(PrivacyError::InvalidParameter {
                 name: "Skellam mu",
@@ -120,12 +119,21 @@ impl SkellamParams {
                 expected: "positive and finite",
             });
         }
-        if rounds == 0 {
+        Ok(skellam_rdp(alpha, self.mu, self.l1_sensitivity(), self.l2_sensitivity_sq()))
+    }
+
+    /// ε after `rounds` published rounds at `delta`.
+    pub fn epsilon(&self, rounds: u64, delta: f64) -> Result<f64> {
+        check_delta(delta)?;
+        let one = self.rdp(2.0)?;
+        if rounds == 0 || one == 0.0 {
             return Ok(0.0);
         }
-        let (l1, l2_sq) = (self.l1_sensitivity(), self.l2_sensitivity_sq());
         let orders: Vec<f64> = default_orders().into_iter().filter(|a| a.fract() == 0.0).collect();
-        let rdp: Vec<f64> = orders.iter().map(|&a| rounds as f64 * skellam_rdp(a, self.mu, l1, l2_sq)).collect();
+        let mut rdp = Vec::with_capacity(orders.len());
+        for &a in &orders {
+            rdp.push(rounds as f64 * self.rdp(a)?);
+        }
         Ok(privacy_spent(&orders, &rdp, delta).0)
     }
 
@@ -299,6 +307,21 @@ mod tests {
         let at = |mu: f64| SkellamParams { mu, ..p }.epsilon(20, 1e-5).unwrap();
         assert!(at(mu) <= 8.0 && at(mu * 0.999) > 8.0, "{} {}", at(mu), at(mu * 0.999));
         assert!(p.mu_for_epsilon(0.01, 20, 1e-5).is_err());
+    }
+
+    #[test]
+    fn composing_with_the_gaussian_accountant_adds_rdp() {
+        let p = SkellamParams { clip: 1.0, scale: 1000.0, dim: 10_000, mu: 5e5, min_clients: 1 };
+        let empty = crate::RdpAccountant::new();
+        // Secure rounds alone: the same as the Skellam accountant.
+        let alone = empty.epsilon_with_skellam(&[p; 10], 1e-5).unwrap();
+        assert!((alone - p.epsilon(10, 1e-5).unwrap()).abs() < 1e-12);
+        // With Gaussian rounds too: more than either part.
+        let mut g = crate::RdpAccountant::new();
+        g.step(2.0, 1.0, 5).unwrap();
+        let both = g.epsilon_with_skellam(&[p; 10], 1e-5).unwrap();
+        assert!(both > alone && both > g.epsilon(1e-5).unwrap().0, "{both}");
+        assert_eq!(g.epsilon_with_skellam(&[], 1e-5).unwrap(), g.epsilon(1e-5).unwrap().0);
     }
 
     #[test]

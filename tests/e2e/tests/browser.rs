@@ -160,6 +160,35 @@ async fn device_round(s: &Session, page: &str) {
     assert_eq!(eps, preview, "[{}] the previewed ε is the ε spent", s.label);
 }
 
+/// Loads a secure federation's page on a device, adds the demo corpus, trains briefly and
+/// consents, up to the contribute button; checks that the page says the worker decodes only
+/// sums. Returns the ε preview.
+async fn secure_device_prepare(s: &Session, page: &str) -> serde_json::Value {
+    s.goto(page).await;
+    s.wait_for("the client to load", "document.body.dataset.state === 'ready'", LONG).await;
+    s.wait_for("the federation", "document.body.dataset.secure === 'yes'", Duration::from_secs(60)).await;
+    let status = s.js("return document.getElementById('fed-status').textContent", json!([])).await;
+    assert!(status.as_str().unwrap_or_default().contains("never yours alone"), "[{}] {status}", s.label);
+    s.click("#add-demo").await;
+    s.wait_for("30 documents", "document.getElementById('doc-count').textContent === '30'", LONG).await;
+    s.type_into("#epochs", "3").await;
+    s.click("#train-btn").await;
+    s.wait_for("training to finish", "document.body.dataset.trained === 'yes'", LONG).await;
+    if s.js("return document.getElementById('consent').checked", json!([])).await != json!(true) {
+        s.click("#consent").await;
+    }
+    s.wait_for("the contribute button", "!document.getElementById('contribute-btn').disabled", Duration::from_secs(30))
+        .await;
+    s.wait_for(
+        "the ε preview",
+        "document.getElementById('eps-preview').dataset.after !== undefined",
+        Duration::from_secs(60),
+    )
+    .await;
+    s.screenshot("secure-ready").await;
+    s.js("return document.getElementById('eps-preview').dataset.after", json!([])).await
+}
+
 /// The real model (all-MiniLM-L6-v2, 90 MB) through the page's worker-hosted client on the CPU
 /// backend: four documents, head training, adapter + head training, a contribution to a
 /// personal-mode federation and a search, with no long task on the main thread and no console
@@ -313,7 +342,13 @@ async fn two_browsers_train_contribute_and_search_offline() {
          clip = 1.0\nnoise_multiplier = 0.001\ndelta = 1e-5\n\n[federations.optimizer]\nkind = \"fed_avg\"\nlr = 1.0\n\n\
          [[federations]]\nid = \"e2e-real\"\nmode = \"personal\"\ndim = 384\nn_docs = 0\nmin_clients = 1\n\
          target_clients = 1\nround_deadline_s = 3600\n\n[federations.dp]\nclip = 1.0\nnoise_multiplier = 1.0\n\
-         delta = 1e-5\n\n[federations.optimizer]\nkind = \"fed_avg\"\nlr = 1.0\n",
+         delta = 1e-5\n\n[federations.optimizer]\nkind = \"fed_avg\"\nlr = 1.0\n\n\
+         [[federations]]\nid = \"e2e-secure\"\nmode = \"shared\"\ndim = {dim}\nn_docs = {}\ndoc_ids = {:?}\n\
+         min_clients = 2\ntarget_clients = 2\nround_deadline_s = 3600\n\n[federations.dp]\nclip = 1.0\n\
+         noise_multiplier = 1.0\ndelta = 1e-5\n\n[federations.optimizer]\nkind = \"fed_avg\"\nlr = 1.0\n\n\
+         [federations.secure]\nneighbours = 1\nplanned_rounds = 2\nphase_secs = 120\ntarget_epsilon = 8.0\n",
+        ids.len(),
+        ids,
         ids.len(),
         ids
     );
@@ -331,6 +366,7 @@ async fn two_browsers_train_contribute_and_search_offline() {
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     };
     let token = create_token("e2e", "2");
+    let secure_token = create_token("e2e-secure", "2");
     // The real model, when installed, is served under /models/real/ (copies: the www server
     // refuses symlinks out of its roots) for a third device on its own federation, with f16
     // weights as the page ships it (`fedsearch fetch-model --f16`).
@@ -362,17 +398,14 @@ async fn two_browsers_train_contribute_and_search_offline() {
 
     // Both updates are in: round 0 closed and version 1 was published.
     let http = reqwest::Client::new();
-    let round: serde_json::Value = serde_json::from_slice(
-        &http
-            .get(format!("http://{worker_addr}/v1/federations/e2e/round"))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let round_of = |fed: &'static str| {
+        let (http, url) = (http.clone(), format!("http://{worker_addr}/v1/federations/{fed}/round"));
+        async move {
+            let body = http.get(url).send().await.unwrap().bytes().await.unwrap();
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+        }
+    };
+    let round = round_of("e2e").await;
     assert_eq!(round["current_version"], 1, "the worker must publish version 1 from both updates: {round}");
     let metrics = http.get(format!("http://{worker_addr}/metrics")).send().await.unwrap().text().await.unwrap();
     eprintln!("worker metrics:\n{}", metrics.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n"));
@@ -470,6 +503,26 @@ async fn two_browsers_train_contribute_and_search_offline() {
             assert!(ms <= 200.0, "the benchmark page's main thread was blocked {ms:.0} ms during {backend}");
         }
     }
+
+    // A secure round with two browsers: both join, seal shares for each other, send masked
+    // updates and unmask; the worker publishes version 1 from the sum and never sees either
+    // update. The page says what the worker can see, and the ε it showed is the ε spent.
+    let secure_page =
+        format!("http://{www_addr}/?model=models/tiny&federation=e2e-secure&token={secure_token}&backend=cpu");
+    let preview_a = secure_device_prepare(&a, &secure_page).await;
+    let preview_b = secure_device_prepare(&b, &secure_page).await;
+    a.click("#contribute-btn").await;
+    b.click("#contribute-btn").await;
+    for (s, preview) in [(&a, &preview_a), (&b, &preview_b)] {
+        s.wait_for("the secure contribution", "document.body.dataset.contributed !== undefined", LONG).await;
+        s.screenshot("secure-contributed").await;
+        let eps = s.js("return document.getElementById('p-epsilon').textContent", json!([])).await;
+        assert_eq!(&eps, preview, "[{}] the previewed ε is the ε spent in the secure round", s.label);
+        let result = s.js("return document.getElementById('contribute-result').textContent", json!([])).await;
+        assert!(result.as_str().unwrap_or_default().contains("decoded only the sum"), "[{}] {result}", s.label);
+    }
+    let secure_round = round_of("e2e-secure").await;
+    assert_eq!(secure_round["current_version"], 1, "the secure round must publish version 1: {secure_round}");
 
     // Offline: stop both servers, reload, search again.
     www.stop();

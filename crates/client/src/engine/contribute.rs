@@ -19,17 +19,10 @@ pub struct ContributionReport {
     pub tensors: Vec<String>,
 }
 
-/// The delta of the local model against its base, privatized (clip to the federation's C,
-/// add N(0, (σC)²) noise from a CSPRNG) and encoded as the worker's binary `Update`.
-/// In personal mode only the adapter is sent. It contains numbers only: no text, no document
-/// ids, no queries. `num_examples` is always 1 (uniform weights: each client's influence on
-/// the average is bounded by C, which is what the DP accounting assumes).
-pub fn build_update(
-    state: &State,
-    info: &FederationInfo,
-    client_id: &str,
-    rng: &mut NoiseRng,
-) -> Result<(Vec<u8>, Update, ContributionReport)> {
+/// The delta of the local model against the global version it started from, laid out as the
+/// federation's tensors (adapter; in shared mode also the head's federated columns). Errors when
+/// the model does not fit the federation or the federation moved on since it started.
+pub fn contribution_deltas(state: &State, info: &FederationInfo) -> Result<Vec<NamedTensor>> {
     let d = state.dim();
     if info.dim as usize != d {
         return err(format!(
@@ -71,6 +64,27 @@ pub fn build_update(
         tensors.push(NamedTensor::new(HEAD_WEIGHT, vec![d as u32, n_fed as u32], hw));
         tensors.push(NamedTensor::new(HEAD_BIAS, vec![n_fed as u32], hb));
     }
+    Ok(tensors)
+}
+
+/// The delta ([`contribution_deltas`]), privatized (clip to the federation's C, add
+/// N(0, (σC)²) noise from a CSPRNG) and encoded as the worker's binary `Update`.
+/// In personal mode only the adapter is sent. It contains numbers only: no text, no document
+/// ids, no queries. `num_examples` is always 1 (uniform weights: each client's influence on
+/// the average is bounded by C, which is what the DP accounting assumes).
+pub fn build_update(
+    state: &State,
+    info: &FederationInfo,
+    client_id: &str,
+    rng: &mut NoiseRng,
+) -> Result<(Vec<u8>, Update, ContributionReport)> {
+    if info.secure.is_some() {
+        return err("this federation aggregates securely: contribute through its secure round");
+    }
+    let tensors = contribution_deltas(state, info)?;
+    let Some(global) = &state.meta.global else {
+        return err("sync with the federation (syncGlobal) before contributing");
+    };
     // Clip and noise the whole delta at once (client-level DP), weight 1: the one builder.
     let epsilon_before = state.meta.privacy.epsilon();
     let epsilon = state.meta.privacy.epsilon_after(info.dp.noise_multiplier, info.dp.delta)?;
@@ -105,6 +119,21 @@ pub fn build_update(
         tensors: update.tensors.iter().map(|t| t.name.clone()).collect(),
     };
     Ok((body, update, report))
+}
+
+/// Books a secure round this device took part in (its masked input was counted).
+pub fn record_secure_contribution(state: &mut State, info: &FederationInfo, round: u64, bytes: usize) -> Result<()> {
+    let Some(sec) = &info.secure else { return err("not a secure federation") };
+    let p = &mut state.meta.privacy;
+    if sec.params.mu > 0.0 {
+        p.secure_rounds.push(sec.params);
+    }
+    p.delta = Some(info.dp.delta);
+    p.contributions += 1;
+    p.rounds.push(round);
+    p.bytes_sent += bytes as u64;
+    p.last_clip = Some(info.dp.clip);
+    Ok(())
 }
 
 /// Books an accepted contribution in the privacy state.

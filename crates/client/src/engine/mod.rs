@@ -32,7 +32,9 @@ mod contribute;
 mod documents;
 mod host;
 
-pub use contribute::{ContributionReport, build_update, record_contribution};
+pub use contribute::{
+    ContributionReport, build_update, contribution_deltas, record_contribution, record_secure_contribution,
+};
 use documents::full_text;
 pub use documents::{
     CHUNK_WORDS, DocumentSummary, MAX_DOCUMENT_BYTES, NewDoc, StoredDoc, document_problem, prepare_documents,
@@ -137,22 +139,38 @@ pub struct PrivacyState {
     pub bytes_sent: u64,
     pub last_clip: Option<f32>,
     pub last_noise_multiplier: Option<f32>,
+    /// One entry per secure round taken part in (distributed DP: the Skellam noise of the sum).
+    #[serde(default)]
+    pub secure_rounds: Vec<fedsearch_protocol::SkellamParams>,
 }
 
 impl PrivacyState {
     /// ε at the federation's δ after everything contributed so far (0 before any).
     pub fn epsilon(&self) -> f64 {
         match self.delta {
-            Some(d) => self.accountant.epsilon(d).map(|(e, _)| e).unwrap_or(f64::INFINITY),
+            Some(d) => self.accountant.epsilon_with_skellam(&self.secure_rounds, d).unwrap_or(f64::INFINITY),
             None => 0.0,
         }
+    }
+
+    /// ε if this device took part in one more secure round with `params` (at δ `delta`).
+    pub fn epsilon_after_secure(&self, params: &fedsearch_protocol::SkellamParams, delta: f64) -> Result<f64> {
+        if params.mu <= 0.0 {
+            return Ok(self.epsilon());
+        }
+        let mut rounds = self.secure_rounds.clone();
+        rounds.push(*params);
+        self.accountant
+            .epsilon_with_skellam(&rounds, delta)
+            .map_err(|e| ClientError::new(format!("privacy accounting: {e}")))
     }
 
     /// ε if one more contribution with `sigma` (at δ `delta`) were made.
     pub fn epsilon_after(&self, sigma: f32, delta: f64) -> Result<f64> {
         let mut a = self.accountant.clone();
         a.step(f64::from(sigma), 1.0, 1).map_err(|e| ClientError::new(format!("privacy accounting: {e}")))?;
-        a.epsilon(delta).map(|(e, _)| e).map_err(|e| ClientError::new(format!("privacy accounting: {e}")))
+        a.epsilon_with_skellam(&self.secure_rounds, delta)
+            .map_err(|e| ClientError::new(format!("privacy accounting: {e}")))
     }
 }
 
