@@ -111,9 +111,28 @@ async function runCheck(cfg, p, backends) {
   }
 }
 
+// ?secagg=DIM,K: one client's part of a secure round (keys, shares, masked update, unmasking)
+// in this browser, as `fedsearch bench secagg --dim DIM --neighbours K` measures it natively.
+// It runs on this page's thread: a benchmark, not the page people use.
+async function runSecagg(spec) {
+  const [dim, k] = spec.split(',').map(Number);
+  $('bench-table').closest('section').hidden = true;
+  $('status').textContent = `Secure-aggregation cost: ${dim} values, ${k} neighbours…`;
+  const wasm = await import('./pkg/fedsearch_client.js');
+  await wasm.default();
+  const r = wasm.secaggClientCost(dim, k);
+  window.fedsearchSecagg = r;
+  $('status').textContent = `Secure aggregation, ${dim} values, ${k} neighbours: ${r.totalMs.toFixed(0)} ms (keys ${r.keysMs.toFixed(0)}, shares ${r.sharesMs.toFixed(0)}, masked update ${r.maskMs.toFixed(0)}, unmasking ${r.unmaskMs.toFixed(0)}); traffic ${r.trafficRatio.toFixed(2)}× a plain update.`;
+}
+
 async function main() {
   const cfg = await loadConfig();
   const p = new URLSearchParams(location.search);
+  if (p.has('secagg')) {
+    await runSecagg(p.get('secagg'));
+    document.body.dataset.state = 'done';
+    return;
+  }
   if (p.get('check') === '1') {
     $('bench-table').closest('section').hidden = true;
     await runCheck(cfg, p, backendList(p));

@@ -186,6 +186,17 @@ enum BenchCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// One client's part of a secure round (SecAgg+ with distributed DP): milliseconds per
+    /// phase and bytes up and down, as JSON — the same measurement as the browser's
+    /// `bench.html?secagg=DIM,K`.
+    Secagg {
+        /// Values per update (532,840: the demo federation's adapter + 1,000-document head).
+        #[arg(long, default_value_t = 532_840)]
+        dim: usize,
+        /// Neighbours in the SecAgg+ graph.
+        #[arg(long, default_value_t = 100)]
+        neighbours: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -314,6 +325,14 @@ fn run(cli: Cli) -> CliResult<()> {
             let cfg =
                 fedsearch_core::bench::ThroughputConfig { sentences, head_steps, adapter_steps, ..Default::default() };
             bench::throughput(&model, &cfg, max_len, json.as_deref()).map(|_| ())
+        }
+        Command::Bench { command: BenchCommand::Secagg { dim, neighbours } } => {
+            let start = web_time::Instant::now();
+            let cost =
+                fedsearch_protocol::secagg::client_cost(dim, neighbours, &|| start.elapsed().as_secs_f64() * 1e3)
+                    .map_err(|e| CliError::Input(e.to_string()))?;
+            println!("{}", serde_json::to_string(&cost).expect("cost serialises"));
+            Ok(())
         }
         Command::Simulate(args) => simulate::run(&args),
         Command::Privacy { command } => {

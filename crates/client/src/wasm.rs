@@ -37,6 +37,18 @@ impl From<engine::ClientError> for JsValue {
     }
 }
 
+/// `secaggClientCost(dim, neighbours)`: one client's part of a secure round in this browser —
+/// milliseconds per phase (keys, sealed shares, the masked update, unmasking) and bytes up and
+/// down — the same measurement as `fedsearch bench secagg` natively
+/// (`fedsearch_protocol::secagg::client_cost`). Runs synchronously: call it from a worker or a
+/// benchmark page.
+#[wasm_bindgen(js_name = secaggClientCost)]
+pub fn secagg_client_cost(dim: usize, neighbours: usize) -> Result<JsValue, JsValue> {
+    let now = js_sys::Date::now;
+    let cost = fedsearch_protocol::secagg::client_cost(dim, neighbours, &now).map_err(|e| js_error(e.to_string()))?;
+    to_js(&cost)
+}
+
 fn to_js<T: Serialize>(v: &T) -> Result<JsValue, JsValue> {
     v.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
         .map_err(|e| js_error(format!("internal: cannot convert the result: {e}")))

@@ -30,9 +30,11 @@
 //! clients and a malicious server can still do.
 
 mod client;
+mod cost;
 mod server;
 
 pub use client::SecAggClient;
+pub use cost::{ClientCost, client_cost};
 pub use server::{SecAggServer, ServerPhase};
 
 use chacha20::ChaCha20;

@@ -28,6 +28,9 @@ fn fail(msg: String) -> ! {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "--secagg") {
+        return secagg(&args[1..]).await;
+    }
     let check = args.first().is_some_and(|a| a == "--check");
     if check {
         args.remove(0);
@@ -197,4 +200,63 @@ async fn main() {
             println!("tab CPU encoder / onnxruntime-web: {:.2}×", tab / median);
         }
     }
+}
+
+/// `bench-browser --secagg [DIM] [K]`: one client's part of a secure round natively (this
+/// process) and in headless Chromium (`bench.html?secagg=DIM,K`, the dev or release wasm package
+/// in FEDSEARCH_PKG_DIR), printed side by side.
+async fn secagg(args: &[String]) {
+    let num = |i: usize, default: usize| {
+        args.get(i)
+            .map_or(Ok(default), |a| a.parse::<usize>())
+            .unwrap_or_else(|e| fail(format!("argument {}: {e}", i + 1)))
+    };
+    let (dim, k) = (num(0, 532_840), num(1, 100));
+    let start = std::time::Instant::now();
+    let native = fedsearch_protocol::secagg::client_cost(dim, k, &|| start.elapsed().as_secs_f64() * 1e3)
+        .unwrap_or_else(|e| fail(e.to_string()));
+    let native = serde_json::to_value(&native).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let pkg = std::env::var("FEDSEARCH_PKG_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("pkg"));
+    let www_bin = std::env::current_exe().unwrap().parent().unwrap().join("fedsearch-www");
+    let (Some(chrome), Some(driver)) = (
+        find_program("CHROME_BIN", &["chromium", "chromium-browser", "google-chrome"]),
+        find_program("CHROMEDRIVER", &["chromedriver"]),
+    ) else {
+        fail("chromium and chromedriver are needed (scripts/setup.sh installs them)".into())
+    };
+    let tmp = std::env::temp_dir().join(format!("fedsearch-bench-secagg-{}", std::process::id()));
+    std::fs::create_dir_all(tmp.join("models")).unwrap();
+    let cmd = www_command(&www_bin, &root.join("web"), &pkg, &tmp.join("models"));
+    let (_www, addr) = start_listening("fedsearch-www", cmd);
+    let (_driver, driver_url) = start_chromedriver(&driver).await;
+    let s = Session::new(&driver_url, &chrome, &chrome_args(&tmp.join("profile")), &tmp.join("shots"), "secagg").await;
+    s.goto(&format!("http://{addr}/bench.html?secagg={dim},{k}")).await;
+    s.wait_for("the measurement", "document.body.dataset.state === 'done'", Duration::from_secs(3600)).await;
+    let tab = s.js("return window.fedsearchSecagg", json!([])).await;
+    s.quit().await;
+    let _ = std::fs::remove_dir_all(&tmp);
+    println!("secure aggregation, one client: {dim} values, {k} neighbours");
+    println!(
+        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>12} {:>12} {:>8}",
+        "where", "keys ms", "shares ms", "mask ms", "unmask ms", "total ms", "bytes up", "bytes down", "traffic"
+    );
+    for (label, r) in [("native*", &native), ("tab", &tab)] {
+        let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "{label:<10} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>12.0} {:>12.0} {:>7.2}×",
+            f("keysMs"),
+            f("sharesMs"),
+            f("maskMs"),
+            f("unmaskMs"),
+            f("totalMs"),
+            f("bytesUp"),
+            f("bytesDown"),
+            f("trafficRatio")
+        );
+    }
+    let ratio = tab["totalMs"].as_f64().unwrap_or(f64::NAN) / native["totalMs"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "tab / native* total time: {ratio:.2}× (* this binary's build profile: compare with `fedsearch bench secagg` from a release build)"
+    );
 }
