@@ -1,7 +1,7 @@
 //! Secure rounds against the real binary: clients run SecAgg+ over the HTTP API with the protocol
 //! crate. The worker publishes base + the mean of the survivors' clipped deltas, though it never
 //! holds one of them unmasked; a client that drops after sending its shares has its masks removed;
-//! a SIGKILL mid-round loses no accepted message; a round with too few survivors is not
+//! a SIGKILL in each phase loses no accepted message; a round with too few survivors is not
 //! published; out-of-place reveals and plain uploads are refused.
 
 mod common;
@@ -71,9 +71,15 @@ struct Party {
     delta: Vec<NamedTensor>,
 }
 
-async fn join(c: &reqwest::Client, w: &Worker, token: &str, s: &SecureStatus, n: usize) -> Vec<Party> {
+async fn join(
+    c: &reqwest::Client,
+    w: &Worker,
+    token: &str,
+    s: &SecureStatus,
+    range: std::ops::Range<usize>,
+) -> Vec<Party> {
     let mut parties = Vec::new();
-    for i in 0..n {
+    for i in range {
         let e = enroll_ok(c, w, FED, token).await;
         let mut rng = NoiseRng::from_seed([i as u8 + 1; 32]);
         let (mut sc, keys) = SecAggClient::new(0, s.session, 3, &mut rng);
@@ -104,6 +110,14 @@ async fn send_masked(c: &reqwest::Client, w: &Worker, s: &SecureStatus, p: &mut 
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 }
 
+/// SIGKILL, then a new worker on the same database and config.
+fn restart(mut w: Worker, dir: &std::path::Path) -> Worker {
+    let config = w.config.clone();
+    w.kill();
+    drop(w);
+    Worker::start_with(dir, &config)
+}
+
 fn clipped(delta: &[NamedTensor], clip: f32) -> Vec<NamedTensor> {
     let norm = delta.iter().flat_map(|t| &t.data).map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     let f = if norm > f64::from(clip) { f64::from(clip) / norm } else { 1.0 };
@@ -122,7 +136,9 @@ fn clipped(delta: &[NamedTensor], clip: f32) -> Vec<NamedTensor> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secure_round_publishes_the_survivors_mean_and_survives_sigkill() {
     let dir = TempDir::new("secure");
-    let mut w = Worker::start(dir.path(), &secure_toml(3, 4, 2, None));
+    // Phases wait 5 s: long enough for the test to send between restarts, short for the
+    // client that drops.
+    let mut w = Worker::start(dir.path(), &secure_toml(3, 4, 5, None));
     let c = client();
     let token = create_token(&w.db, FED, 10);
     let info: FederationInfo = serde_json::from_slice(
@@ -140,18 +156,25 @@ async fn a_secure_round_publishes_the_survivors_mean_and_survives_sigkill() {
     assert_eq!(r.status(), 409);
     assert_eq!(r.json_value().await["error"], "wrong_aggregation");
 
+    // A SIGKILL in every phase: after half of the keys, half of the shares, two of the three
+    // masked inputs and one of the reveals. Nothing accepted is lost, and the round goes on.
     let s = status(&c, &w).await;
     assert_eq!((s.round, s.attempt, s.phase), (1, 0, Some(ServerPhase::Keys)));
-    let mut parties = join(&c, &w, &token, &s, 4).await;
+    let mut parties = join(&c, &w, &token, &s, 0..2).await;
+    w = restart(w, dir.path());
+    assert_eq!(status(&c, &w).await.counts, [2, 0, 0, 0], "keys survived the SIGKILL");
+    parties.extend(join(&c, &w, &token, &s, 2..4).await);
     let s = wait_phase(&c, &w, ServerPhase::Shares).await;
-    send_shares(&c, &w, &s, &mut parties).await;
+    send_shares(&c, &w, &s, &mut parties[..2]).await;
+    w = restart(w, dir.path());
+    assert_eq!(status(&c, &w).await.counts, [4, 2, 0, 0], "shares survived the SIGKILL");
+    send_shares(&c, &w, &s, &mut parties[2..]).await;
     let s = wait_phase(&c, &w, ServerPhase::Masked).await;
     // Party 3 drops after sending its shares; two of the others send, then the worker is killed.
     for p in parties.iter_mut().take(2) {
         send_masked(&c, &w, &s, p, &params).await;
     }
-    w.kill();
-    let w = Worker::start_with(dir.path(), &w.config.clone());
+    w = restart(w, dir.path());
     let after = status(&c, &w).await;
     assert_eq!((after.round, after.attempt, after.phase), (1, 0, Some(ServerPhase::Masked)));
     assert_eq!(after.counts, [4, 4, 2, 0], "every accepted message survived the SIGKILL");
@@ -174,9 +197,13 @@ async fn a_secure_round_publishes_the_survivors_mean_and_survives_sigkill() {
     let forged = vec![RevealedShare { owner: 3, kind: ShareKind::SelfMask, share: vec![1; 33] }];
     let r = post_json(&c, &w, "reveals", &s, &parties[0].cred, &forged).await;
     assert_eq!(r.status(), 422, "{}", r.text().await.unwrap());
-    for p in parties.iter_mut().take(3) {
+    for (i, p) in parties.iter_mut().take(3).enumerate() {
         let reveals = p.sc.unmask(&survivors.survivors).unwrap();
         assert_eq!(post_json(&c, &w, "reveals", &s, &p.cred, &reveals).await.status(), 200);
+        if i == 0 {
+            w = restart(w, dir.path());
+            assert_eq!(status(&c, &w).await.counts, [4, 4, 3, 1], "reveals survived the SIGKILL");
+        }
     }
     wait_for_version(&c, &w, FED, 1).await;
     let model = get_model(&c, &w, FED).await;
@@ -205,7 +232,7 @@ async fn too_few_survivors_publish_nothing_and_restart_the_round() {
     let sec = info.secure.unwrap();
     assert!(sec.params.mu > 0.0 && sec.epsilon.unwrap() <= 8.0 + 1e-9, "{sec:?}");
     let s = status(&c, &w).await;
-    let mut parties = join(&c, &w, &token, &s, 3).await;
+    let mut parties = join(&c, &w, &token, &s, 0..3).await;
     let s = wait_phase(&c, &w, ServerPhase::Shares).await;
     send_shares(&c, &w, &s, &mut parties).await;
     let s = wait_phase(&c, &w, ServerPhase::Masked).await;

@@ -102,44 +102,41 @@ impl CategoryQuestions {
     }
 }
 
+/// What the head's keys are computed from, wherever the documents are (`eval`, `simulate`).
+pub struct KeySources<'a> {
+    /// Frozen document embeddings, row-major `[n_docs, d]`.
+    pub doc_emb: &'a [f32],
+    /// Frozen pseudo-query embeddings and their documents (never clicks).
+    pub pq_emb: &'a [f32],
+    pub pq_targets: &'a [usize],
+    pub questions: &'a CategoryQuestions,
+    pub d: usize,
+}
+
 impl HeadInit {
     /// The head's fixed keys (row-major `[n_docs, d]`; `None` for `Zeros`) from the frozen
     /// document embeddings and the pseudo-queries' (never clicks: keys must be what any holder
     /// of the documents computes).
-    pub fn keys(
-        self,
-        doc_emb: &[f32],
-        pq_emb: &[f32],
-        pq_targets: &[usize],
-        questions: &CategoryQuestions,
-        d: usize,
-    ) -> Option<Vec<f32>> {
+    pub fn keys(self, src: &KeySources<'_>) -> Option<Vec<f32>> {
+        let (doc_emb, d) = (src.doc_emb, src.d);
         match self {
             HeadInit::Zeros => None,
             HeadInit::Docs => Some(doc_emb.to_vec()),
             HeadInit::Centroid => Some(keys_towards(
                 doc_emb,
-                &[QuerySet { emb: pq_emb, targets: pq_targets, mix: CENTROID_MIX }, questions.query_set()],
+                &[QuerySet { emb: src.pq_emb, targets: src.pq_targets, mix: CENTROID_MIX }, src.questions.query_set()],
                 d,
             )),
-            HeadInit::Questions => Some(keys_towards(doc_emb, &[questions.query_set()], d)),
+            HeadInit::Questions => Some(keys_towards(doc_emb, &[src.questions.query_set()], d)),
         }
     }
 
     /// A fresh head (zero residual and bias) with these keys.
-    pub fn head(
-        self,
-        doc_emb: &[f32],
-        pq_emb: &[f32],
-        pq_targets: &[usize],
-        questions: &CategoryQuestions,
-        d: usize,
-        device: &Device,
-    ) -> CarHead {
-        let n = doc_emb.len() / d.max(1);
-        match self.keys(doc_emb, pq_emb, pq_targets, questions, d) {
-            Some(k) => CarHead::from_keys(&k, n, d, device),
-            None => CarHead::zeros(d, n, device),
+    pub fn head(self, src: &KeySources<'_>, device: &Device) -> CarHead {
+        let n = src.doc_emb.len() / src.d.max(1);
+        match self.keys(src) {
+            Some(k) => CarHead::from_keys(&k, n, src.d, device),
+            None => CarHead::zeros(src.d, n, device),
         }
     }
 }
@@ -338,14 +335,14 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
             }
             let encode_s = t.elapsed().as_secs_f64();
             let questions = CategoryQuestions::embed(&enc, &corpus, opts.head_init, opts.question_mix, &cache).await?;
-            let head = opts.head_init.head(
-                &index.doc_emb,
-                &p_emb[..n_pseudo * d],
-                &p_targets[..n_pseudo],
-                &questions,
+            let sources = KeySources {
+                doc_emb: &index.doc_emb,
+                pq_emb: &p_emb[..n_pseudo * d],
+                pq_targets: &p_targets[..n_pseudo],
+                questions: &questions,
                 d,
-                &device,
-            );
+            };
+            let head = opts.head_init.head(&sources, &device);
             let model = Retriever { adapter: SoftEmbeddingAdapter::identity(d, &device), head };
             let (car, rep) =
                 train_with_bar(model, TrainInputs::Cached(&p_emb), &p_targets, &opts.head, &device, "head").await?;

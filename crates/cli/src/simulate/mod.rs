@@ -50,7 +50,7 @@
 use crate::embed::{EmbedCache, embed};
 use crate::error::read_input;
 use crate::error::{CliError, CliResult};
-use crate::eval::{CategoryQuestions, HeadInit, load_data};
+use crate::eval::{CategoryQuestions, HeadInit, KeySources, load_data};
 use crate::progress::bar;
 use burn::prelude::*;
 use fedsearch_core::adapter::SoftEmbeddingAdapter;
@@ -223,7 +223,8 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
                 let doc_emb = embed(&enc, &corpus.full_texts(), None, "documents", &cache).await?;
                 let targets: Vec<usize> = pairs[..n_pseudo].iter().map(|(_, t)| *t).collect();
                 let questions = CategoryQuestions::embed(&enc, &corpus, init, args.question_mix, &cache).await?;
-                init.keys(&doc_emb, &features[..n_pseudo * d], &targets, &questions, d)
+                let pq_emb = &features[..n_pseudo * d];
+                init.keys(&KeySources { doc_emb: &doc_emb, pq_emb, pq_targets: &targets, questions: &questions, d })
             }
         };
         let setup_s = setup.elapsed().as_secs_f64();
