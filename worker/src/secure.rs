@@ -64,10 +64,10 @@ pub struct SecureState {
     survivors: Arc<Vec<u32>>,
 }
 
+/// 409 for a message at the wrong time, 422 for one the protocol refuses.
 fn refused(e: SecAggError) -> WorkerError {
     match e {
-        SecAggError::TooFew { .. } => WorkerError::SecurePhase(e.to_string()),
-        SecAggError::Protocol(m) if m.contains("phase") || m.contains("already") => WorkerError::SecurePhase(m),
+        SecAggError::TooFew { .. } | SecAggError::Phase(_) => WorkerError::SecurePhase(e.to_string()),
         SecAggError::Protocol(m) => WorkerError::SecureRefused(m),
     }
 }

@@ -3,7 +3,7 @@
 
 use super::{
     EncryptedShare, MaskedInput, PublicKeys, RevealedShare, SELF_MASK, SHARE_SEAL, SecAggError, SessionId, ShareKind,
-    apply_mask, apply_pair_mask, derive_key, fail, neighbour_graph, threshold,
+    apply_mask, apply_pair_mask, derive_key, fail, neighbour_graph, out_of_phase, threshold,
 };
 use crate::dp::NoiseRng;
 use blahaj::{Share, Sharks};
@@ -93,7 +93,7 @@ impl SecAggClient {
     /// the keys themselves do not depend on it).
     pub fn assign_index(&mut self, index: u32) -> Result<(), SecAggError> {
         if self.phase != Phase::Keys {
-            return fail("the index is fixed once shares are sent");
+            return out_of_phase("the index is fixed once shares are sent");
         }
         self.index = index;
         Ok(())
@@ -114,7 +114,7 @@ impl SecAggClient {
         rng: &mut NoiseRng,
     ) -> Result<Vec<EncryptedShare>, SecAggError> {
         if self.phase != Phase::Keys {
-            return fail("shares were already sent this round");
+            return out_of_phase("shares were already sent this round");
         }
         let mut by_index = BTreeMap::new();
         for p in roster {
@@ -166,7 +166,7 @@ impl SecAggClient {
     /// (the masks would hide too little), and returns `input` masked.
     pub fn mask(&mut self, received: &[EncryptedShare], mut input: Vec<u32>) -> Result<MaskedInput, SecAggError> {
         if self.phase != Phase::Shares {
-            return fail("masking needs the shares phase first, and happens once");
+            return out_of_phase("masking needs the shares phase first, and happens once");
         }
         let mut held = BTreeMap::new();
         for e in received {
@@ -216,7 +216,7 @@ impl SecAggClient {
     /// neighbours.
     pub fn unmask(&mut self, survivors: &[u32]) -> Result<Vec<RevealedShare>, SecAggError> {
         if self.phase != Phase::Masked {
-            return fail("unmasking is answered once, after masking");
+            return out_of_phase("unmasking is answered once, after masking");
         }
         self.phase = Phase::Done;
         let survivors: BTreeSet<u32> = survivors.iter().copied().collect();

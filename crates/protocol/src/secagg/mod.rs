@@ -47,14 +47,22 @@ use std::collections::BTreeMap;
 /// What can go wrong in a secure round (a message out of place, a bad share, too few peers).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecAggError {
+    /// A message the protocol refuses: malformed, misaddressed, out of place.
     #[error("secure aggregation: {0}")]
     Protocol(String),
+    /// A message at the wrong time: before or after its phase, or a second one of its kind.
+    #[error("secure aggregation: {0}")]
+    Phase(String),
     #[error("secure aggregation: {what}: need {need}, have {have}")]
     TooFew { what: &'static str, need: usize, have: usize },
 }
 
 pub(crate) fn fail<T>(msg: impl Into<String>) -> Result<T, SecAggError> {
     Err(SecAggError::Protocol(msg.into()))
+}
+
+pub(crate) fn out_of_phase<T>(msg: impl Into<String>) -> Result<T, SecAggError> {
+    Err(SecAggError::Phase(msg.into()))
 }
 
 /// Identifies one secure round: every key and mask is derived under it, so nothing carries over

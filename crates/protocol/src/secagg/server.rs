@@ -4,7 +4,7 @@
 
 use super::{
     EncryptedShare, MaskedInput, PublicKeys, RevealedShare, SELF_MASK, SecAggError, SessionId, ShareKind, apply_mask,
-    apply_pair_mask, derive_key, fail, neighbour_graph, threshold,
+    apply_pair_mask, derive_key, fail, neighbour_graph, out_of_phase, threshold,
 };
 use blahaj::{Share, Sharks};
 use std::collections::{BTreeMap, BTreeSet};
@@ -103,7 +103,7 @@ impl SecAggServer {
         if self.phase == phase {
             Ok(())
         } else {
-            fail(format!("expected the {phase:?} phase, the round is in {:?}", self.phase))
+            out_of_phase(format!("expected the {phase:?} phase, the round is in {:?}", self.phase))
         }
     }
 
@@ -119,7 +119,7 @@ impl SecAggServer {
     pub fn add_keys(&mut self, keys: PublicKeys) -> Result<(), SecAggError> {
         self.expect(ServerPhase::Keys)?;
         if self.roster.contains_key(&keys.index) {
-            return fail(format!("client {} already sent keys", keys.index));
+            return out_of_phase(format!("client {} already sent keys", keys.index));
         }
         if keys.c_pk == keys.s_pk
             || self.roster.values().any(|k| [k.c_pk, k.s_pk].iter().any(|x| *x == keys.c_pk || *x == keys.s_pk))
@@ -145,7 +145,7 @@ impl SecAggServer {
         self.expect(ServerPhase::Shares)?;
         let Some(nb) = self.graph.get(&from) else { return fail(format!("client {from} is not in the roster")) };
         if self.shared.contains(&from) {
-            return fail(format!("client {from} already sent its shares"));
+            return out_of_phase(format!("client {from} already sent its shares"));
         }
         let to: BTreeSet<u32> = shares.iter().map(|s| s.to).collect();
         if shares.iter().any(|s| s.from != from) || to.len() != shares.len() || to.iter().ne(nb.iter()) {
@@ -185,7 +185,7 @@ impl SecAggServer {
             return fail(format!("a masked input has {} values, the round {}", input.values.len(), self.dim));
         }
         if !self.survivors.insert(input.index) {
-            return fail(format!("client {} already sent its masked input", input.index));
+            return out_of_phase(format!("client {} already sent its masked input", input.index));
         }
         for (s, v) in self.sum.iter_mut().zip(&input.values) {
             *s = s.wrapping_add(*v);
@@ -206,8 +206,11 @@ impl SecAggServer {
     /// the survivor list implies.
     pub fn add_reveals(&mut self, from: u32, shares: Vec<RevealedShare>) -> Result<(), SecAggError> {
         self.expect(ServerPhase::Unmask)?;
-        if !self.survivors.contains(&from) || self.answered.contains(&from) {
-            return fail(format!("client {from} is not a survivor or already answered"));
+        if !self.survivors.contains(&from) {
+            return fail(format!("client {from} is not a survivor"));
+        }
+        if self.answered.contains(&from) {
+            return out_of_phase(format!("client {from} already answered"));
         }
         // All or nothing: a bad share refuses the whole answer and records none of it.
         let nb = &self.graph[&from];
