@@ -69,6 +69,7 @@ async function main() {
   status('Loading the model…');
   const files = {};
   state.downloads = files; // per file: bytes loaded, total, the total the first report gave (for tests)
+  state.progressLog = []; // per report: whether some size was unknown, and what the bar showed (for tests)
   const client = await RemoteClient.create(cfg, (file, loaded, total, cached) => {
     files[file] = { loaded, total, firstTotal: files[file] ? files[file].firstTotal : total, cached };
     const all = Object.values(files);
@@ -78,6 +79,8 @@ async function main() {
       const sum = all.reduce((a, f) => [a[0] + f.loaded, a[1] + f.total], [0, 0]);
       $('model-progress').value = sum[0] / sum[1];
     }
+    const bar = $('model-progress');
+    state.progressLog.push({ sizeUnknown: all.some((f) => !f.total), value: bar.hasAttribute('value') ? bar.value : null });
     status(cached ? `Model: ${file} from this device's cache` : `Downloading ${file}: ${fmtBytes(loaded)}${total ? ' of ' + fmtBytes(total) : ' (size unknown)'}`);
   });
   state.client = client;

@@ -93,6 +93,20 @@ async fn device_round(s: &Session, page: &str) {
     }
     let weights = &downloads["model.safetensors"];
     assert_eq!(weights["firstTotal"], weights["total"], "[{}] the weights' size from the start: {weights}", s.label);
+    // While some file's size is unknown the bar is indeterminate (no value), never full; once all
+    // sizes are known it shows a fraction, and the last report before loading is complete.
+    let log = s.js("return window.fedsearch.progressLog", json!([])).await;
+    let log = log.as_array().cloned().unwrap_or_default();
+    assert!(!log.is_empty(), "[{}] no download progress was reported", s.label);
+    for entry in &log {
+        match (entry["sizeUnknown"].as_bool(), entry["value"].as_f64()) {
+            (Some(true), v) => {
+                assert!(v.is_none(), "[{}] a bar with a value while a size was unknown: {entry}", s.label)
+            }
+            (Some(false), Some(v)) => assert!((0.0..=1.0).contains(&v), "[{}] {entry}", s.label),
+            _ => panic!("[{}] a progress entry without a bar state: {entry}", s.label),
+        }
+    }
     s.wait_for(
         "the federation's DP parameters",
         "document.getElementById('p-dp').textContent !== '–' && document.getElementById('p-delta').textContent !== '–'",
