@@ -311,4 +311,21 @@ mod tests {
         cfg.federations[0].doc_ids = Some(vec!["x".into()]);
         assert!(cfg.check().unwrap_err().to_string().contains("doc_ids"));
     }
+
+    #[test]
+    fn secure_federations_plan_their_noise_and_refuse_a_cohort_of_one() {
+        let secure = SecureConfig { neighbours: 32, target_epsilon: Some(8.0), planned_rounds: 10, phase_secs: 60 };
+        let mut cfg = Config::demo();
+        cfg.federations[0].secure = Some(secure);
+        // The demo's min_clients = 1: a sum of one client is that client's update.
+        assert!(cfg.check().unwrap_err().to_string().contains("min_clients >= 2"));
+        cfg.federations[0].min_clients = 2;
+        cfg.check().unwrap();
+        let p = cfg.federations[0].skellam().unwrap().unwrap();
+        assert!(p.mu > 0.0 && p.epsilon(10, 1e-5).unwrap() <= 8.0 + 1e-9);
+        cfg.federations[0].secure = Some(SecureConfig { neighbours: 0, ..secure });
+        assert!(cfg.check().unwrap_err().to_string().contains("neighbours"));
+        cfg.federations[0].secure = Some(SecureConfig { target_epsilon: None, ..secure });
+        assert_eq!(cfg.federations[0].skellam().unwrap().unwrap().mu, 0.0, "no target: no noise");
+    }
 }
