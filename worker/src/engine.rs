@@ -14,7 +14,7 @@ use crate::secure::{Progress, SecureMsg, SecureState, SecureView};
 use axum::body::Bytes;
 use fedsearch_protocol::{
     Encoding, FederationMode, GlobalModel, NamedTensor, NoiseRng, OptimizerState, RoundState, RoundStatus,
-    StreamingFedAvg, TensorSpec, Update, ValidationError, decode_global_model, encode_global_model,
+    SkellamParams, StreamingFedAvg, TensorSpec, Update, ValidationError, decode_global_model, encode_global_model,
 };
 use rusqlite::Connection;
 use std::collections::{HashMap, HashSet};
@@ -32,6 +32,9 @@ const MAX_BATCH: usize = 64;
 pub struct FedShared {
     pub cfg: FederationConfig,
     pub specs: Vec<TensorSpec>,
+    /// Quantisation and noise of a secure federation's rounds, planned once at start
+    /// (`FederationConfig::skellam`).
+    pub skellam: Option<SkellamParams>,
     snapshot: RwLock<Arc<Snapshot>>,
     /// The open secure round (secure federations only).
     secure_view: RwLock<Option<Arc<SecureView>>>,
@@ -449,7 +452,7 @@ impl Engine {
     fn restart_secure(&mut self, i: usize, round: u64, attempt: u64, why: &str) {
         let fed = &mut self.feds[i];
         let cfg = fed.shared.cfg.clone();
-        let Ok(Some(params)) = cfg.skellam() else { return };
+        let Some(params) = fed.shared.skellam else { return };
         let deadline = now_s() + cfg.secure.map_or(60, |s| s.phase_secs);
         let marker = db::SecureRow { attempt, client_id: None, kind: "attempt".into(), body: Vec::new() };
         if let Err(e) = db::log_secure(&self.conn, &cfg.id, round, &marker) {
@@ -545,7 +548,7 @@ impl Engine {
                 fed.contributors.clear();
                 fed.deadline = now_s() + cfg.round_deadline_s;
                 fed.state = RoundState::Collecting;
-                if let (Some(s), Ok(Some(params))) = (cfg.secure, cfg.skellam()) {
+                if let (Some(s), Some(params)) = (cfg.secure, fed.shared.skellam) {
                     fed.secure = Some(SecureState::new(&cfg, params, round + 1, 0, now_s() + s.phase_secs));
                     fed.publish_secure_view();
                 }
@@ -667,9 +670,11 @@ fn load_federation(conn: &Connection, fc: &FederationConfig) -> Result<FedState>
         federation = %fc.id, round, version = model.version, received = agg.count(),
         "restored round state"
     );
+    let skellam = fc.skellam()?;
     let shared = Arc::new(FedShared {
         cfg: fc.clone(),
         specs: specs.clone(),
+        skellam,
         snapshot: RwLock::new(Arc::new(Snapshot {
             status: RoundStatus {
                 federation_id: fc.id.clone(),
@@ -688,7 +693,7 @@ fn load_federation(conn: &Connection, fc: &FederationConfig) -> Result<FedState>
         secure_view: RwLock::new(None),
     });
     // A secure round: replay its log (the latest attempt), with a fresh phase deadline.
-    let secure = match fc.skellam()? {
+    let secure = match skellam {
         Some(params) => {
             let rows = db::secure_log(conn, &fc.id, round)?;
             let attempt = rows.first().map_or(0, |r| r.attempt);

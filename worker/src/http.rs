@@ -193,7 +193,7 @@ async fn federation_info(State(st): State<AppState>, Path(id): Path<String>) -> 
         optimizer: c.optimizer,
         current_version: snap.status.current_version,
         current_round: snap.status.round,
-        secure: match (c.secure, c.skellam()?) {
+        secure: match (c.secure, fed.skellam) {
             (Some(s), Some(params)) => Some(SecureInfo {
                 neighbours: s.neighbours,
                 params,
@@ -279,15 +279,19 @@ async fn upload(State(st): State<AppState>, Path(id): Path<String>, headers: Hea
                 st.metrics.reject(e.code());
                 tracing::debug!(federation = %id, error = %e, "update rejected");
             }
-            let mut r = e.into_response();
-            if !body_read {
-                // The rest of the body is still on the wire: tell the client
-                // not to reuse this connection (hyper then closes it).
-                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            r
+            upload_error(e, body_read)
         }
     }
+}
+
+/// An upload's error answer. While the rest of the body is still on the wire, it tells the client
+/// not to reuse the connection (hyper then closes it).
+fn upload_error(e: WorkerError, body_read: bool) -> Response {
+    let mut r = e.into_response();
+    if !body_read {
+        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
 }
 
 async fn upload_inner(
@@ -425,6 +429,19 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result
     serde_json::from_slice(body).map_err(|e| WorkerError::BadRequest(format!("expected {what}: {e}")))
 }
 
+/// The open secure round and this credential's index in it, once the round is at `at_least`.
+fn secure_client(
+    st: &AppState,
+    id: &str,
+    headers: &HeaderMap,
+    at_least: ServerPhase,
+) -> Result<(Arc<SecureView>, u32)> {
+    let view = secure_view(st, id)?;
+    let ident = authenticate(st, id, headers)?;
+    let index = secure_index(&view, &ident.client_id, at_least)?;
+    Ok((view, index))
+}
+
 /// The client's index in the open attempt, once the keys phase has closed.
 fn secure_index(view: &SecureView, client_id: &str, at_least: ServerPhase) -> Result<u32> {
     if view.status.phase.is_none_or(|p| p < at_least) {
@@ -471,9 +488,7 @@ async fn secure_keys(
 }
 
 async fn secure_roster(State(st): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response> {
-    let view = secure_view(&st, &id)?;
-    let ident = authenticate(&st, &id, &headers)?;
-    secure_index(&view, &ident.client_id, ServerPhase::Shares)?;
+    let (view, _) = secure_client(&st, &id, &headers, ServerPhase::Shares)?;
     let s = &view.status;
     Ok(Json(SecureRoster { round: s.round, attempt: s.attempt, roster: view.roster.to_vec() }).into_response())
 }
@@ -490,18 +505,14 @@ async fn secure_send_shares(
 }
 
 async fn secure_shares(State(st): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response> {
-    let view = secure_view(&st, &id)?;
-    let ident = authenticate(&st, &id, &headers)?;
-    let index = secure_index(&view, &ident.client_id, ServerPhase::Masked)?;
+    let (view, index) = secure_client(&st, &id, &headers, ServerPhase::Masked)?;
     let s = &view.status;
     let shares = view.mailbox.get(&index).cloned().unwrap_or_default();
     Ok(Json(SecureShares { round: s.round, attempt: s.attempt, shares }).into_response())
 }
 
 async fn secure_survivors(State(st): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response> {
-    let view = secure_view(&st, &id)?;
-    let ident = authenticate(&st, &id, &headers)?;
-    secure_index(&view, &ident.client_id, ServerPhase::Unmask)?;
+    let (view, _) = secure_client(&st, &id, &headers, ServerPhase::Unmask)?;
     let s = &view.status;
     Ok(Json(SecureSurvivors { round: s.round, attempt: s.attempt, survivors: view.survivors.to_vec() }).into_response())
 }
@@ -528,26 +539,16 @@ async fn secure_masked(
 ) -> Response {
     let mut body_read = false;
     let result = async {
-        let view = secure_view(&st, &id)?;
-        let params = st.fed(&id)?.cfg.skellam()?.ok_or_else(|| WorkerError::WrongAggregation(id.clone()))?;
+        secure_view(&st, &id)?;
+        let params = st.fed(&id)?.skellam.ok_or_else(|| WorkerError::WrongAggregation(id.clone()))?;
         let limit = 64 + 4 * params.dim as u64;
         let (ident, bytes, _held) = read_upload(&st, &id, &headers, body, limit, &mut body_read).await?;
-        drop(view);
         let input = decode_masked_input(&bytes).map_err(|e| WorkerError::BadRequest(e.to_string()))?;
         secure_send(&st, &id, ident.client_id, &q, SecureMsg::Masked(input)).await?;
         Ok::<_, WorkerError>(Json(json!({ "status": "accepted" })).into_response())
     }
     .await;
-    match result {
-        Ok(r) => r,
-        Err(e) => {
-            let mut r = e.into_response();
-            if !body_read {
-                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            r
-        }
-    }
+    result.unwrap_or_else(|e| upload_error(e, body_read))
 }
 
 fn authenticate(st: &AppState, fed_id: &str, headers: &HeaderMap) -> Result<Ident> {

@@ -174,14 +174,7 @@ impl SecureState {
 
     /// Whether the current phase has heard from everyone still in the round.
     pub fn complete(&self, target: usize) -> bool {
-        let counts = self.server.counts();
-        let at = match self.phase() {
-            ServerPhase::Keys => 0,
-            ServerPhase::Shares => 1,
-            ServerPhase::Masked => 2,
-            ServerPhase::Unmask | ServerPhase::Done => 3,
-        };
-        counts[at] >= self.server.expected(target)
+        self.server.phase_complete(target)
     }
 
     /// Closes the current phase. In the unmasking phase this removes the masks and returns the

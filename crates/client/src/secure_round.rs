@@ -50,6 +50,15 @@ async fn wait_for(
     }
 }
 
+/// Waits until the attempt `s` reaches `phase`; `false` when the round moved on to another
+/// attempt or round first (too few clients in some phase: join the new attempt).
+async fn reached(status_url: &str, limit_s: f64, s: &SecureStatus, phase: ServerPhase) -> Result<bool, JsValue> {
+    let same = |t: &SecureStatus| t.round == s.round && t.attempt == s.attempt;
+    let t =
+        wait_for(status_url, limit_s, &format!("its {phase:?} phase"), |t| !same(t) || t.phase >= Some(phase)).await?;
+    Ok(same(&t))
+}
+
 /// Runs one secure round for `deltas` (the federation's tensors, against `base_version`).
 /// `fed_url(path)` is the federation's URL + path. Errors when the round moves to another model
 /// version, restarts more than twice, or a phase does not come within its deadline twice over.
@@ -84,13 +93,7 @@ pub async fn contribute(
         let joined: SecureJoined =
             net::post_json_auth(&q("keys"), &keys, credential, "joining the secure round").await?;
         client.assign_index(joined.index).map_err(|e| error(e.to_string()))?;
-        let same = |t: &SecureStatus| t.round == s.round && t.attempt == s.attempt;
-        let moved_on = |t: &SecureStatus| !same(t);
-
-        let t =
-            wait_for(&status_url, limit, "its shares phase", |t| moved_on(t) || t.phase >= Some(ServerPhase::Shares))
-                .await?;
-        if moved_on(&t) {
+        if !reached(&status_url, limit, &s, ServerPhase::Shares).await? {
             continue;
         }
         let roster: SecureRoster =
@@ -98,10 +101,7 @@ pub async fn contribute(
         let shares = client.share_keys(&roster.roster, sec.neighbours, &mut rng).map_err(|e| error(e.to_string()))?;
         let _: serde_json::Value = net::post_json_auth(&q("shares"), &shares, credential, "sending the shares").await?;
 
-        let t =
-            wait_for(&status_url, limit, "its masked phase", |t| moved_on(t) || t.phase >= Some(ServerPhase::Masked))
-                .await?;
-        if moved_on(&t) {
+        if !reached(&status_url, limit, &s, ServerPhase::Masked).await? {
             continue;
         }
         let mine: SecureShares =
@@ -114,11 +114,7 @@ pub async fn contribute(
             return Err(net::http_error("sending the masked update", &resp).await);
         }
 
-        let t = wait_for(&status_url, limit, "its unmasking phase", |t| {
-            moved_on(t) || t.phase >= Some(ServerPhase::Unmask)
-        })
-        .await?;
-        if moved_on(&t) {
+        if !reached(&status_url, limit, &s, ServerPhase::Unmask).await? {
             continue;
         }
         let survivors: SecureSurvivors =
@@ -126,7 +122,7 @@ pub async fn contribute(
         let reveals = client.unmask(&survivors.survivors).map_err(|e| error(e.to_string()))?;
         let _: serde_json::Value = net::post_json_auth(&q("reveals"), &reveals, credential, "unmasking").await?;
         // Counted once the round is published (or restarted without this device's input).
-        let t = wait_for(&status_url, limit, "publication", moved_on).await?;
+        let t = wait_for(&status_url, limit, "publication", |t| t.round != s.round || t.attempt != s.attempt).await?;
         if t.round == s.round {
             continue;
         }

@@ -119,7 +119,7 @@ impl RdpAccountant {
             check_sigma(s.noise_multiplier)?;
             check_q(s.sample_rate)?;
         }
-        let orders: Vec<f64> = default_orders().into_iter().filter(|a| a.fract() == 0.0).collect();
+        let orders = integer_orders();
         let mut rdp = Vec::with_capacity(orders.len());
         for &a in &orders {
             let gaussian: f64 =
@@ -205,6 +205,11 @@ pub fn sigma_for_epsilon(target_eps: f64, q: f64, steps: u64, delta: f64) -> Res
 /// Opacus' `DEFAULT_ALPHAS`: `[1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))`.
 pub(crate) fn default_orders() -> Vec<f64> {
     (1..100).map(|x| 1.0 + f64::from(x) / 10.0).chain((12..64).map(f64::from)).collect()
+}
+
+/// The integer orders among [`default_orders`] (where the Skellam mechanism's bound holds).
+pub(crate) fn integer_orders() -> Vec<f64> {
+    default_orders().into_iter().filter(|a| a.fract() == 0.0).collect()
 }
 
 fn check_sigma(sigma: f64) -> Result<()> {

@@ -21,7 +21,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::accountant::{check_delta, default_orders, privacy_spent, sigma_for_epsilon};
+use crate::accountant::{check_delta, integer_orders, privacy_spent, sigma_for_epsilon};
 use crate::clip::check_clip;
 use crate::error::{PrivacyError, Result};
 use crate::noise::NoiseRng;
@@ -125,11 +125,11 @@ impl SkellamParams {
     /// ε after `rounds` published rounds at `delta`.
     pub fn epsilon(&self, rounds: u64, delta: f64) -> Result<f64> {
         check_delta(delta)?;
-        let one = self.rdp(2.0)?;
-        if rounds == 0 || one == 0.0 {
+        self.rdp(2.0)?; // checks μ
+        if rounds == 0 {
             return Ok(0.0);
         }
-        let orders: Vec<f64> = default_orders().into_iter().filter(|a| a.fract() == 0.0).collect();
+        let orders = integer_orders();
         let mut rdp = Vec::with_capacity(orders.len());
         for &a in &orders {
             rdp.push(rounds as f64 * self.rdp(a)?);

@@ -154,16 +154,8 @@ async fn device_round(s: &Session, page: &str) {
     assert!(stats.starts_with("Done: "), "[{}] {stats}", s.label);
     assert!(!stats.contains(" 1 steps") && !stats.contains(" 1 epochs"), "[{}] plural: {stats}", s.label);
     s.click("#consent").await;
-    s.wait_for("the contribute button", "!document.getElementById('contribute-btn').disabled", Duration::from_secs(30))
-        .await;
     // The cost is shown before it is paid, and it is what is then paid.
-    s.wait_for(
-        "the ε preview",
-        "document.getElementById('eps-preview').dataset.after !== undefined",
-        Duration::from_secs(60),
-    )
-    .await;
-    let preview = s.js("return document.getElementById('eps-preview').dataset.after", json!([])).await;
+    let preview = ready_to_contribute(s).await;
     let dp = s.js("return document.getElementById('p-dp').textContent", json!([])).await;
     assert_ne!(dp, json!("–"), "[{}] the federation's C / σ are shown before contributing", s.label);
     s.click("#contribute-btn").await;
@@ -191,6 +183,13 @@ async fn secure_device_prepare(s: &Session, page: &str) -> serde_json::Value {
     if s.js("return document.getElementById('consent').checked", json!([])).await != json!(true) {
         s.click("#consent").await;
     }
+    let preview = ready_to_contribute(s).await;
+    s.screenshot("secure-ready").await;
+    preview
+}
+
+/// Waits, after consent, for the contribute button and the ε preview; returns the preview.
+async fn ready_to_contribute(s: &Session) -> serde_json::Value {
     s.wait_for("the contribute button", "!document.getElementById('contribute-btn').disabled", Duration::from_secs(30))
         .await;
     s.wait_for(
@@ -199,7 +198,6 @@ async fn secure_device_prepare(s: &Session, page: &str) -> serde_json::Value {
         Duration::from_secs(60),
     )
     .await;
-    s.screenshot("secure-ready").await;
     s.js("return document.getElementById('eps-preview').dataset.after", json!([])).await
 }
 

@@ -7,7 +7,7 @@
 use super::*;
 use fedsearch_privacy::SkellamParams;
 use fedsearch_protocol::secagg::{
-    SecAggClient, SecAggError, SecAggServer, SessionId, decode_masked_input, encode_masked_input,
+    SecAggClient, SecAggError, SecAggServer, SessionId, decode_masked_input, encode_masked_input, message_bytes,
 };
 use fedsearch_protocol::{build_secure_update, secure_mean};
 use rand::Rng;
@@ -181,11 +181,6 @@ pub(super) async fn plain_round(
     Ok(out)
 }
 
-/// JSON size of a small protocol message (keys, sealed shares, reveals), as a worker would carry it.
-fn json_len<T: Serialize>(v: &T) -> usize {
-    serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0)
-}
-
 /// A secure round: SecAgg+ over every client, each message encoded as it would travel, dropouts
 /// at random phases, the server decoding only the sum. Too few clients in any phase leaves the
 /// round unpublished (and unmasks nothing).
@@ -218,7 +213,7 @@ pub(super) async fn secure_round(
         let rng = client.noise.as_mut().expect("secure clients have a generator");
         let (sc, keys) = SecAggClient::new(c as u32, session, args.min_survivor_count(), rng);
         client_s[c] += t.elapsed().as_secs_f64();
-        out.secagg_bytes_sum += json_len(&keys);
+        out.secagg_bytes_sum += message_bytes(&keys);
         let t = Instant::now();
         server.add_keys(keys).map_err(protocol)?;
         out.server_s += t.elapsed().as_secs_f64();
@@ -228,7 +223,7 @@ pub(super) async fn secure_round(
         Ok(r) => r,
         Err(e) => return unpublished(out, e, &client_s),
     };
-    let roster_bytes = json_len(&roster);
+    let roster_bytes = message_bytes(&roster);
 
     // Phase 2: sealed shares (clients that dropped after phase 1 send none).
     for (c, client) in clients.iter_mut().enumerate() {
@@ -241,7 +236,7 @@ pub(super) async fn secure_round(
         let rng = client.noise.as_mut().expect("secure clients have a generator");
         let shares = sc.share_keys(&roster, k, rng).map_err(protocol)?;
         client_s[c] += t.elapsed().as_secs_f64();
-        out.secagg_bytes_sum += roster_bytes + json_len(&shares);
+        out.secagg_bytes_sum += roster_bytes + message_bytes(&shares);
         let t = Instant::now();
         server.add_shares(c as u32, shares).map_err(protocol)?;
         out.server_s += t.elapsed().as_secs_f64();
@@ -269,7 +264,7 @@ pub(super) async fn secure_round(
         client_s[c] += t.elapsed().as_secs_f64();
         out.slowest_client_s = out.slowest_client_s.max(t_client.elapsed().as_secs_f64());
         out.norm_sum += built.norm_before_clip;
-        out.secagg_bytes_sum += json_len(&shares);
+        out.secagg_bytes_sum += message_bytes(&shares);
         out.bytes_sum += bytes.len();
         let t = Instant::now();
         let received = decode_masked_input(&bytes).map_err(protocol)?;
@@ -292,7 +287,7 @@ pub(super) async fn secure_round(
         // without its answer.
         let Ok(reveals) = sc.unmask(&survivors) else { continue };
         client_s[c] += t.elapsed().as_secs_f64();
-        out.secagg_bytes_sum += json_len(&survivors) + json_len(&reveals);
+        out.secagg_bytes_sum += message_bytes(&survivors) + message_bytes(&reveals);
         let t = Instant::now();
         server.add_reveals(c as u32, reveals).map_err(protocol)?;
         out.server_s += t.elapsed().as_secs_f64();

@@ -6,7 +6,7 @@
 //! clock, and the bytes it sends and receives in the worker's encodings. The other clients'
 //! keys and shares are prepared beforehand and not timed.
 
-use super::{SecAggClient, SecAggError, SecAggServer, SessionId, encode_masked_input};
+use super::{SecAggClient, SecAggError, SecAggServer, SessionId, encode_masked_input, message_bytes};
 use crate::build::build_secure_update;
 use crate::dp::NoiseRng;
 use crate::types::NamedTensor;
@@ -31,10 +31,6 @@ pub struct ClientCost {
     pub bytes_down: usize,
     /// `(bytes_up + bytes_down) / (4 · dim)`: traffic against a plain f32 update.
     pub traffic_ratio: f64,
-}
-
-fn json_len<T: Serialize>(v: &T) -> usize {
-    serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0)
 }
 
 /// Measures one client's part of a secure round over `dim` values with `neighbours` neighbours
@@ -62,7 +58,7 @@ pub fn client_cost(dim: usize, neighbours: usize, now_ms: &dyn Fn() -> f64) -> R
     let t0 = now_ms();
     let my_shares = me.share_keys(&roster, neighbours, &mut rng)?;
     let shares_ms = now_ms() - t0;
-    let sent_shares = json_len(&my_shares);
+    let sent_shares = message_bytes(&my_shares);
     server.add_shares(0, my_shares)?;
     for c in &mut others {
         let s = c.share_keys(&roster, neighbours, &mut rng)?;
@@ -82,8 +78,8 @@ pub fn client_cost(dim: usize, neighbours: usize, now_ms: &dyn Fn() -> f64) -> R
     let t0 = now_ms();
     let reveals = me.unmask(&survivors)?;
     let unmask_ms = now_ms() - t0;
-    let bytes_up = json_len(&my_keys) + sent_shares + masked_bytes + json_len(&reveals);
-    let bytes_down = json_len(&roster) + json_len(&for_me) + json_len(&survivors);
+    let bytes_up = message_bytes(&my_keys) + sent_shares + masked_bytes + message_bytes(&reveals);
+    let bytes_down = message_bytes(&roster) + message_bytes(&for_me) + message_bytes(&survivors);
     Ok(ClientCost {
         dim,
         neighbours,

@@ -162,6 +162,12 @@ pub fn neighbour_graph(members: &[u32], k: usize, session: &SessionId) -> BTreeM
     graph
 }
 
+/// Bytes of a small secure-aggregation message (keys, sealed shares, survivors, reveals) in the
+/// worker's JSON: how the simulator and the cost benchmark count traffic.
+pub fn message_bytes<T: Serialize>(v: &T) -> usize {
+    serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0)
+}
+
 /// 32 bytes from HKDF-SHA256 of `ikm` under the session, for `label` and the two parties.
 pub(crate) fn derive_key(session: &SessionId, ikm: &[u8], label: &[u8], a: u32, b: u32) -> [u8; 32] {
     let mut info = label.to_vec();

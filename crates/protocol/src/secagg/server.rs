@@ -74,13 +74,14 @@ impl SecAggServer {
         [self.roster.len(), self.shared.len(), self.survivors.len(), self.answered.len()]
     }
 
-    /// How many answers would complete the current phase (everyone still in the round).
-    pub fn expected(&self, target: usize) -> usize {
+    /// Whether the current phase has heard from everyone still in the round (`target` clients
+    /// in the keys phase).
+    pub fn phase_complete(&self, target: usize) -> bool {
         match self.phase {
-            ServerPhase::Keys => target,
-            ServerPhase::Shares => self.roster.len(),
-            ServerPhase::Masked => self.shared.len(),
-            ServerPhase::Unmask | ServerPhase::Done => self.survivors.len(),
+            ServerPhase::Keys => self.roster.len() >= target,
+            ServerPhase::Shares => self.shared.len() >= self.roster.len(),
+            ServerPhase::Masked => self.survivors.len() >= self.shared.len(),
+            ServerPhase::Unmask | ServerPhase::Done => self.answered.len() >= self.survivors.len(),
         }
     }
 
