@@ -162,13 +162,77 @@ impl WorkerError {
     }
 }
 
+/// Most characters of a client-chosen string (an id, a tensor name) that an error quotes; the
+/// rest is cut. Without it a 2 MB `client_id` of control characters came back quoted twice and
+/// escaped (`\u{1}`, `\u0001`): a 26 MB answer built per upload (issue 15).
+const QUOTED_CHARS: usize = 64;
+
+/// Cuts `s` to `QUOTED_CHARS` characters, marking the cut with `…`.
+fn clip(s: &mut String) {
+    if let Some((end, _)) = s.char_indices().nth(QUOTED_CHARS) {
+        s.truncate(end);
+        s.push('…');
+    }
+}
+
+impl WorkerError {
+    /// The same error with every string the client chose cut to `QUOTED_CHARS` characters, so
+    /// that its message and JSON stay small whatever the request held.
+    pub fn clipped(mut self) -> Self {
+        use ValidationError as V;
+        match &mut self {
+            WorkerError::UnknownFederation(s) => clip(s),
+            WorkerError::ClientMismatch { credential_client, update_client } => {
+                clip(credential_client);
+                clip(update_client);
+            }
+            WorkerError::Undecodable(ProtocolError::TooManyDims { tensor, .. }) => clip(tensor),
+            WorkerError::Invalid(v) => match v {
+                V::WrongFederation { expected, got } => {
+                    clip(expected);
+                    clip(got);
+                }
+                V::HeadInPersonalMode { tensor }
+                | V::MissingTensor { tensor }
+                | V::UnexpectedTensor { tensor, .. }
+                | V::DuplicateTensor { tensor }
+                | V::ShapeMismatch { tensor, .. }
+                | V::DataLengthMismatch { tensor, .. }
+                | V::NonFinite { tensor, .. }
+                | V::CoordinateTooLarge { tensor, .. } => clip(tensor),
+                _ => {}
+            },
+            _ => {}
+        }
+        self
+    }
+}
+
 impl IntoResponse for WorkerError {
     fn into_response(self) -> Response {
-        if self.status().is_server_error() {
-            tracing::error!(error = %self, "request failed");
+        let e = self.clipped();
+        if e.status().is_server_error() {
+            tracing::error!(error = %e, "request failed");
         }
-        (self.status(), axum::Json(self.body())).into_response()
+        (e.status(), axum::Json(e.body())).into_response()
     }
 }
 
 pub type Result<T, E = WorkerError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clipped_errors_quote_a_short_prefix_of_client_strings() {
+        let long = "é".repeat(10_000);
+        let e = WorkerError::ClientMismatch { credential_client: "c1".into(), update_client: long.clone() }.clipped();
+        let WorkerError::ClientMismatch { credential_client, update_client } = &e else { unreachable!() };
+        assert_eq!(credential_client, "c1");
+        assert_eq!(update_client.chars().count(), QUOTED_CHARS + 1);
+        assert!(update_client.ends_with('…'));
+        let e = WorkerError::Invalid(ValidationError::UnexpectedTensor { tensor: long, expected: vec!["a".into()] });
+        assert!(e.clipped().body().to_string().len() < 1024);
+    }
+}

@@ -275,6 +275,7 @@ async fn upload(State(st): State<AppState>, Path(id): Path<String>, headers: Hea
     match upload_inner(&st, &id, &headers, body, &mut body_read).await {
         Ok(r) => r,
         Err(e) => {
+            let e = e.clipped();
             if !e.status().is_server_error() {
                 st.metrics.reject(e.code());
                 tracing::debug!(federation = %id, error = %e, "update rejected");

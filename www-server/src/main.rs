@@ -5,21 +5,26 @@
 //! deployment is picked up while unchanged files cost one 304), gzip/brotli. With
 //! `--worker-url`, `/v1/*` is proxied to the aggregation worker so the page has a single
 //! origin (no CORS). The proxy is the page's only door to the worker and assumes hostile
-//! callers: a bounded number of requests in flight, a bounded body read within a deadline,
-//! connect and total timeouts toward the worker, dot segments refused before forwarding, the
-//! worker's status and JSON passed through, and its address never shown. Files are served only
-//! from inside their roots: no dotfiles, no symlinks that lead out.
+//! callers: a bounded number of requests in flight, each body streamed to the worker as it
+//! arrives (never held whole) within a size limit and a deadline, connect and total timeouts
+//! toward the worker, dot segments refused before forwarding, the worker's status and JSON
+//! passed through, and its address never shown. Files are served only from inside their roots:
+//! no dotfiles, no symlinks that lead out.
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use clap::Parser;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tower_http::compression::CompressionLayer;
@@ -53,13 +58,15 @@ struct Args {
     #[arg(long, default_value_t = 32 * 1024 * 1024)]
     max_body_bytes: usize,
     /// Proxied requests in flight at once; the others wait (up to --proxy-queue-secs) before
-    /// their body is read, so at most this many bodies are held in memory.
+    /// their body is read. Bodies are streamed to the worker, never held whole: memory is this
+    /// many requests' transfer buffers (well under 1 MiB each).
     #[arg(long, default_value_t = 8)]
     max_proxied: usize,
     /// Seconds a proxied request may wait for a free slot before it is answered 503 `busy`.
     #[arg(long, default_value_t = 10)]
     proxy_queue_secs: u64,
-    /// Seconds a proxied request may take to send its whole body (then 408 `timeout`).
+    /// Seconds a proxied request may keep the proxy waiting for its body's bytes, in all (then
+    /// 408 `timeout`); time the worker takes to read them does not count.
     #[arg(long, default_value_t = 30)]
     proxy_body_secs: u64,
     /// Connections open at once; past it, new ones wait until a slot frees.
@@ -263,15 +270,17 @@ async fn proxy_handler(State(proxy): State<Proxy>, req: Request) -> Response {
     {
         return too_large(proxy.max_body);
     }
-    // A slot before the body is read: at most `max_proxied` bodies in memory at once.
+    // A slot before the body is read: at most `max_proxied` bodies in transit at once.
     let _slot = match tokio::time::timeout(proxy.queue_wait, proxy.slots.clone().acquire_owned()).await {
         Ok(Ok(permit)) => permit,
         _ => return json_error(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many requests in flight; try again"),
     };
-    let body = match tokio::time::timeout(proxy.body_deadline, axum::body::to_bytes(body, proxy.max_body)).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(_)) => return too_large(proxy.max_body),
-        Err(_) => return json_error(StatusCode::REQUEST_TIMEOUT, "timeout", "the request body did not arrive in time"),
+    // The body goes on to the worker as it arrives, with its length (from the size hint).
+    let cut = Arc::new(AtomicU8::new(NOT_CUT));
+    let body = if body.size_hint().exact() == Some(0) {
+        reqwest::Body::from(Bytes::new())
+    } else {
+        reqwest::Body::wrap(Forwarded::new(body, proxy.max_body, proxy.body_deadline, cut.clone()))
     };
     let mut headers = HeaderMap::new();
     for (k, v) in &parts.headers {
@@ -289,7 +298,15 @@ async fn proxy_handler(State(proxy): State<Proxy>, req: Request) -> Response {
     };
     let upstream = match upstream {
         Ok(r) => r,
-        Err(e) => return unreachable(e),
+        Err(e) => {
+            return match cut.load(Ordering::Relaxed) {
+                CUT_TOO_LARGE => too_large(proxy.max_body),
+                CUT_TIMEOUT => {
+                    json_error(StatusCode::REQUEST_TIMEOUT, "timeout", "the request body did not arrive in time")
+                }
+                _ => unreachable(e),
+            };
+        }
     };
     let status = StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut out = HeaderMap::new();
@@ -298,6 +315,7 @@ async fn proxy_handler(State(proxy): State<Proxy>, req: Request) -> Response {
             out.append(k.clone(), v.clone());
         }
     }
+    // The worker's answers are small JSON or one model (a few MB), so they are read whole.
     let bytes = match upstream.bytes().await {
         Ok(b) => b,
         Err(e) => return unreachable(e),
@@ -306,6 +324,97 @@ async fn proxy_handler(State(proxy): State<Proxy>, req: Request) -> Response {
     *resp.status_mut() = status;
     *resp.headers_mut() = out;
     resp
+}
+
+/// Why a forwarded body ended early ([`ForwardState::cut`]).
+const NOT_CUT: u8 = 0;
+const CUT_TOO_LARGE: u8 = 1;
+const CUT_TIMEOUT: u8 = 2;
+
+/// A request body on its way to the worker, passed on frame by frame as it arrives (never
+/// collected), so a proxied request holds only its transfer buffers. It ends in an error, which
+/// fails the forwarded request, past `limit` bytes (a chunked body; a declared length over it is
+/// refused before) or once the proxy has waited `budget` in all for the client's next bytes; the
+/// time the worker takes to read them does not count. `cut` says which, for the answer.
+struct Forwarded {
+    /// A lock only because reqwest wants a `Sync` body; polling takes `&mut` and never locks.
+    state: std::sync::Mutex<ForwardState>,
+    hint: SizeHint,
+}
+
+struct ForwardState {
+    body: Body,
+    read: usize,
+    limit: usize,
+    budget: Duration,
+    /// Since when the client's next bytes are awaited (the last poll was `Pending`).
+    waiting_since: Option<tokio::time::Instant>,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    cut: Arc<AtomicU8>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Forwarded {
+    fn new(body: Body, limit: usize, budget: Duration, cut: Arc<AtomicU8>) -> Self {
+        let hint = body.size_hint();
+        let timer = Box::pin(tokio::time::sleep(budget));
+        Self {
+            state: std::sync::Mutex::new(ForwardState {
+                body,
+                read: 0,
+                limit,
+                budget,
+                waiting_since: None,
+                timer,
+                cut,
+            }),
+            hint,
+        }
+    }
+}
+
+impl ForwardState {
+    fn cut(&self, why: u8, message: &'static str) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.cut.store(why, Ordering::Relaxed);
+        Poll::Ready(Some(Err(message.into())))
+    }
+}
+
+impl HttpBody for Forwarded {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let st = self.get_mut().state.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(since) = st.waiting_since.take() {
+            st.budget = st.budget.saturating_sub(since.elapsed());
+        }
+        match Pin::new(&mut st.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                st.read = st.read.saturating_add(frame.data_ref().map_or(0, Bytes::len));
+                if st.read > st.limit {
+                    return st.cut(CUT_TOO_LARGE, "request body over the limit");
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let now = tokio::time::Instant::now();
+                st.timer.as_mut().reset(now + st.budget);
+                if st.budget.is_zero() || st.timer.as_mut().poll(cx).is_ready() {
+                    return st.cut(CUT_TIMEOUT, "request body too slow");
+                }
+                st.waiting_since = Some(now);
+                Poll::Pending
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.hint
+    }
 }
 
 fn too_large(limit: usize) -> Response {

@@ -117,6 +117,21 @@ impl Worker {
         format!("{}{path}", self.base)
     }
 
+    /// The worker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The worker's peak resident set size so far (`VmHWM`), in KiB.
+    pub fn peak_rss_kb(&self) -> u64 {
+        proc_status_kb(self.pid(), "VmHWM:")
+    }
+
+    /// The worker's resident set size now (`VmRSS`), in KiB.
+    pub fn rss_kb(&self) -> u64 {
+        proc_status_kb(self.pid(), "VmRSS:")
+    }
+
     /// SIGKILL (no graceful shutdown).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -128,6 +143,17 @@ impl Drop for Worker {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A `kB` field of `/proc/<pid>/status` (Linux), e.g. `VmHWM:`.
+pub fn proc_status_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
 /// `fedsearch-worker token create`.
