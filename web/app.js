@@ -177,17 +177,29 @@ async function addDocs(docs, kind) {
   await run('add', async () => {
     $('index-progress').hidden = false;
     $('index-progress').value = 0;
-    $('docs-status').textContent = `Embedding ${plural(docs.length, 'document')}…`;
+    // Every status this action shows, with the bar's value (for tests).
+    state.indexLog = [];
+    const say = (text, value) => {
+      $('docs-status').textContent = text;
+      state.indexLog.push({ text, value });
+    };
+    const what = `Embedding ${plural(docs.length, 'document')}`;
+    say(`${what}…`, 0);
     try {
-      const r = await state.client.addDocuments(docs, kind, (done, total) => { $('index-progress').value = total ? done / total : 1; });
+      const r = await state.client.addDocuments(docs, kind, (done, total) => {
+        const value = total ? done / total : 1;
+        $('index-progress').value = value;
+        // The texts are the passages and their category questions, embedded in one pass.
+        say(`${what}: ${done} of ${plural(total, 'text')} (passages and their category questions)…`, value);
+      });
       // Long documents are cut into passages of at most 150 words; each passage is searched on its own.
       let note = '';
       try {
         if (r.added > 0 && (await state.client.privacyReport()).trainedSteps > 0) note = ' Train again to fit the trained model to them (until then CaR ranks them untrained).';
       } catch (_) { /* busy */ }
-      $('docs-status').textContent = `Added ${plural(r.added, 'passage')}; ${plural(r.total, 'passage')} on this device.${note}`;
+      say(`Added ${plural(r.added, 'passage')}; ${plural(r.total, 'passage')} on this device.${note}`, 1);
     } catch (e) {
-      $('docs-status').textContent = 'Nothing was added.';
+      say('Nothing was added.', null);
       throw e;
     } finally {
       $('index-progress').hidden = true;
@@ -255,7 +267,7 @@ $('train-btn').addEventListener('click', () => run('train', async () => {
   state.training = true;
   $('cancel-btn').disabled = false;
   $('train-progress').value = 0;
-  const opts = { mode: $('train-mode').value, epochs: Number($('epochs').value) || 20 };
+  const opts = { mode: $('train-mode').value, epochs: Number($('epochs').value) || undefined }; // the rest: core's recipe
   $('train-stats').textContent = 'Preparing pseudo-queries…';
   let lastDraw = 0;
   try {
@@ -270,7 +282,12 @@ $('train-btn').addEventListener('click', () => run('train', async () => {
     drawLoss();
     $('train-progress').value = $('train-progress').max; // early stopping ends before the planned steps
     const early = r.epochs < opts.epochs ? ` (stopped early: held-out top-1 stopped improving; ${plural(opts.epochs, 'epoch')} planned)` : '';
-    $('train-stats').textContent = `Done: ${plural(r.steps, 'step')}, ${plural(r.epochs, 'epoch')}${early}, final loss ${r.final_loss.toFixed(3)}, ${r.examples_per_s.toFixed(0)} examples/s${r.best_val_top1 != null ? `, held-out top-1 ${(r.best_val_top1 * 100).toFixed(0)} %` : ''}.`;
+    // Early stopping also weighs the model the run started from: say which one was kept.
+    const pct = (v) => `${(v * 100).toFixed(0)} %`;
+    const kept = r.start_val_top1 == null ? ''
+      : r.best_epoch === 0 ? ` No epoch beat the model it started from on the held-out pairs (top-1 ${pct(r.start_val_top1)}), so that model is kept unchanged.`
+      : ` Kept epoch ${r.best_epoch}: held-out top-1 ${pct(r.start_val_top1)} → ${pct(r.best_val_top1)}.`;
+    $('train-stats').textContent = `Done: ${plural(r.steps, 'step')}, ${plural(r.epochs, 'epoch')}${early}, final loss ${r.final_loss.toFixed(3)}, ${r.examples_per_s.toFixed(0)} examples/s.${kept}`;
     document.body.dataset.trained = 'yes';
   } catch (e) {
     if (e.code === 'cancelled') { $('train-stats').textContent = 'Training cancelled; the previous model is kept.'; drawLoss(); }

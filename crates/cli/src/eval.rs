@@ -156,6 +156,12 @@ pub struct MethodResult {
     pub examples_per_s: Option<f64>,
     /// Top-1 on held-out pseudo-queries (in-distribution; never trained on).
     pub pq_top1: f64,
+    /// The trained methods' run: the epoch kept by early stopping (0: the start was never
+    /// beaten on the training loop's own held-out pairs) and steps taken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_epoch: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -178,6 +184,8 @@ fn row(m: Metrics, pq: Metrics, train_s: f64, encode_s: f64, report: Option<&Tra
         train_s,
         encode_s,
         examples_per_s: report.map(|r| r.examples_per_s),
+        kept_epoch: report.map(|r| r.best_epoch),
+        steps: report.map(|r| r.steps),
     }
 }
 
@@ -344,8 +352,9 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
             };
             let head = opts.head_init.head(&sources, &device);
             let model = Retriever { adapter: SoftEmbeddingAdapter::identity(d, &device), head };
+            let head_cfg = opts.head.clone().for_examples(p_targets.len());
             let (car, rep) =
-                train_with_bar(model, TrainInputs::Cached(&p_emb), &p_targets, &opts.head, &device, "head").await?;
+                train_with_bar(model, TrainInputs::Cached(&p_emb), &p_targets, &head_cfg, &device, "head").await?;
             let train_s = rep.seconds;
             let logits = car_logits(&car, &q_emb, d, &device).await?;
             let h_logits = car_logits(&car, &h_emb, d, &device).await?;

@@ -6,6 +6,7 @@ mod embed;
 mod error;
 mod eval;
 mod fetch;
+mod import;
 mod progress;
 mod simulate;
 
@@ -13,7 +14,7 @@ use clap::{Parser, Subcommand};
 use error::{CliError, CliResult};
 use fedsearch_core::index::HybridWeights;
 use fedsearch_core::model::DEFAULT_MAX_LEN;
-use fedsearch_core::train::TrainConfig;
+use fedsearch_core::train::{TrainConfig, TrainMode};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -62,20 +63,26 @@ enum Command {
         /// Labelled training pairs (query, doc_id), e.g. clicks, to add to the pseudo-queries.
         #[arg(long)]
         train_pairs: Option<PathBuf>,
-        /// How many times each of those counts (the tab counts a click 3 times).
-        #[arg(long, default_value_t = 3)]
+        /// How many times each of those counts (as in the tab).
+        #[arg(long, default_value_t = fedsearch_core::train::CLICK_WEIGHT)]
         click_weight: usize,
         #[arg(long, default_value_t = DEFAULT_MAX_LEN)]
         max_len: usize,
-        #[arg(long, default_value_t = 30)]
+        /// Head-only training (defaults: core's recipe, `TrainConfig::recipe`).
+        #[arg(long, default_value_t = TrainConfig::recipe(TrainMode::Head).epochs)]
         head_epochs: usize,
-        #[arg(long, default_value_t = 1e-2)]
+        #[arg(long, default_value_t = TrainConfig::recipe(TrainMode::Head).head_lr)]
         head_lr: f64,
+        /// End-to-end epochs: one by default here (an epoch over 1,000 documents' pseudo-queries
+        /// is ~17 min of CPU), where the tab lets early stopping end its run.
         #[arg(long, default_value_t = 1)]
         adapter_epochs: usize,
-        #[arg(long, default_value_t = 1e-4)]
+        #[arg(long, default_value_t = TrainConfig::recipe(TrainMode::AdapterHead).adapter_lr)]
         adapter_lr: f64,
-        #[arg(long, default_value_t = 32)]
+        /// The head's learning rate while training end to end.
+        #[arg(long, default_value_t = TrainConfig::recipe(TrainMode::AdapterHead).head_lr)]
+        adapter_head_lr: f64,
+        #[arg(long, default_value_t = TrainConfig::recipe(TrainMode::AdapterHead).batch_size)]
         adapter_batch: usize,
         /// Stop adapter training after this many steps.
         #[arg(long)]
@@ -93,7 +100,7 @@ enum Command {
         #[arg(long, default_value_t = fedsearch_core::head::QUESTION_MIX)]
         question_mix: f32,
         /// λ of the L2 pull of the head back to its keys (on the trained residual; 0: none).
-        #[arg(long, default_value_t = 1.0)]
+        #[arg(long, default_value_t = TrainConfig::recipe(TrainMode::Head).pull_to_keys)]
         head_pull: f64,
         /// Fraction of the pseudo-queries held out (never trained on) for `pq_top1`.
         #[arg(long, default_value_t = 0.1)]
@@ -134,6 +141,20 @@ enum DataCommand {
         /// `--docs` subset must contain, e.g. ../shared/data/fanoutqa_test_questions.jsonl.
         #[arg(long)]
         include_gold: Option<PathBuf>,
+    },
+    /// Files as people have them (.txt, .md, .html, or .json/.jsonl records of {id, title,
+    /// text}; directories are walked) to OUT/corpus.jsonl, read and cut into passages exactly as
+    /// the page does (`id`, `id#2`, ...: a query's gold document is gold in every passage).
+    /// Empty and binary files are refused by name.
+    Import {
+        /// Files or directories.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Longest passage in words (the page's).
+        #[arg(long, default_value_t = fedsearch_core::document::CHUNK_WORDS)]
+        chunk_words: usize,
     },
     /// Splits a queries file into train.jsonl (e.g. clicks for `--train-pairs`) and test.jsonl,
     /// seeded; the same query text never lands on both sides.
@@ -239,6 +260,16 @@ fn run(cli: Cli) -> CliResult<()> {
             println!("wrote {d} documents and {q} queries to {}", out.display());
             Ok(())
         }
+        Command::Data { command: DataCommand::Import { inputs, out, chunk_words } } => {
+            let got = import::import(&inputs, &out, chunk_words)?;
+            println!(
+                "wrote {} passages of {} documents to {}",
+                got.passages,
+                got.documents,
+                out.join("corpus.jsonl").display()
+            );
+            Ok(())
+        }
         Command::Data { command: DataCommand::Split { queries, out, test_fraction, seed } } => {
             let lines = fedsearch_core::data::parse_query_lines(&error::read_input(&queries, "queries")?)?;
             for (i, l) in lines.iter().enumerate() {
@@ -269,6 +300,7 @@ fn run(cli: Cli) -> CliResult<()> {
             head_lr,
             adapter_epochs,
             adapter_lr,
+            adapter_head_lr,
             adapter_batch,
             adapter_steps,
             hybrid_weights,
@@ -297,16 +329,22 @@ fn run(cli: Cli) -> CliResult<()> {
                 max_len,
                 train_pairs,
                 click_weight,
-                head: TrainConfig { epochs: head_epochs, head_lr, seed, pull_to_keys: head_pull, ..Default::default() },
+                head: TrainConfig {
+                    epochs: head_epochs,
+                    head_lr,
+                    seed,
+                    pull_to_keys: head_pull,
+                    ..TrainConfig::recipe(TrainMode::Head)
+                },
                 adapter: TrainConfig {
                     epochs: adapter_epochs,
                     batch_size: adapter_batch,
-                    head_lr: head_lr * 0.1,
+                    head_lr: adapter_head_lr,
                     adapter_lr,
                     max_steps: adapter_steps,
                     seed,
                     pull_to_keys: head_pull,
-                    ..Default::default()
+                    ..TrainConfig::recipe(TrainMode::AdapterHead)
                 },
                 hybrid: HybridWeights { car, mips, bm25 },
                 head_init,

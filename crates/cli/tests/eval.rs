@@ -9,8 +9,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn eval(model: &Path, corpus: &Path, queries: &Path, extra: &[&str]) -> Output {
+    // Short runs: 5 head epochs unless the test names its own.
+    let head_epochs: &[&str] = if extra.contains(&"--head-epochs") { &[] } else { &["--head-epochs", "5"] };
     Command::new(env!("CARGO_BIN_EXE_fedsearch"))
-        .args(["eval", "--max-len", "64", "--head-epochs", "5", "--adapter-steps", "3"])
+        .args(["eval", "--max-len", "64", "--adapter-steps", "3"])
+        .args(head_epochs)
         .arg("--model")
         .arg(model)
         .arg("--corpus")
@@ -50,6 +53,34 @@ fn eval_all_methods_writes_the_json_report() {
     }
     // BM25 on these word-overlap queries must find most gold documents first.
     assert!(report["methods"]["bm25"]["top1"].as_f64().unwrap() >= 0.75, "{report}");
+    // The trained methods against baselines computed here: chance (top-1 = 1/n) on the
+    // held-out pseudo-queries, and the untrained start (`--head-epochs 0`: the keys alone) —
+    // a CaR that ranks at random, in corpus order or that training made worse fails.
+    let n_docs = std::fs::read_to_string(dir.path().join("corpus.jsonl")).unwrap().lines().count() as f64;
+    // (The tiny random model's embeddings are nearly parallel, so its rankings are fragile: the
+    // adapter's few steps are held to chance only.)
+    for (m, times_chance) in [("car", 3.0), ("car-adapter", 1.0)] {
+        let pq = report["methods"][m]["pq_top1"].as_f64().unwrap();
+        assert!(
+            pq >= times_chance / n_docs,
+            "{m}: held-out pseudo-query top-1 {pq} vs chance {}: {report}",
+            1.0 / n_docs
+        );
+    }
+    let untrained_out = dir.path().join("untrained.json");
+    let o_start = eval(
+        &dir.path().join("model"),
+        &dir.path().join("corpus.jsonl"),
+        &dir.path().join("queries.jsonl"),
+        &["--method", "car", "--head-epochs", "0", "--json", untrained_out.to_str().unwrap()],
+    );
+    assert!(o_start.status.success(), "{}", stderr(&o_start));
+    let untrained: Value = serde_json::from_slice(&std::fs::read(&untrained_out).unwrap()).unwrap();
+    let (trained, start) = (
+        report["methods"]["car"]["pq_top1"].as_f64().unwrap(),
+        untrained["methods"]["car"]["pq_top1"].as_f64().unwrap(),
+    );
+    assert!(trained >= start, "training lowered the in-distribution top-1: {start} → {trained}");
     assert!(report["heldout_pseudo_queries"].as_u64().unwrap() > 0, "{report}");
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(table.contains("car-adapter") && table.contains("mrr10") && table.contains("pq_top1"), "{table}");

@@ -6,10 +6,10 @@
 //! searches offline, and contributes differentially private model deltas to the aggregation
 //! worker. Text never leaves the device; only clipped and noised numbers do.
 //!
-//! The browser-independent logic lives in [`engine`] and [`text`] and is tested natively.
+//! The browser-independent logic lives in [`engine`] (documents are read by
+//! `fedsearch_core::document`) and is tested natively.
 
 pub mod engine;
-pub mod text;
 
 #[cfg(target_arch = "wasm32")]
 mod idb;

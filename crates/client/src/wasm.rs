@@ -6,8 +6,8 @@ use crate::engine::{
 };
 use crate::idb::{Kv, bytes_js};
 use crate::net;
-use crate::text::TextKind;
 use burn::prelude::Device;
+use fedsearch_core::document::TextKind;
 use fedsearch_core::model::{DEFAULT_MAX_LEN, ModelFiles, SentenceEncoder};
 use fedsearch_privacy::NoiseRng;
 use fedsearch_protocol::{UploadReply, decode_global_model};

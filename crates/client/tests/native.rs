@@ -9,8 +9,9 @@ use fedsearch_client::engine::{
     FederationDp, FederationInfo, Method, State, TrainOptions, build_update, contribution_deltas, prepare_documents,
     record_contribution, record_secure_contribution,
 };
-use fedsearch_client::text::TextKind;
+use fedsearch_core::document::TextKind;
 use fedsearch_core::model::SentenceEncoder;
+use fedsearch_core::train::TrainMode;
 use fedsearch_privacy::NoiseRng;
 use fedsearch_protocol::{FederationMode, GlobalModel, UpdateSpec, decode_update, validate_update};
 
@@ -37,6 +38,22 @@ fn print_golden() {
     let p = pooled(&enc);
     let d = enc.dim();
     println!("GOLDEN_POOLED = [{:?}, {:?}]", &p[0..8], &p[d..d + 8]);
+}
+
+/// The federation's wire names (protocol, which the worker uses without a model) are the
+/// model's own (core's host model and checkpoints).
+#[test]
+fn the_wire_names_are_the_models() {
+    use fedsearch_core::host;
+    assert_eq!(
+        [
+            fedsearch_protocol::ADAPTER_WEIGHT,
+            fedsearch_protocol::ADAPTER_BIAS,
+            fedsearch_protocol::HEAD_WEIGHT,
+            fedsearch_protocol::HEAD_BIAS
+        ],
+        [host::ADAPTER_WEIGHT, host::ADAPTER_BIAS, host::HEAD_WEIGHT, host::HEAD_BIAS]
+    );
 }
 
 #[test]
@@ -90,7 +107,8 @@ fn head_training_lowers_the_loss_and_click_pairs_count() {
     assert!(st.record_click("x", "missing").is_err());
     let mut losses = Vec::new();
     // Without the pull back to the keys, so that the loss measures how well the head fits.
-    let opts = TrainOptions { epochs: 30, holdout_fraction: 0.0, head_pull: 0.0, ..Default::default() };
+    let opts =
+        TrainOptions { epochs: Some(30), holdout_fraction: Some(0.0), head_pull: Some(0.0), ..Default::default() };
     let report = block(st.train(&enc, &opts, &mut |p| {
         losses.push(p.loss);
         true
@@ -149,7 +167,7 @@ fn a_click_lifts_its_document_for_that_query_after_training() {
     let enc = encoder();
     let mut st = state_with_corpus(&enc);
     let q = "where can I eat something good";
-    let opts = TrainOptions { epochs: 30, holdout_fraction: 0.0, ..Default::default() };
+    let opts = TrainOptions { epochs: Some(30), holdout_fraction: Some(0.0), ..Default::default() };
     block(st.train(&enc, &opts, &mut |_| true)).unwrap();
     // The document the model trained without the click ranks last for the query.
     let trained = block(st.search(&enc, q, 8, Method::Car)).unwrap();
@@ -171,7 +189,7 @@ fn a_diverging_run_reports_code_diverged() {
     let enc = encoder();
     let mut st = state_with_corpus(&enc);
     let before = st.model.clone();
-    let opts = TrainOptions { epochs: 5, holdout_fraction: 0.0, head_lr: 1e38, ..Default::default() };
+    let opts = TrainOptions { epochs: Some(5), holdout_fraction: Some(0.0), head_lr: Some(1e38), ..Default::default() };
     let e = block(st.train(&enc, &opts, &mut |_| true)).unwrap_err();
     assert_eq!(e.code, fedsearch_client::engine::ErrorCode::Diverged, "{e}");
     assert!(e.message.contains("lower the learning rate"), "{e}");
@@ -183,7 +201,12 @@ fn adapter_training_runs_and_cancel_stops_it() {
     let enc = encoder();
     let mut st = state_with_corpus(&enc);
     let before = st.model.adapter_w.clone();
-    let opts = TrainOptions { mode: "adapter+head".into(), epochs: 2, holdout_fraction: 0.0, ..Default::default() };
+    let opts = TrainOptions {
+        mode: Some(TrainMode::AdapterHead),
+        epochs: Some(2),
+        holdout_fraction: Some(0.0),
+        ..Default::default()
+    };
     block(st.train(&enc, &opts, &mut |_| true)).unwrap();
     assert_ne!(st.model.adapter_w, before, "the adapter must change");
     let trained = st.model.clone();
@@ -205,12 +228,14 @@ fn the_update_is_private_valid_and_textless() {
         .collect();
     ids.truncate(10);
     let info = shared_info(10, d, ids.clone());
-    let g = GlobalModel::initial("demo", FederationMode::Shared, d, 10, Some(ids));
+    let g = GlobalModel::initial("demo", FederationMode::Shared, d, 10, Some(ids.clone()));
     assert!(build_update(&st, &info, "c1", &mut NoiseRng::from_seed([1; 32])).is_err(), "needs a synced global first");
     st.apply_global(&g).unwrap();
-    block(
-        st.train(&enc, &TrainOptions { mode: "adapter+head".into(), epochs: 3, ..Default::default() }, &mut |_| true),
-    )
+    block(st.train(
+        &enc,
+        &TrainOptions { mode: Some(TrainMode::AdapterHead), epochs: Some(3), ..Default::default() },
+        &mut |_| true,
+    ))
     .unwrap();
     let (body, update, report) = build_update(&st, &info, "c1", &mut NoiseRng::from_seed([7; 32])).unwrap();
     assert!(report.norm_after_clip <= 1.0 + 1e-6, "clipped norm {}", report.norm_after_clip);
@@ -220,8 +245,19 @@ fn the_update_is_private_valid_and_textless() {
     assert_eq!(decoded, update);
     let spec = UpdateSpec::for_federation("demo", FederationMode::Shared, d, 10, 0, 1.0, 0.8).unwrap();
     validate_update(&decoded, &spec).unwrap();
-    // Columns of documents the federation does not have stay zero before noise: check via a
-    // noiseless reconstruction is impossible, so check the body for text instead.
+    // Before noise (the delta the update builder privatizes): the columns of the federation's
+    // documents this device does not hold are exactly zero, its own federated columns moved, and
+    // its documents outside the federation have no column at all.
+    let deltas = contribution_deltas(&st, &info).unwrap();
+    let head_w = deltas.iter().find(|t| t.name == fedsearch_protocol::HEAD_WEIGHT).unwrap();
+    let head_b = deltas.iter().find(|t| t.name == fedsearch_protocol::HEAD_BIAS).unwrap();
+    assert_eq!(head_w.shape, vec![d, 10], "one column per federation document");
+    let column = |j: usize| (0..d as usize).map(|r| head_w.data[r * 10 + j]).collect::<Vec<f32>>();
+    for (j, id) in ids.iter().enumerate() {
+        let moved = column(j).iter().any(|v| *v != 0.0) || head_b.data[j] != 0.0;
+        assert_eq!(moved, !id.starts_with('x'), "column {j} ({id}): moved {moved}");
+    }
+    // And nothing of the text is in the body.
     let body_text = String::from_utf8_lossy(&body).to_lowercase();
     for doc in corpus() {
         for w in doc.text.split_whitespace().filter(|w| w.len() > 4) {
@@ -308,7 +344,7 @@ fn applying_a_global_model_sets_federated_columns_only() {
 fn search_survives_a_restore_from_the_persisted_parts() {
     let enc = encoder();
     let mut st = state_with_corpus(&enc);
-    block(st.train(&enc, &TrainOptions { epochs: 5, ..Default::default() }, &mut |_| true)).unwrap();
+    block(st.train(&enc, &TrainOptions { epochs: Some(5), ..Default::default() }, &mut |_| true)).unwrap();
     st.record_click("the king", "book").unwrap();
     let mut before = Vec::new();
     for m in [Method::Car, Method::Mips, Method::Bm25, Method::Hybrid] {
@@ -355,7 +391,8 @@ fn documents_are_converted_chunked_and_deduplicated() {
 /// naming each; the good documents of that batch are not added either (nothing half-done).
 #[test]
 fn empty_binary_and_oversized_documents_are_refused_by_name() {
-    use fedsearch_client::engine::{MAX_DOCUMENT_BYTES, NewDoc};
+    use fedsearch_client::engine::NewDoc;
+    use fedsearch_core::document::MAX_DOCUMENT_BYTES;
     let doc = |title: &str, text: String| NewDoc { id: None, title: title.into(), text };
     let png_as_text =
         String::from_utf8_lossy(&[0x89, b'P', b'N', b'G', 13, 10, 26, 10, 0xff, 0xfe, 0xfd, 0x9c, 0x80, 0x81, 0x82])
@@ -400,7 +437,7 @@ fn removing_a_document_takes_everything_of_it_and_keeps_the_rest() {
     let mut st = state_with_corpus(&enc);
     st.record_click("capital of italy", "rome").unwrap();
     st.record_click("capital of france", "paris").unwrap();
-    let opts = TrainOptions { epochs: 3, holdout_fraction: 0.0, ..Default::default() };
+    let opts = TrainOptions { epochs: Some(3), holdout_fraction: Some(0.0), ..Default::default() };
     block(st.train(&enc, &opts, &mut |_| true)).unwrap();
     let col = |st: &State, id: &str| {
         let j = st.docs.iter().position(|d| d.id == id).unwrap();

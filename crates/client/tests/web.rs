@@ -9,9 +9,10 @@ mod common;
 use burn::prelude::Device;
 use common::*;
 use fedsearch_client::engine::{FederationDp, FederationInfo, State, TrainOptions, build_update, prepare_documents};
-use fedsearch_client::text::TextKind;
 use fedsearch_client::wasm::{FedsearchClient, pick_device};
+use fedsearch_core::document::TextKind;
 use fedsearch_core::model::SentenceEncoder;
+use fedsearch_core::train::TrainMode;
 use fedsearch_privacy::NoiseRng;
 use fedsearch_protocol::{FederationMode, GlobalModel, UpdateSpec, decode_update, validate_update};
 use wasm_bindgen::{JsCast, JsValue};
@@ -58,32 +59,37 @@ async fn pooled_output_equals_native_on_webgpu() {
     check_pooled("webgpu").await;
 }
 
-async fn check_training(backend: &str, mode: &str) {
+async fn check_training(backend: &str, mode: TrainMode) {
     let enc = encoder(backend).await;
     let mut st = State::empty(enc.dim());
     st.add_documents(&enc, prepare_documents(corpus(), TextKind::Text).unwrap(), &mut |_, _| {}).await.unwrap();
     let mut losses = Vec::new();
-    let opts = TrainOptions { mode: mode.into(), epochs: 8, holdout_fraction: 0.0, ..Default::default() };
+    let opts = TrainOptions { mode: Some(mode), epochs: Some(8), holdout_fraction: Some(0.0), ..Default::default() };
     st.train(&enc, &opts, &mut |p| {
         losses.push(p.loss);
         true
     })
     .await
     .unwrap();
-    log(&format!("{backend} {mode}: loss {} -> {}", losses[0], losses.last().unwrap()));
-    assert!(losses.last().unwrap() < &losses[0], "{backend} {mode}: loss did not go down: {losses:?}");
+    // Small runs train in small batches (`TrainConfig::for_examples`), so single steps are noisy:
+    // compare the mean loss of the first and the last of the 8 epochs.
+    let per_epoch = (losses.len() / 8).max(1);
+    let mean = |l: &[f32]| l.iter().sum::<f32>() / l.len() as f32;
+    let (first, last) = (mean(&losses[..per_epoch]), mean(&losses[losses.len() - per_epoch..]));
+    log(&format!("{backend} {mode}: mean loss of the first epoch {first}, of the last {last}"));
+    assert!(last < first, "{backend} {mode}: loss did not go down: {losses:?}");
 }
 
 #[wasm_bindgen_test]
 async fn training_lowers_the_loss_on_cpu() {
-    check_training("cpu", "head").await;
-    check_training("cpu", "adapter+head").await;
+    check_training("cpu", TrainMode::Head).await;
+    check_training("cpu", TrainMode::AdapterHead).await;
 }
 
 #[wasm_bindgen_test]
 async fn training_lowers_the_loss_on_webgpu() {
-    check_training("webgpu", "head").await;
-    check_training("webgpu", "adapter+head").await;
+    check_training("webgpu", TrainMode::Head).await;
+    check_training("webgpu", TrainMode::AdapterHead).await;
 }
 
 /// The encoder's GELU where gradients flow: finite and equal to the CPU's exact derivative for
@@ -119,7 +125,7 @@ async fn the_update_decodes_validates_and_carries_no_text() {
     let ids: Vec<String> = corpus().into_iter().map(|x| x.id.unwrap()).collect();
     let n = ids.len() as u32;
     st.apply_global(&GlobalModel::initial("demo", FederationMode::Shared, d, n, Some(ids))).unwrap();
-    st.train(&enc, &TrainOptions { epochs: 3, ..Default::default() }, &mut |_| true).await.unwrap();
+    st.train(&enc, &TrainOptions { epochs: Some(3), ..Default::default() }, &mut |_| true).await.unwrap();
     let info = FederationInfo {
         id: "demo".into(),
         mode: FederationMode::Shared,

@@ -7,6 +7,7 @@
 use crate::adapter::SoftEmbeddingAdapter;
 use crate::error::{CoreError, Result};
 use crate::head::CarHead;
+use crate::host::{ADAPTER_BIAS, ADAPTER_WEIGHT, HEAD_BIAS, HEAD_WEIGHT};
 use crate::model::read_f32;
 use crate::train::Retriever;
 use burn::prelude::*;
@@ -40,13 +41,13 @@ pub async fn retriever_tensors(model: &Retriever) -> Result<Vec<HostTensor>> {
     let n = model.head.num_docs();
     let mut out = vec![
         HostTensor {
-            name: "adapter.weight".into(),
+            name: ADAPTER_WEIGHT.into(),
             shape: vec![d, d],
             data: read_f32(model.adapter.weight.val()).await?,
         },
-        HostTensor { name: "adapter.bias".into(), shape: vec![d], data: read_f32(model.adapter.bias.val()).await? },
-        HostTensor { name: "head.weight".into(), shape: vec![d, n], data: read_f32(model.head.weight.val()).await? },
-        HostTensor { name: "head.bias".into(), shape: vec![n], data: read_f32(model.head.bias.val()).await? },
+        HostTensor { name: ADAPTER_BIAS.into(), shape: vec![d], data: read_f32(model.adapter.bias.val()).await? },
+        HostTensor { name: HEAD_WEIGHT.into(), shape: vec![d, n], data: read_f32(model.head.weight.val()).await? },
+        HostTensor { name: HEAD_BIAS.into(), shape: vec![n], data: read_f32(model.head.bias.val()).await? },
     ];
     if let Some(keys) = &model.head.keys {
         // Stored row-major `[n, d]`, one key per document, as `CarHead::with_keys` takes them.
@@ -71,7 +72,7 @@ pub fn retriever_from_tensors(tensors: &[HostTensor], scale: f32, device: &Devic
             .find(|t| t.name == name)
             .ok_or_else(|| CoreError::Checkpoint(format!("tensor {name:?} is missing")))
     };
-    let (aw, ab, hw, hb) = (get("adapter.weight")?, get("adapter.bias")?, get("head.weight")?, get("head.bias")?);
+    let (aw, ab, hw, hb) = (get(ADAPTER_WEIGHT)?, get(ADAPTER_BIAS)?, get(HEAD_WEIGHT)?, get(HEAD_BIAS)?);
     let d = ab.data.len();
     let n = hb.data.len();
     let expect = |t: &HostTensor, shape: &[usize]| {

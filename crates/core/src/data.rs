@@ -27,6 +27,9 @@ impl Document {
 pub struct Corpus {
     pub docs: Vec<Document>,
     index: HashMap<String, usize>,
+    /// Positions of the later passages of a chunked document (`id#2`, `id#3`, ...; see
+    /// [`crate::document`]) by document id.
+    later_passages: HashMap<String, Vec<usize>>,
 }
 
 impl Corpus {
@@ -36,7 +39,12 @@ impl Corpus {
             return Err(CoreError::Data("the corpus has no documents".into()));
         }
         let mut index = HashMap::with_capacity(docs.len());
+        let mut later_passages: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, d) in docs.iter().enumerate() {
+            let doc_id = crate::document::document_id(&d.id);
+            if doc_id != d.id {
+                later_passages.entry(doc_id.to_string()).or_default().push(i);
+            }
             if d.id.is_empty() {
                 return Err(CoreError::Data(format!("document {} has an empty id", i + 1)));
             }
@@ -47,7 +55,7 @@ impl Corpus {
                 return Err(CoreError::Data(format!("document id {:?} appears twice", d.id)));
             }
         }
-        Ok(Self { docs, index })
+        Ok(Self { docs, index, later_passages })
     }
 
     /// Parses `corpus.jsonl` text.
@@ -58,6 +66,15 @@ impl Corpus {
     /// Position of a document id.
     pub fn position(&self, id: &str) -> Option<usize> {
         self.index.get(id).copied()
+    }
+
+    /// Positions of every passage of document `id`: the document itself, then, in a corpus
+    /// chunked like the tab's (`fedsearch data import`), its passages `id#2`, `id#3`, ...
+    /// Empty when the corpus has none.
+    pub fn passages_of(&self, id: &str) -> Vec<usize> {
+        let mut out: Vec<usize> = self.position(id).into_iter().collect();
+        out.extend(self.later_passages.get(id).into_iter().flatten().copied());
+        out
     }
 
     /// Number of documents.
@@ -113,8 +130,9 @@ impl QueryLine {
     }
 }
 
-/// Parses a queries/pairs file and resolves every gold id against the corpus. Every line must
-/// have a non-empty query and gold documents that are all in the corpus.
+/// Parses a queries/pairs file and resolves every gold id against the corpus (a document cut
+/// into passages is gold in every passage: a hit is any of them). Every line must have a
+/// non-empty query and gold documents that are all in the corpus.
 pub fn parse_queries(text: &str, corpus: &Corpus) -> Result<Vec<LabelledQuery>> {
     let lines = parse_query_lines(text)?;
     if lines.is_empty() {
@@ -125,11 +143,14 @@ pub fn parse_queries(text: &str, corpus: &Corpus) -> Result<Vec<LabelledQuery>> 
         let line = i + 1;
         let mut gold = Vec::new();
         for id in l.gold_ids(line)? {
-            let pos = corpus
-                .position(id)
-                .ok_or_else(|| CoreError::Data(format!("queries line {line}: doc_id {id:?} is not in the corpus")))?;
-            if !gold.contains(&pos) {
-                gold.push(pos);
+            let passages = corpus.passages_of(id);
+            if passages.is_empty() {
+                return Err(CoreError::Data(format!("queries line {line}: doc_id {id:?} is not in the corpus")));
+            }
+            for pos in passages {
+                if !gold.contains(&pos) {
+                    gold.push(pos);
+                }
             }
         }
         if l.query.trim().is_empty() {
@@ -272,5 +293,24 @@ mod tests {
         // Two texts: one each way, whatever the fraction.
         let (a, b) = split_queries(&lines[..2], 0.01, 1).unwrap();
         assert_eq!((a.len(), b.len()), (1, 1));
+    }
+
+    #[test]
+    fn a_chunked_document_is_gold_in_every_passage() {
+        let doc = |id: &str| Document { id: id.into(), title: String::new(), text: format!("text of {id}") };
+        let corpus = Corpus::new(vec![doc("a"), doc("b"), doc("a#2"), doc("c#x"), doc("a#3")]).unwrap();
+        assert_eq!(corpus.passages_of("a"), vec![0, 2, 4]);
+        assert_eq!(corpus.passages_of("b"), vec![1]);
+        // `#x` is not a passage number: `c#x` is a document of its own.
+        assert_eq!(corpus.passages_of("c#x"), vec![3]);
+        assert!(corpus.passages_of("c").is_empty());
+        let q = parse_queries(
+            "{\"query\":\"q1\",\"doc_ids\":[\"a\",\"b\"]}\n{\"query\":\"q2\",\"doc_id\":\"a#2\"}\n",
+            &corpus,
+        )
+        .unwrap();
+        assert_eq!(q, vec![("q1".to_string(), vec![0, 2, 4, 1]), ("q2".to_string(), vec![2])]);
+        let e = parse_queries("{\"query\":\"q\",\"doc_id\":\"c\"}\n", &corpus).unwrap_err().to_string();
+        assert!(e.contains("\"c\" is not in the corpus"), "{e}");
     }
 }

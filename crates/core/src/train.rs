@@ -49,9 +49,45 @@ pub struct TrainConfig {
     pub pull_to_keys: f64,
 }
 
-impl Default for TrainConfig {
-    fn default() -> Self {
-        Self {
+/// What a training run trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum TrainMode {
+    /// The head on cached frozen-encoder features (seconds).
+    #[serde(rename = "head")]
+    Head,
+    /// The adapter and the head end to end through the frozen encoder.
+    #[serde(rename = "adapter+head")]
+    AdapterHead,
+}
+
+impl TrainMode {
+    /// `"head"` or `"adapter+head"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Head => "head",
+            Self::AdapterHead => "adapter+head",
+        }
+    }
+}
+
+impl std::fmt::Display for TrainMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How many times a recorded click (a labelled pair) counts among the pseudo-queries (measured:
+/// crates/cli/QUALITY.md, "Clicks"); the tab, `eval` and `simulate` use it.
+pub const CLICK_WEIGHT: usize = 3;
+
+impl TrainConfig {
+    /// The measured recipe (crates/cli/QUALITY.md), the one set of defaults that the tab,
+    /// `eval` and `simulate` start from: the head in batches of 256 at Adam 1e-2, up to 30 epochs
+    /// with early stopping on a held-out tenth of the pairs (patience 3), the residual pulled
+    /// back to the keys with λ = 1; end to end, batches of 32 with the head at 1e-3 and the
+    /// adapter at 1e-4 (every step runs the encoder forward and backward).
+    pub fn recipe(mode: TrainMode) -> Self {
+        let head = Self {
             epochs: 30,
             batch_size: 256,
             head_lr: 1e-2,
@@ -60,8 +96,29 @@ impl Default for TrainConfig {
             patience: 3,
             seed: 17,
             max_steps: None,
-            pull_to_keys: 0.0,
+            pull_to_keys: 1.0,
+        };
+        match mode {
+            TrainMode::Head => head,
+            TrainMode::AdapterHead => Self { batch_size: 32, head_lr: 1e-3, ..head },
         }
+    }
+}
+
+impl TrainConfig {
+    /// This configuration for `n` training examples: batches no larger than an eighth of them, so
+    /// that an epoch has at least 8 steps and early stopping judges more than a step or two (a
+    /// tab's 30 documents give ~200 pairs: batches of 25 instead of one batch of 256).
+    pub fn for_examples(mut self, n: usize) -> Self {
+        self.batch_size = self.batch_size.min(n.div_ceil(8)).max(1);
+        self
+    }
+}
+
+impl Default for TrainConfig {
+    /// [`TrainConfig::recipe`] for the head.
+    fn default() -> Self {
+        Self::recipe(TrainMode::Head)
     }
 }
 
@@ -84,6 +141,11 @@ pub struct TrainReport {
     pub train_examples: usize,
     pub holdout_examples: usize,
     pub best_val_top1: Option<f64>,
+    /// Held-out top-1 of the model before any step (with a held-out split).
+    pub start_val_top1: Option<f64>,
+    /// Epoch whose model was kept (1-based; 0: the start was never beaten on the held-out
+    /// pairs, and the model is returned unchanged).
+    pub best_epoch: usize,
     pub final_loss: f32,
     pub seconds: f64,
     pub examples_per_s: f64,
@@ -138,7 +200,14 @@ pub async fn train(
     let start = Instant::now();
     let mut report =
         TrainReport { train_examples: train_idx.len(), holdout_examples: holdout.len(), ..Default::default() };
+    // The start competes too: a run that never beats it on the held-out pairs returns it.
     let mut best: Option<(f64, Retriever)> = None;
+    if !holdout.is_empty() {
+        let start_model = Retriever { adapter: adapter.clone(), head: head.clone() };
+        let top1 = holdout_top1(&start_model, &inputs, &holdout, targets, device, batch).await?;
+        report.start_val_top1 = Some(top1);
+        best = Some((top1, start_model));
+    }
     let mut since_best = 0;
     let mut seen = 0usize;
     'epochs: for epoch in 0..cfg.epochs {
@@ -199,8 +268,16 @@ pub async fn train(
         if !progress(&p) {
             return Err(CoreError::Cancelled);
         }
-        if best.as_ref().is_none_or(|(b, _)| top1 > *b) {
+        // A trained epoch replaces the start when it is at least as good (what it learnt, e.g.
+        // clicks, is kept on a tie), and an earlier epoch only when it is better.
+        let better = match &best {
+            None => true,
+            Some((b, _)) if report.best_epoch == 0 => top1 >= *b,
+            Some((b, _)) => top1 > *b,
+        };
+        if better {
             best = Some((top1, current));
+            report.best_epoch = epoch + 1;
             since_best = 0;
         } else {
             since_best += 1;
@@ -216,7 +293,10 @@ pub async fn train(
             report.best_val_top1 = Some(top1);
             model
         }
-        None => Retriever { adapter, head },
+        None => {
+            report.best_epoch = report.epochs;
+            Retriever { adapter, head }
+        }
     };
     Ok((final_model.valid(), report))
 }

@@ -155,7 +155,15 @@ fn head_only_training_on_cached_features_fits_the_pairs() {
         adapter: SoftEmbeddingAdapter::identity(enc.dim(), &device),
         head: CarHead::zeros(enc.dim(), 4, &device),
     };
-    let cfg = TrainConfig { epochs: 60, batch_size: 16, holdout_fraction: 0.0, head_lr: 5e-2, ..Default::default() };
+    // No pull: a head without keys fits the pairs freely.
+    let cfg = TrainConfig {
+        epochs: 60,
+        batch_size: 16,
+        holdout_fraction: 0.0,
+        head_lr: 5e-2,
+        pull_to_keys: 0.0,
+        ..Default::default()
+    };
     let mut losses = Vec::new();
     let (trained, report) = block(train(model, TrainInputs::Cached(&feats), &targets, &cfg, &device, &mut |p| {
         losses.push(p.loss);
@@ -201,6 +209,84 @@ fn keys_are_fixed_the_residual_trains_and_checkpoints_keep_both() {
         block(read_f32(trained.head.effective_weight())).unwrap()
     );
     assert_eq!(block(read_f32(back.head.weight.val())).unwrap(), residual);
+}
+
+/// The host-side model (what the tab keeps and the simulator trades) computes the device head's
+/// logits, survives the trip through the device and back, and takes deltas by wire name.
+#[test]
+fn the_host_model_agrees_with_the_device_head() {
+    use fedsearch_core::host::{ADAPTER_BIAS, HEAD_BIAS, HEAD_WEIGHT, HostModel};
+    let (enc, device) = tiny();
+    let (feats, _) = toy_features(&enc);
+    let (d, n) = (enc.dim(), 4);
+    let keys: Vec<f32> = (0..n * d).map(|i| ((i * 7 % 11) as f32 - 5.0) / 30.0).collect();
+    let mut host = HostModel::initial(d, n);
+    host.head_w = (0..d * n).map(|i| ((i * 3 % 17) as f32 - 8.0) / 100.0).collect();
+    host.head_b = vec![0.1, -0.2, 0.3, 0.0];
+    let model = host.to_retriever(Some(&keys), &device);
+    let q = &feats[..d];
+    let device_logits =
+        block(read_f32(model.head.forward(Tensor::from_data(TensorData::new(q.to_vec(), [1, d]), &device)))).unwrap();
+    let host_logits = host.logits(q, &keys);
+    for (a, b) in host_logits.iter().zip(&device_logits) {
+        assert!((a - b).abs() < 1e-4, "host {host_logits:?} vs device {device_logits:?}");
+    }
+    assert_eq!(block(HostModel::from_retriever(&model)).unwrap(), host);
+
+    // From a federation's named tensors: what is missing starts at its initial value.
+    let bias = vec![1.0, 2.0, 3.0, 4.0];
+    let named = HostModel::from_named([(HEAD_BIAS, bias.as_slice())], d, n).unwrap();
+    assert_eq!(named.head_b, bias);
+    assert_eq!(named.adapter_w, HostModel::initial(d, n).adapter_w, "a missing adapter is the identity");
+    assert!(HostModel::from_named([(HEAD_BIAS, &bias[..3])], d, n).is_err(), "a wrong shape is refused");
+    assert!(HostModel::from_named([("head.keys", bias.as_slice())], d, n).is_err(), "an unknown name is refused");
+    let delta = host.delta(&named, HEAD_BIAS).unwrap();
+    assert_eq!(delta, vec![0.1 - 1.0, -0.2 - 2.0, 0.3 - 3.0, -4.0]);
+    assert_eq!(host.delta(&named, HEAD_WEIGHT).unwrap(), host.head_w);
+    assert_eq!(host.delta(&named, ADAPTER_BIAS).unwrap(), vec![0.0; d]);
+    assert!(host.delta(&HostModel::initial(d, n + 1), HEAD_BIAS).is_err());
+}
+
+/// One recipe for every caller; small runs get batches that leave an epoch 8 steps.
+#[test]
+fn the_recipe_and_its_batches_for_small_runs() {
+    use fedsearch_core::train::TrainMode;
+    let head = TrainConfig::recipe(TrainMode::Head);
+    assert_eq!((head.batch_size, head.head_lr, head.pull_to_keys, head.patience), (256, 1e-2, 1.0, 3));
+    let e2e = TrainConfig::recipe(TrainMode::AdapterHead);
+    assert_eq!((e2e.batch_size, e2e.head_lr, e2e.adapter_lr), (32, 1e-3, 1e-4));
+    assert_eq!(TrainConfig::default().batch_size, head.batch_size);
+    assert_eq!(head.clone().for_examples(7_000).batch_size, 256);
+    assert_eq!(head.clone().for_examples(200).batch_size, 25);
+    assert_eq!(head.for_examples(0).batch_size, 1);
+}
+
+/// Early stopping counts the start: a run whose every epoch is worse on the held-out pairs
+/// (here a learning rate that wrecks the head) returns the model it started from, and says so.
+#[test]
+fn a_run_that_never_beats_its_start_returns_the_start() {
+    let (enc, device) = tiny();
+    let (feats, targets) = toy_features(&enc);
+    let d = enc.dim();
+    let keys = centroid_keys(&vec![0.0; 4 * d], &feats, &targets, d, 1.0);
+    let start = || Retriever {
+        adapter: SoftEmbeddingAdapter::identity(d, &device),
+        head: CarHead::from_keys(&keys, 4, d, &device),
+    };
+    let run = |head_lr: f64| {
+        let cfg = TrainConfig { epochs: 4, batch_size: 8, head_lr, pull_to_keys: 0.0, ..Default::default() };
+        block(train(start(), TrainInputs::Cached(&feats), &targets, &cfg, &device, &mut |_| true)).unwrap()
+    };
+    let (wrecked, report) = run(50.0);
+    let start_top1 = report.start_val_top1.expect("48 pairs have a held-out split");
+    assert!(start_top1 > 0.5, "the centroid keys rank their own pairs: {start_top1}");
+    assert_eq!(report.best_epoch, 0, "{report:?}");
+    assert_eq!(report.best_val_top1, Some(start_top1));
+    assert!(report.steps > 0, "it did train");
+    assert!(block(read_f32(wrecked.head.weight.val())).unwrap().iter().all(|v| *v == 0.0), "the start's residual");
+    // A sane run that improves on (or matches) the start keeps a trained epoch.
+    let (_, report) = run(1e-2);
+    assert!(report.best_val_top1.unwrap() >= start_top1, "{report:?}");
 }
 
 #[test]

@@ -120,6 +120,28 @@ async fn device_round(s: &Session, page: &str) {
     s.screenshot("documents").await;
     let docs_status = s.js("return document.getElementById('docs-status').textContent", json!([])).await;
     assert_eq!(docs_status, json!("Added 30 passages; 30 passages on this device."), "[{}]", s.label);
+    // Indexing says what it is doing: what it embeds, how far it is (the bar's value moving
+    // from 0 to 1 with the count of texts), then what was added.
+    let log = s.js("return window.fedsearch.indexLog", json!([])).await;
+    let log = log.as_array().cloned().unwrap_or_default();
+    assert!(log.len() >= 3, "[{}] indexing statuses: {log:?}", s.label);
+    assert_eq!(log[0], json!({ "text": "Embedding 30 documents…", "value": 0 }), "[{}]", s.label);
+    assert_eq!(log.last().unwrap()["text"], docs_status, "[{}]", s.label);
+    let steps = &log[1..log.len() - 1];
+    let mut last = 0.0;
+    for entry in steps {
+        let (text, value) = (entry["text"].as_str().unwrap_or_default(), entry["value"].as_f64().unwrap_or(-1.0));
+        assert!(
+            text.starts_with("Embedding 30 documents: ")
+                && text.contains(" of ")
+                && text.ends_with("(passages and their category questions)…"),
+            "[{}] {entry}",
+            s.label
+        );
+        assert!((last..=1.0).contains(&value), "[{}] the bar went back or past full: {entry}", s.label);
+        last = value;
+    }
+    assert_eq!(last, 1.0, "[{}] the last progress report is complete: {steps:?}", s.label);
     // The list gives each document's size and the day it was added.
     let first_item = s.js("return document.querySelector('#doc-list li').textContent", json!([])).await;
     let year = s.js("return String(new Date().getFullYear())", json!([])).await;
@@ -153,6 +175,9 @@ async fn device_round(s: &Session, page: &str) {
     let stats = stats.as_str().unwrap_or_default().to_string();
     assert!(stats.starts_with("Done: "), "[{}] {stats}", s.label);
     assert!(!stats.contains(" 1 steps") && !stats.contains(" 1 epochs"), "[{}] plural: {stats}", s.label);
+    // It says which model early stopping kept: a trained epoch, or the one it started from.
+    assert!(stats.contains(" Kept epoch ") || stats.contains("kept unchanged"), "[{}] {stats}", s.label);
+    eprintln!("[{}] {stats}", s.label);
     s.click("#consent").await;
     // The cost is shown before it is paid, and it is what is then paid.
     let preview = ready_to_contribute(s).await;
@@ -246,6 +271,11 @@ async fn real_model_round(s: &Session, page: &str, docs: &serde_json::Value) {
     let first = search_first(s, "the capital of Italy").await;
     s.screenshot("real-model-search").await;
     assert_eq!(first, "rome", "[{}] the real model must find Rome", s.label);
+    // The trained model alone (CaR: no BM25 in the mix) ranks it for a query without a word of
+    // its title ("Rome").
+    s.js("document.getElementById('search-method').value = 'car'", json!([])).await;
+    let first = search_first(s, "the capital of Italy").await;
+    assert_eq!(first, "rome", "[{}] the trained CaR must find Rome", s.label);
     assert_responsive(s, &work_started, "the real model's embedding, training, contribution and search").await;
     let errors = s.console_errors().await;
     assert!(errors.is_empty(), "console errors on device {}: {errors:#?}", s.label);
@@ -428,6 +458,8 @@ async fn two_browsers_train_contribute_and_search_offline() {
     b.wait_for("the removal", "document.getElementById('doc-count').textContent === '29'", Duration::from_secs(60))
         .await;
     b.screenshot("document-removed").await;
+    let removed = b.js("return document.getElementById('docs-status').textContent", json!([])).await;
+    assert_eq!(removed, json!("Removed “Mount Everest” (1 passage); 29 passages on this device."));
     let listed =
         b.js("return [...document.querySelectorAll('#doc-list button')].map((e) => e.dataset.id)", json!([])).await;
     let listed: Vec<String> = serde_json::from_value(listed).unwrap();

@@ -85,12 +85,14 @@ pub struct SimulateArgs {
     /// Also write the config and per-round results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Local mini-batch size.
+    /// Local mini-batch size (smaller than the recipe's 256: a client takes a few local steps a
+    /// round on its share of the pairs).
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    #[arg(long, default_value_t = 1e-2)]
+    /// Learning rates (defaults: core's recipe, `TrainConfig::recipe`).
+    #[arg(long, default_value_t = TrainConfig::recipe(TrainMode::Head).head_lr)]
     pub head_lr: f64,
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = TrainConfig::recipe(TrainMode::AdapterHead).adapter_lr)]
     pub adapter_lr: f64,
     #[arg(long, default_value_t = DEFAULT_MAX_LEN)]
     pub max_len: usize,
@@ -108,8 +110,8 @@ pub struct SimulateArgs {
     /// Server learning rate: the global model moves by this times the mean delta (FedAvg: 1).
     #[arg(long, default_value_t = 1.0)]
     pub server_lr: f64,
-    /// How many times each click counts as a training pair (the tab's default).
-    #[arg(long, default_value_t = 3)]
+    /// How many times each click counts as a training pair (as in the tab).
+    #[arg(long, default_value_t = fedsearch_core::train::CLICK_WEIGHT)]
     pub click_weight: usize,
     /// The head's keys: zeros (none), docs (the document embeddings) or centroid.
     #[arg(long, value_enum, default_value_t = HeadInit::Centroid)]
@@ -118,7 +120,7 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = fedsearch_core::head::QUESTION_MIX)]
     pub question_mix: f32,
     /// λ of the L2 pull of the head back to its keys (on the trained residual; 0: none).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = TrainConfig::recipe(TrainMode::Head).pull_to_keys)]
     pub head_pull: f64,
     /// Secure aggregation (SecAgg+): the server decodes only the sum of each round's updates;
     /// with DP, each client adds only its share of Skellam noise (distributed DP). Needs --clip.

@@ -54,21 +54,19 @@ use crate::eval::{CategoryQuestions, HeadInit, KeySources, load_data};
 use crate::progress::bar;
 use burn::prelude::*;
 use fedsearch_core::adapter::SoftEmbeddingAdapter;
-use fedsearch_core::checkpoint::{HostTensor, retriever_from_tensors, retriever_tensors};
 use fedsearch_core::data::{parse_queries, training_pairs};
-use fedsearch_core::head::DEFAULT_HEAD_SCALE;
+use fedsearch_core::host::HostModel;
 use fedsearch_core::index::car_logits;
 use fedsearch_core::metrics::{Metrics, MetricsBuilder};
 use fedsearch_core::model::{DEFAULT_MAX_LEN, ModelFiles, SentenceEncoder};
 use fedsearch_core::pseudo::{PseudoQueryConfig, pseudo_queries};
 use fedsearch_core::search::top_k;
-use fedsearch_core::train::Retriever;
-use fedsearch_core::train::{TrainConfig, TrainInputs, train};
+use fedsearch_core::train::{TrainConfig, TrainInputs, TrainMode, train};
 use fedsearch_privacy::{NoiseRng, SkellamParams};
 use fedsearch_protocol::{
     DpParams, Encoding, FederationMode, GlobalModel, NamedTensor, OptimizerState, ServerOptimizer, StreamingFedAvg,
     TensorSpec, UpdateHeader, UpdatePrivacy, UpdateSpec, build_update, decode_update, encode_update,
-    federated_tensor_specs, is_head_tensor, validate_update,
+    federated_tensor_specs, validate_update,
 };
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -105,8 +103,9 @@ struct Client {
     features: Vec<f32>,
     /// Documents it holds pairs for.
     docs: HashSet<usize>,
-    /// Its own head (personal mode): `head.weight`, `head.bias`.
-    head: Vec<HostTensor>,
+    /// Its own head (personal mode): the residual weight `[d, n_docs]` and bias.
+    head_w: Vec<f32>,
+    head_b: Vec<f32>,
     noise: Option<NoiseRng>,
 }
 
@@ -114,15 +113,24 @@ fn proto<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> CliError + '_ {
     move |e| CliError::Tool(format!("{what}: {e}"))
 }
 
-fn to_host(t: &NamedTensor) -> HostTensor {
-    HostTensor { name: t.name.clone(), shape: t.shape.iter().map(|&d| d as usize).collect(), data: t.data.clone() }
+/// The global model on the host (what a client starts from). Missing tensors start at their
+/// initial values (a head-only federation has no adapter).
+fn host_model(global: &GlobalModel, d: usize, n_docs: usize) -> CliResult<HostModel> {
+    let named = global.tensors.iter().map(|t| (t.name.as_str(), t.data.as_slice()));
+    HostModel::from_named(named, d, n_docs).map_err(proto("the global model"))
 }
 
-fn find<'a>(tensors: &'a [HostTensor], name: &str) -> CliResult<&'a HostTensor> {
-    tensors
-        .iter()
-        .find(|t| t.name == name)
-        .ok_or_else(|| CliError::Tool(format!("tensor {name} is missing from the model")))
+impl Client {
+    /// The model this client trains and ranks with: the global one, with its own head in
+    /// personal mode.
+    fn start_from(&self, global: &HostModel, mode: FederationMode) -> HostModel {
+        let mut start = global.clone();
+        if mode == FederationMode::Personal {
+            start.head_w.clone_from(&self.head_w);
+            start.head_b.clone_from(&self.head_b);
+        }
+        start
+    }
 }
 
 /// Ranks `feats` (`[n, d]`) with a model and adds each query's rank of its first gold document.
@@ -240,10 +248,8 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
                     TrainArg::Adapter => Vec::new(),
                 },
                 docs: idx.iter().map(|&i| pairs[i].1).collect(),
-                head: vec![
-                    HostTensor { name: "head.weight".into(), shape: vec![d, n_docs], data: vec![0.0; d * n_docs] },
-                    HostTensor { name: "head.bias".into(), shape: vec![n_docs], data: vec![0.0; n_docs] },
-                ],
+                head_w: vec![0.0; d * n_docs],
+                head_b: vec![0.0; n_docs],
                 noise: (sigma.is_some() || args.secure_aggregation)
                     .then(|| NoiseRng::from_seed(derive_seed(args.seed, "noise", c as u64, 0))),
             })
@@ -350,7 +356,8 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
 
             let t_eval = Instant::now();
             let metrics =
-                evaluate(&enc, &global, &clients, &frozen_q, &q_texts, &gold, keys.as_deref(), args, &device).await?;
+                evaluate(&enc, &global, &clients, &frozen_q, &q_texts, &gold, keys.as_deref(), n_docs, args, &device)
+                    .await?;
             let eval_s = t_eval.elapsed().as_secs_f64();
             let n_clients = clients.len() as f64;
             let trained = outcome.trained.max(1) as f64;
@@ -399,14 +406,6 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
     })
 }
 
-/// The retriever with the head's fixed keys (row-major `[n_docs, d]`) set, when there are any.
-fn keyed(mut model: Retriever, keys: Option<&[f32]>, device: &Device) -> Retriever {
-    if let Some(k) = keys {
-        model.head = model.head.with_keys(k, device);
-    }
-    model
-}
-
 /// Top-1 / MRR@10 of the current model(s) on the test queries.
 #[allow(clippy::too_many_arguments)]
 async fn evaluate(
@@ -417,17 +416,17 @@ async fn evaluate(
     q_texts: &[String],
     gold: &[Vec<usize>],
     keys: Option<&[f32]>,
+    n_docs: usize,
     args: &SimulateArgs,
     device: &Device,
 ) -> CliResult<Metrics> {
     let d = enc.dim();
-    let tensors: Vec<HostTensor> = global.tensors.iter().map(to_host).collect();
+    let host = host_model(global, d, n_docs)?;
     let adapted;
     let q_feats: &[f32] = match args.train {
         TrainArg::Head => frozen_q,
         TrainArg::Adapter => {
-            let (w, b) = (find(&tensors, "adapter.weight")?, find(&tensors, "adapter.bias")?);
-            let adapter = SoftEmbeddingAdapter::from_values(w.data.clone(), b.data.clone(), device);
+            let adapter = SoftEmbeddingAdapter::from_values(host.adapter_w.clone(), host.adapter_b.clone(), device);
             adapted = embed(enc, q_texts, Some(&adapter), "test queries+adapter", &EmbedCache::disabled()).await?;
             &adapted
         }
@@ -435,14 +434,12 @@ async fn evaluate(
     let mut m = MetricsBuilder::default();
     match args.mode {
         ModeArg::Shared => {
-            let model = keyed(retriever_from_tensors(&tensors, DEFAULT_HEAD_SCALE, device)?, keys, device);
+            let model = host.to_retriever(keys, device);
             rank_into(&mut m, &model, q_feats, gold, d, device).await?;
         }
         ModeArg::Personal => {
             for client in clients {
-                let mut t: Vec<HostTensor> = tensors.iter().filter(|t| !is_head_tensor(&t.name)).cloned().collect();
-                t.extend(client.head.iter().cloned());
-                let model = keyed(retriever_from_tensors(&t, DEFAULT_HEAD_SCALE, device)?, keys, device);
+                let model = client.start_from(&host, FederationMode::Personal).to_retriever(keys, device);
                 // The queries with a gold document this client holds, ranked against those.
                 let held: Vec<(usize, Vec<usize>)> = gold
                     .iter()

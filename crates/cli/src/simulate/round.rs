@@ -69,16 +69,12 @@ async fn local_deltas(
     client: &mut Client,
     c: usize,
     round: usize,
-    base: &[HostTensor],
+    base: &HostModel,
 ) -> CliResult<(Vec<NamedTensor>, f64)> {
     let args = ctx.args;
     // The client's starting point: the global model (+ its own head in personal mode).
-    let mut start = base.to_vec();
-    if ctx.mode == FederationMode::Personal {
-        start.retain(|t| !is_head_tensor(&t.name));
-        start.extend(client.head.iter().cloned());
-    }
-    let model = keyed(retriever_from_tensors(&start, DEFAULT_HEAD_SCALE, ctx.device)?, ctx.keys, ctx.device);
+    let start = client.start_from(base, ctx.mode);
+    let model = start.to_retriever(ctx.keys, ctx.device);
     let cfg = TrainConfig {
         epochs: args.local_steps,
         batch_size: args.batch_size,
@@ -102,15 +98,14 @@ async fn local_deltas(
         true
     })
     .await?;
-    let local = retriever_tensors(&trained).await?;
-    if ctx.mode == FederationMode::Personal {
-        client.head = local.iter().filter(|t| is_head_tensor(&t.name)).cloned().collect();
-    }
+    let local = HostModel::from_retriever(&trained).await?;
     let mut deltas = Vec::with_capacity(ctx.specs.len());
     for s in ctx.specs {
-        let (l, b) = (find(&local, &s.name)?, find(base, &s.name)?);
-        let delta = l.data.iter().zip(&b.data).map(|(x, y)| x - y).collect();
-        deltas.push(NamedTensor::new(s.name.clone(), s.shape.clone(), delta));
+        deltas.push(NamedTensor::new(s.name.clone(), s.shape.clone(), local.delta(&start, &s.name)?));
+    }
+    if ctx.mode == FederationMode::Personal {
+        client.head_w = local.head_w;
+        client.head_b = local.head_b;
     }
     Ok((deltas, f64::from(report.final_loss)))
 }
@@ -125,7 +120,7 @@ pub(super) async fn plain_round(
     epsilon: Option<f64>,
 ) -> CliResult<RoundOutcome> {
     let args = ctx.args;
-    let base: Vec<HostTensor> = global.tensors.iter().map(to_host).collect();
+    let base = host_model(global, ctx.d, ctx.n_docs)?;
     let spec = server_spec(ctx.mode, ctx.d, ctx.n_docs, global.version, ctx.clip, ctx.sigma, args.delta)?;
     let drops = dropouts(args, round);
     let mut agg = StreamingFedAvg::new(ctx.specs);
@@ -192,7 +187,7 @@ pub(super) async fn secure_round(
 ) -> CliResult<RoundOutcome> {
     let args = ctx.args;
     let params = ctx.skellam.expect("secure rounds have quantisation parameters");
-    let base: Vec<HostTensor> = global.tensors.iter().map(to_host).collect();
+    let base = host_model(global, ctx.d, ctx.n_docs)?;
     let drops = dropouts(args, round);
     let k = args.secagg_neighbours;
     let session = SessionId::new(FEDERATION_ID, round as u64, params.dim, k);

@@ -4,9 +4,6 @@
 
 use super::*;
 
-/// Longest chunk, in words, a document is cut into (the encoder reads at most 256 tokens).
-pub const CHUNK_WORDS: usize = 150;
-
 /// One document as the user added it (after conversion to text and chunking).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredDoc {
@@ -30,67 +27,23 @@ pub struct NewDoc {
     pub text: String,
 }
 
-/// Largest document accepted, in bytes of its raw text (a book is ~1 MB).
-pub const MAX_DOCUMENT_BYTES: usize = 5 << 20;
-
-/// Why a document is refused before anything is embedded, or `None` when it is fine: empty
-/// (no text after conversion), binary (NUL bytes, or more than 1 % of its characters are
-/// control characters or U+FFFD, which is what a browser's `file.text()` makes of bytes that
-/// are not UTF-8), or too large.
-pub fn document_problem(raw: &str, plain: &str) -> Option<String> {
-    if raw.len() > MAX_DOCUMENT_BYTES {
-        return Some(format!(
-            "is {:.1} MiB; the limit is {} MiB",
-            raw.len() as f64 / (1 << 20) as f64,
-            MAX_DOCUMENT_BYTES >> 20
-        ));
-    }
-    let (mut chars, mut odd) = (0usize, 0usize);
-    for c in raw.chars() {
-        chars += 1;
-        if c == '\0' {
-            return Some("contains binary data (NUL bytes), not text".into());
-        }
-        if c == '\u{FFFD}' || (c.is_control() && !matches!(c, '\n' | '\r' | '\t' | '\u{0C}')) {
-            odd += 1;
-        }
-    }
-    if odd * 100 > chars {
-        return Some("does not look like text (binary data?): add plain text, Markdown or HTML".into());
-    }
-    if plain.trim().is_empty() {
-        return Some("is empty".into());
-    }
-    None
-}
-
-/// Turns raw documents into stored ones: text conversion, chunking (`id#2`, `id#3`, ... for
-/// the parts after the first), content-hash ids where none is given. Refuses the whole batch,
-/// naming every refused document, when one is empty, binary or too large
-/// ([`document_problem`]): nothing is added that would show up as garbage in results.
+/// Turns raw documents into stored passages with core's one reading of documents
+/// ([`fedsearch_core::document::prepare_documents`]: conversion, checks, chunking into
+/// [`CHUNK_WORDS`]-word passages, content-hash ids). Refuses the whole batch, naming up to five
+/// refused documents, when one is empty, binary or too large.
 pub fn prepare_documents(docs: Vec<NewDoc>, kind: TextKind) -> Result<Vec<StoredDoc>> {
-    let mut out = Vec::new();
-    let mut refused = Vec::new();
-    for (i, d) in docs.into_iter().enumerate() {
-        let text = kind.to_plain(&d.text);
-        let title = d.title.trim().to_string();
-        if let Some(problem) = document_problem(&d.text, &text) {
-            let name = if title.is_empty() { format!("document {}", i + 1) } else { format!("{title:?}") };
-            refused.push(format!("{name} {problem}"));
-            continue;
-        }
-        let id = d.id.filter(|s| !s.trim().is_empty()).unwrap_or_else(|| content_id(&title, &text));
-        for (i, chunk) in chunk_text(&text, CHUNK_WORDS).into_iter().enumerate() {
-            let id = if i == 0 { id.clone() } else { format!("{id}#{}", i + 1) };
-            out.push(StoredDoc { id, title: title.clone(), text: chunk, added_ms: None });
+    let raw = docs.into_iter().map(|d| RawDocument { id: d.id, title: d.title, text: d.text });
+    match document::prepare_documents(raw, kind, CHUNK_WORDS) {
+        Ok(passages) => Ok(passages
+            .into_iter()
+            .map(|p| StoredDoc { id: p.id, title: p.title, text: p.text, added_ms: None })
+            .collect()),
+        Err(mut refused) => {
+            let more = if refused.len() > 5 { format!(" (and {} more)", refused.len() - 5) } else { String::new() };
+            refused.truncate(5);
+            err(format!("nothing was added: {}{more}", refused.join("; ")))
         }
     }
-    if !refused.is_empty() {
-        let more = if refused.len() > 5 { format!(" (and {} more)", refused.len() - 5) } else { String::new() };
-        refused.truncate(5);
-        return err(format!("nothing was added: {}{more}", refused.join("; ")));
-    }
-    Ok(out)
 }
 
 /// One document in [`State::document_list`].
@@ -103,14 +56,6 @@ pub struct DocumentSummary {
     /// When it was added (ms since the Unix epoch), if known.
     #[serde(rename = "addedMs")]
     pub added_ms: Option<f64>,
-}
-
-/// The document id a passage id belongs to: `doc#3` → `doc`.
-fn base_id(id: &str) -> &str {
-    match id.rsplit_once('#') {
-        Some((base, n)) if !base.is_empty() && n.parse::<u32>().is_ok() => base,
-        _ => id,
-    }
 }
 
 impl State {
@@ -165,7 +110,7 @@ impl State {
         let mut out: Vec<DocumentSummary> = Vec::new();
         let mut pos: HashMap<&str, usize> = HashMap::new();
         for d in &self.docs {
-            let base = base_id(&d.id);
+            let base = document_id(&d.id);
             let words = d.text.split_whitespace().count();
             match pos.get(base) {
                 Some(&i) => {
@@ -191,7 +136,7 @@ impl State {
     /// columns (trained and base) and the clicks on it; the search index is rebuilt. Returns how
     /// many passages were removed (0: no such document).
     pub fn remove_document(&mut self, id: &str) -> usize {
-        let keep: Vec<bool> = self.docs.iter().map(|d| base_id(&d.id) != id).collect();
+        let keep: Vec<bool> = self.docs.iter().map(|d| document_id(&d.id) != id).collect();
         let removed = keep.iter().filter(|k| !**k).count();
         if removed == 0 {
             return 0;
@@ -206,7 +151,7 @@ impl State {
         self.base.retain_columns(&keep);
         let mut k = keep.iter();
         self.docs.retain(|_| *k.next().unwrap_or(&true));
-        self.meta.clicks.retain(|c| base_id(&c.doc_id) != id);
+        self.meta.clicks.retain(|c| document_id(&c.doc_id) != id);
         self.rebuild_index();
         removed
     }

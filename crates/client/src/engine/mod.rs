@@ -3,23 +3,23 @@
 //! host), clicks, the global model it started from, privacy accounting, and building the
 //! privatized update. The wasm layer (`wasm.rs`) adds fetch, IndexedDB and JS types on top.
 //! Everything here runs natively too, so it is unit-tested with the tiny model.
-//! By concern: `documents` (checks, chunking, add, list, remove), `host` (the host-side
-//! model), `contribute` (the update and its accounting); this file holds the state, its
-//! persistence, the global model, training and search.
+//! By concern: `documents` (checks, chunking, add, list, remove), `contribute` (the update and
+//! its accounting); this file holds the state, its persistence, the global model, training and
+//! search. The host-side model is core's (`fedsearch_core::host::HostModel`).
 
-use crate::text::{TextKind, chunk_text, content_id, snippet};
 use fedsearch_core::CoreError;
 use fedsearch_core::adapter::SoftEmbeddingAdapter;
-use fedsearch_core::checkpoint::{HostTensor, retriever_tensors, write_safetensors};
+use fedsearch_core::checkpoint::write_safetensors;
 use fedsearch_core::data::{Corpus, Document};
-use fedsearch_core::head::{CarHead, DEFAULT_HEAD_SCALE, QUESTION_MIX, QuerySet, keys_towards};
+use fedsearch_core::document::{self, CHUNK_WORDS, RawDocument, TextKind, document_id, snippet};
+use fedsearch_core::head::{QUESTION_MIX, QuerySet, keys_towards};
 use fedsearch_core::index::{HybridWeights, SearchIndex};
 use fedsearch_core::model::SentenceEncoder;
 use fedsearch_core::pseudo::{
     PseudoQueryConfig, QUESTION_MAX_WORDS, add_clicks, category_questions_of, pseudo_queries,
 };
-use fedsearch_core::search::{inner_products, top_k};
-use fedsearch_core::train::{Retriever, TrainConfig, TrainInputs, TrainProgress, TrainReport, train};
+use fedsearch_core::search::top_k;
+use fedsearch_core::train::{CLICK_WEIGHT, TrainConfig, TrainInputs, TrainMode, TrainProgress, TrainReport, train};
 use fedsearch_privacy::{NoiseRng, RdpAccountant};
 use fedsearch_protocol::{
     ADAPTER_BIAS, ADAPTER_WEIGHT, DpParams, Encoding, FederationMode, GlobalModel, HEAD_BIAS, HEAD_WEIGHT, NamedTensor,
@@ -30,16 +30,13 @@ use std::collections::HashMap;
 
 mod contribute;
 mod documents;
-mod host;
 
 pub use contribute::{
     ContributionReport, build_update, contribution_deltas, record_contribution, record_secure_contribution,
 };
 use documents::full_text;
-pub use documents::{
-    CHUNK_WORDS, DocumentSummary, MAX_DOCUMENT_BYTES, NewDoc, StoredDoc, document_problem, prepare_documents,
-};
-pub use host::HostModel;
+pub use documents::{DocumentSummary, NewDoc, StoredDoc, prepare_documents};
+pub use fedsearch_core::host::HostModel;
 
 /// What kind of failure a [`ClientError`] is: callers (and the page, as the JS error's `code`)
 /// branch on this, never on the message.
@@ -221,39 +218,61 @@ pub struct Hit {
     pub snippet: String,
 }
 
-/// Training options (from the page).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+/// Training options (from the page): the mode, and whatever the page overrides of core's recipe
+/// for it ([`TrainConfig::recipe`]; absent fields keep the recipe's value).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct TrainOptions {
-    /// `"head"` or `"adapter+head"`.
-    pub mode: String,
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub head_lr: f64,
-    pub adapter_lr: f64,
+    /// `"head"` (default) or `"adapter+head"`.
+    pub mode: Option<TrainMode>,
+    pub epochs: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub head_lr: Option<f64>,
+    pub adapter_lr: Option<f64>,
     pub max_steps: Option<usize>,
-    pub seed: u64,
+    pub seed: Option<u64>,
     /// How many times each recorded click counts as a training pair.
-    pub click_weight: usize,
-    pub holdout_fraction: f64,
+    pub click_weight: Option<usize>,
+    pub holdout_fraction: Option<f64>,
     /// λ of the L2 pull of the head's residual back to its keys (`State::key_emb`).
-    pub head_pull: f64,
+    pub head_pull: Option<f64>,
 }
 
-impl Default for TrainOptions {
-    fn default() -> Self {
-        Self {
-            mode: "head".into(),
-            epochs: 20,
-            batch_size: 32,
-            head_lr: 1e-2,
-            adapter_lr: 1e-3,
-            max_steps: None,
-            seed: 17,
-            click_weight: 3,
-            holdout_fraction: 0.1,
-            head_pull: 1.0,
+impl TrainOptions {
+    /// The mode ("head" when not given).
+    pub fn mode(&self) -> TrainMode {
+        self.mode.unwrap_or(TrainMode::Head)
+    }
+
+    /// Core's recipe for the mode with these overrides; refuses values training cannot use.
+    pub fn config(&self) -> Result<TrainConfig> {
+        let r = TrainConfig::recipe(self.mode());
+        let cfg = TrainConfig {
+            epochs: self.epochs.unwrap_or(r.epochs),
+            batch_size: self.batch_size.unwrap_or(r.batch_size),
+            head_lr: self.head_lr.unwrap_or(r.head_lr),
+            adapter_lr: self.adapter_lr.unwrap_or(r.adapter_lr),
+            holdout_fraction: self.holdout_fraction.unwrap_or(r.holdout_fraction),
+            seed: self.seed.unwrap_or(r.seed),
+            max_steps: self.max_steps.or(r.max_steps),
+            pull_to_keys: self.head_pull.unwrap_or(r.pull_to_keys),
+            ..r
+        };
+        if cfg.epochs == 0 || cfg.batch_size == 0 {
+            return err("epochs and batchSize must be at least 1");
         }
+        if !(cfg.pull_to_keys.is_finite() && cfg.pull_to_keys >= 0.0) {
+            return err(format!("headPull must be a number ≥ 0, got {}", cfg.pull_to_keys));
+        }
+        if !(0.0..1.0).contains(&cfg.holdout_fraction) {
+            return err(format!("holdoutFraction must be in [0, 1), got {}", cfg.holdout_fraction));
+        }
+        Ok(cfg)
+    }
+
+    /// How many times a click counts ([`CLICK_WEIGHT`] when not given).
+    pub fn click_weight(&self) -> usize {
+        self.click_weight.unwrap_or(CLICK_WEIGHT)
     }
 }
 
@@ -482,11 +501,11 @@ impl State {
             .map(|d| Document { id: d.id.clone(), title: d.title.clone(), text: d.text.clone() })
             .collect();
         let corpus = Corpus::new(docs)?;
-        let cfg = PseudoQueryConfig { seed: opts.seed, ..Default::default() };
+        let cfg = PseudoQueryConfig { seed: opts.seed.unwrap_or(TrainConfig::default().seed), ..Default::default() };
         let mut pairs = pseudo_queries(&corpus, &cfg);
         let clicks: Vec<(String, usize)> =
             self.meta.clicks.iter().filter_map(|c| corpus.position(&c.doc_id).map(|p| (c.query.clone(), p))).collect();
-        add_clicks(&mut pairs, &clicks, opts.click_weight);
+        add_clicks(&mut pairs, &clicks, opts.click_weight());
         Ok(pairs.into_iter().unzip())
     }
 
@@ -501,35 +520,22 @@ impl State {
         if self.docs.is_empty() {
             return err("add documents before training");
         }
-        if !(opts.head_pull.is_finite() && opts.head_pull >= 0.0) {
-            return err(format!("headPull must be a number ≥ 0, got {}", opts.head_pull));
-        }
         let (queries, targets) = self.training_pairs(opts)?;
+        let cfg = opts.config()?;
+        let cfg = if opts.batch_size.is_some() { cfg } else { cfg.for_examples(queries.len()) };
         let device = encoder.device().clone();
-        let retriever = self.model.to_retriever(&self.key_emb, &device);
-        let cfg = TrainConfig {
-            epochs: opts.epochs.max(1),
-            batch_size: opts.batch_size.max(1),
-            head_lr: opts.head_lr,
-            adapter_lr: opts.adapter_lr,
-            holdout_fraction: opts.holdout_fraction,
-            patience: 3,
-            seed: opts.seed,
-            max_steps: opts.max_steps,
-            pull_to_keys: opts.head_pull,
-        };
-        let (trained, report) = match opts.mode.as_str() {
-            "head" => {
+        let retriever = self.model.to_retriever(Some(&self.key_emb), &device);
+        let (trained, report) = match opts.mode() {
+            TrainMode::Head => {
                 let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
                 let adapter = self.adapter(&device);
                 let features = encoder.embed(&refs, Some(&adapter), 32, &mut |_, _| {}).await?;
                 train(retriever, TrainInputs::Cached(&features), &targets, &cfg, &device, progress).await?
             }
-            "adapter+head" => {
+            TrainMode::AdapterHead => {
                 let inputs = TrainInputs::Texts { encoder, texts: &queries };
                 train(retriever, inputs, &targets, &cfg, &device, progress).await?
             }
-            other => return err(format!("unknown training mode {other:?}: use \"head\" or \"adapter+head\"")),
         };
         self.model = HostModel::from_retriever(&trained).await?;
         self.adapter_cache = None;

@@ -1,6 +1,7 @@
-//! Turning what a user drops on the page into documents: HTML and Markdown to plain text,
-//! long documents cut into overlapping-free chunks on sentence boundaries, and stable ids
-//! (a hash of the content) for documents that come without one. Pure Rust, tested natively.
+//! Reading documents as people have them, one way for the tab and the CLI: HTML and Markdown
+//! to plain text, input checks (empty, binary, oversized), long documents cut into passages on
+//! sentence boundaries (`id`, `id#2`, `id#3`, ...), stable ids (a hash of the content) for
+//! documents that come without one, and search snippets.
 
 use sha2::{Digest, Sha256};
 
@@ -255,6 +256,100 @@ pub fn content_id(title: &str, text: &str) -> String {
     format!("doc-{hex}")
 }
 
+/// Longest passage, in words, a document is cut into (the encoder reads at most 256 tokens).
+pub const CHUNK_WORDS: usize = 150;
+
+/// Largest document accepted, in bytes of its raw text (a book is ~1 MB).
+pub const MAX_DOCUMENT_BYTES: usize = 5 << 20;
+
+/// Why a document is refused before anything is embedded, or `None` when it is fine: empty
+/// (no text after conversion), binary (NUL bytes, or more than 1 % of its characters are
+/// control characters or U+FFFD, which is what a browser's `file.text()` makes of bytes that
+/// are not UTF-8), or too large.
+pub fn document_problem(raw: &str, plain: &str) -> Option<String> {
+    if raw.len() > MAX_DOCUMENT_BYTES {
+        return Some(format!(
+            "is {:.1} MiB; the limit is {} MiB",
+            raw.len() as f64 / (1 << 20) as f64,
+            MAX_DOCUMENT_BYTES >> 20
+        ));
+    }
+    let (mut chars, mut odd) = (0usize, 0usize);
+    for c in raw.chars() {
+        chars += 1;
+        if c == '\0' {
+            return Some("contains binary data (NUL bytes), not text".into());
+        }
+        if c == '\u{FFFD}' || (c.is_control() && !matches!(c, '\n' | '\r' | '\t' | '\u{0C}')) {
+            odd += 1;
+        }
+    }
+    if odd * 100 > chars {
+        return Some("does not look like text (binary data?): add plain text, Markdown or HTML".into());
+    }
+    if plain.trim().is_empty() {
+        return Some("is empty".into());
+    }
+    None
+}
+
+/// A document as it comes in: an id (or none: a content hash is used), a title and raw text.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RawDocument {
+    pub id: Option<String>,
+    pub title: String,
+    pub text: String,
+}
+
+/// One passage of a document, in the unit every method searches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Passage {
+    pub id: String,
+    pub title: String,
+    pub text: String,
+}
+
+/// The id of a document's `i`-th passage (0-based): `id`, then `id#2`, `id#3`, ...
+pub fn passage_id(doc_id: &str, i: usize) -> String {
+    if i == 0 { doc_id.to_string() } else { format!("{doc_id}#{}", i + 1) }
+}
+
+/// The document id a passage id belongs to: `doc#3` → `doc` (an id without a passage number is
+/// its own document).
+pub fn document_id(passage_id: &str) -> &str {
+    match passage_id.rsplit_once('#') {
+        Some((base, n)) if !base.is_empty() && n.parse::<u32>().is_ok() => base,
+        _ => passage_id,
+    }
+}
+
+/// Turns raw documents into passages: text conversion, the checks of [`document_problem`],
+/// chunking into passages of at most `max_words` words, content-hash ids where none is given.
+/// All or nothing: when any document is refused, the error lists every refused one (by title,
+/// or "document N"), so nothing is added that would show up as garbage in results.
+pub fn prepare_documents(
+    docs: impl IntoIterator<Item = RawDocument>,
+    kind: TextKind,
+    max_words: usize,
+) -> Result<Vec<Passage>, Vec<String>> {
+    let mut out = Vec::new();
+    let mut refused = Vec::new();
+    for (i, d) in docs.into_iter().enumerate() {
+        let text = kind.to_plain(&d.text);
+        let title = d.title.trim().to_string();
+        if let Some(problem) = document_problem(&d.text, &text) {
+            let name = if title.is_empty() { format!("document {}", i + 1) } else { format!("{title:?}") };
+            refused.push(format!("{name} {problem}"));
+            continue;
+        }
+        let id = d.id.filter(|s| !s.trim().is_empty()).unwrap_or_else(|| content_id(&title, &text));
+        for (k, chunk) in chunk_text(&text, max_words).into_iter().enumerate() {
+            out.push(Passage { id: passage_id(&id, k), title: title.clone(), text: chunk });
+        }
+    }
+    if refused.is_empty() { Ok(out) } else { Err(refused) }
+}
+
 /// Cuts `text` into chunks of at most `max_words` words, on sentence boundaries when it can
 /// (a single over-long sentence is cut on words). Short texts come back whole.
 pub fn chunk_text(text: &str, max_words: usize) -> Vec<String> {
@@ -273,7 +368,7 @@ pub fn chunk_text(text: &str, max_words: usize) -> Vec<String> {
         }
     };
     for paragraph in text.split("\n\n") {
-        for sentence in fedsearch_core::text::sentences(paragraph) {
+        for sentence in crate::text::sentences(paragraph) {
             let words: Vec<&str> = sentence.split_whitespace().collect();
             if words.len() > max_words {
                 flush(&mut current, &mut count, &mut chunks);
@@ -296,9 +391,9 @@ pub fn chunk_text(text: &str, max_words: usize) -> Vec<String> {
 /// A short snippet of `text` around the first word of `query` it contains (else its start).
 pub fn snippet(text: &str, query: &str, max_chars: usize) -> String {
     let lower = text.to_lowercase();
-    let pos = fedsearch_core::text::words(query)
+    let pos = crate::text::words(query)
         .iter()
-        .filter(|w| w.len() > 2 && !fedsearch_core::text::is_stop_word(w))
+        .filter(|w| w.len() > 2 && !crate::text::is_stop_word(w))
         .filter_map(|w| lower.find(w.as_str()))
         .min()
         .unwrap_or(0);
@@ -364,5 +459,45 @@ mod tests {
         let text = "Intro sentence here. The Eiffel Tower is in Paris. Other things follow.";
         assert!(snippet(text, "eiffel", 30).starts_with("…The Eiffel Tower"), "{}", snippet(text, "eiffel", 30));
         assert_eq!(snippet("abc", "zzz", 10), "abc");
+    }
+
+    #[test]
+    fn passage_ids_name_their_document() {
+        assert_eq!(passage_id("doc", 0), "doc");
+        assert_eq!(passage_id("doc", 2), "doc#3");
+        for i in 0..4 {
+            assert_eq!(document_id(&passage_id("a#b", i)), "a#b");
+        }
+        assert_eq!(document_id("#2"), "#2");
+        assert_eq!(document_id("x#"), "x#");
+    }
+
+    #[test]
+    fn preparing_chunks_names_and_refuses_all_or_nothing() {
+        let long: String = (0..40).map(|i| format!("Sentence number {i} has six words.")).collect::<Vec<_>>().join(" ");
+        let doc = |id: Option<&str>, title: &str, text: &str| RawDocument {
+            id: id.map(str::to_string),
+            title: title.into(),
+            text: text.into(),
+        };
+        let passages = prepare_documents(
+            vec![doc(Some("long"), " Long ", &long), doc(None, "Short", "<p>One &amp; only.</p>")],
+            TextKind::Html,
+            100,
+        )
+        .unwrap();
+        let ids: Vec<&str> = passages.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids[..3], ["long", "long#2", "long#3"]);
+        assert_eq!(passages[3].id, content_id("Short", "One & only."));
+        assert_eq!(passages[3].text, "One & only.");
+        assert!(passages.iter().all(|p| p.text.split_whitespace().count() <= 100));
+        assert_eq!(passages[0].title, "Long");
+        let refused = prepare_documents(
+            vec![doc(None, "ok", "fine text"), doc(None, "", "  "), doc(None, "bin", "a\0b")],
+            TextKind::Text,
+            100,
+        )
+        .unwrap_err();
+        assert_eq!(refused, vec!["document 2 is empty", "\"bin\" contains binary data (NUL bytes), not text"]);
     }
 }
