@@ -17,6 +17,8 @@ const SAMPLE: &[&str] = fedsearch_core::bench::SAMPLE.split_at(4).0;
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EncodeRate {
     pub engine: &'static str,
+    /// Encoders side by side.
+    pub threads: usize,
     pub batch: usize,
     pub sentences: usize,
     pub seconds: f64,
@@ -34,9 +36,13 @@ pub fn encode(
     n: usize,
     max_len: usize,
     batches: &[usize],
+    threads: usize,
 ) -> CliResult<Vec<EncodeRate>> {
     if batches.is_empty() || batches.contains(&0) {
         return Err(CliError::Input("--batches needs batch sizes of at least 1, e.g. 1,32".into()));
+    }
+    if threads == 0 {
+        return Err(CliError::Input("--threads needs at least 1".into()));
     }
     let device = Device::flex();
     let enc = SentenceEncoder::load(&ModelFiles::read_dir(model)?, &device, max_len)?;
@@ -51,10 +57,11 @@ pub fn encode(
     for &batch in batches {
         let plan = enc.plan_batches(&refs, batch)?;
         let t = Instant::now();
-        pollster::block_on(enc.embed(&refs, None, batch, &mut |_, _| {}))?;
+        crate::embed::embed_parallel(&enc, &refs, None, batch, threads, &|_| {})?;
         let seconds = t.elapsed().as_secs_f64();
         let rate = EncodeRate {
             engine: "fedsearch",
+            threads,
             batch,
             sentences: refs.len(),
             seconds,
@@ -67,8 +74,9 @@ pub fn encode(
     }
     for r in &out {
         println!(
-            "batch {:>3}: {:8.1} sentences/s, {:8.0} real tokens/s ({} sentences, {} real tokens, {} with padding: +{:.0} %)",
+            "batch {:>3}, {} thread(s): {:8.1} sentences/s, {:8.0} real tokens/s ({} sentences, {} real tokens, {} with padding: +{:.0} %)",
             r.batch,
+            r.threads,
             r.sentences_per_s,
             r.real_tokens as f64 / r.seconds,
             r.sentences,

@@ -1,4 +1,4 @@
-//! Embedding texts with a progress bar, and the on-disk cache of frozen-encoder embeddings that
+//! Embedding texts with a progress bar, on every core (`embed_parallel`), and the on-disk cache of frozen-encoder embeddings that
 //! `eval` and `simulate` share (`--embed-cache DIR`, or `FEDSEARCH_EMBED_CACHE`): the key hashes
 //! the model files, the maximum length and the texts, so a stale entry can never be returned.
 
@@ -67,7 +67,7 @@ pub async fn embed(
     }
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let pb = bar(texts.len(), label);
-    let out = enc.embed(&refs, adapter, 32, &mut |done, _| pb.set_position(done as u64)).await?;
+    let out = embed_parallel(enc, &refs, adapter, EMBED_BATCH, threads(), &|n| pb.inc(n as u64))?;
     pb.finish_and_clear();
     if let Some(p) = path {
         let bytes: Vec<u8> = out.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -76,4 +76,97 @@ pub async fn embed(
             .map_err(|e| CliError::Io(format!("cannot write the embedding cache {}: {e}", p.display())))?;
     }
     Ok(out)
+}
+
+/// Texts per encoder batch in [`embed`]: the fastest measured (crates/core/PERFORMANCE.md,
+/// "Encoders side by side": 256 Wikipedia summaries, 4 beats 1, 8 and 16 with one encoder and
+/// with two; 32 was 0.65–0.86× of 8).
+pub const EMBED_BATCH: usize = 4;
+
+/// How many encoders [`embed`] runs side by side: the machine's cores (at most 8), or
+/// `FEDSEARCH_ENCODE_THREADS`.
+pub fn threads() -> usize {
+    std::env::var("FEDSEARCH_ENCODE_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8))
+        .max(1)
+}
+
+/// Embeds `texts` (row-major `[n, d]`, in order) on `threads` OS threads, each running the one
+/// encoder (`SentenceEncoder::embed`) over every `threads`-th text by length, so the shards pad
+/// alike. Native only (the CLI): Burn's CPU backend runs elementwise ops — GELU, layer norm,
+/// softmax — on one thread and only matrix products on several, so encoders side by side are
+/// what uses the other cores (crates/core/PERFORMANCE.md). `progress` gets the texts each
+/// finished batch adds.
+pub fn embed_parallel(
+    enc: &SentenceEncoder,
+    texts: &[&str],
+    adapter: Option<&SoftEmbeddingAdapter>,
+    batch: usize,
+    threads: usize,
+    progress: &(dyn Fn(usize) + Sync),
+) -> CliResult<Vec<f32>> {
+    let d = enc.dim();
+    let threads = threads.clamp(1, texts.len().max(1));
+    let mut by_length: Vec<usize> = (0..texts.len()).collect();
+    by_length.sort_by_key(|&i| texts[i].len());
+    let shards: Vec<Vec<usize>> =
+        (0..threads).map(|t| by_length.iter().copied().skip(t).step_by(threads).collect()).collect();
+    let results: Vec<CliResult<Vec<f32>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = shards
+            .iter()
+            .map(|shard| {
+                scope.spawn(move || {
+                    let shard_texts: Vec<&str> = shard.iter().map(|&i| texts[i]).collect();
+                    let mut last = 0;
+                    let mut report = |done: usize, _: usize| {
+                        progress(done - last);
+                        last = done;
+                    };
+                    pollster::block_on(enc.embed(&shard_texts, adapter, batch, &mut report)).map_err(CliError::from)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(CliError::Tool("an encoder thread panicked".into()))))
+            .collect()
+    });
+    let mut out = vec![0.0f32; texts.len() * d];
+    for (shard, rows) in shards.iter().zip(results) {
+        let rows = rows?;
+        for (k, &i) in shard.iter().enumerate() {
+            out[i * d..(i + 1) * d].copy_from_slice(&rows[k * d..(k + 1) * d]);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::prelude::Device;
+    use fedsearch_core::tiny::{TinyBertSpec, tiny_bert_files};
+
+    #[test]
+    fn parallel_encoders_give_every_text_its_own_row_in_order() {
+        let device = Device::flex();
+        let enc = SentenceEncoder::load(&tiny_bert_files(&TinyBertSpec::default()).unwrap(), &device, 64).unwrap();
+        let texts: Vec<String> = (0..23).map(|i| format!("text {i} {}", "word ".repeat(i % 7))).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let one = pollster::block_on(enc.embed(&refs, None, 4, &mut |_, _| {})).unwrap();
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        for threads in [1, 2, 3, 40] {
+            let count = |n: usize| {
+                done.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            };
+            done.store(0, std::sync::atomic::Ordering::Relaxed);
+            let many = embed_parallel(&enc, &refs, None, 4, threads, &count).unwrap();
+            assert_eq!(many.len(), one.len());
+            let worst = many.iter().zip(&one).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst < 1e-5, "{threads} threads: max difference {worst}");
+            assert_eq!(done.load(std::sync::atomic::Ordering::Relaxed), texts.len(), "progress counts every text");
+        }
+    }
 }

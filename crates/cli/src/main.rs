@@ -188,6 +188,10 @@ enum BenchCommand {
         /// Batch sizes, comma-separated.
         #[arg(long, value_delimiter = ',', default_values_t = [1usize, 32])]
         batches: Vec<usize>,
+        /// Encoders side by side (default: the machine's cores, as `eval` and `simulate` embed;
+        /// 1 is one encoder on one thread plus Burn's threads for matrix products).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// The browser benchmark's workload natively (flex CPU backend): encoder sentences/s and
     /// training examples/s (head; adapter + head). `--json` writes the figures for the browser
@@ -354,8 +358,9 @@ fn run(cli: Cli) -> CliResult<()> {
             };
             eval::run(&opts).map(|_| ())
         }
-        Command::Bench { command: BenchCommand::Encode { model, corpus, n, max_len, batches } } => {
-            bench::encode(&model, corpus.as_deref(), n, max_len, &batches).map(|_| ())
+        Command::Bench { command: BenchCommand::Encode { model, corpus, n, max_len, batches, threads } } => {
+            let threads = threads.unwrap_or_else(embed::threads);
+            bench::encode(&model, corpus.as_deref(), n, max_len, &batches, threads).map(|_| ())
         }
         Command::Bench {
             command: BenchCommand::Throughput { model, sentences, head_steps, adapter_steps, max_len, json },

@@ -322,3 +322,37 @@ fn train_pairs_count_click_weight_times_per_gold_document() {
     assert_eq!(pairs("w3.json", &["--train-pairs", c]), base + 3 * 3);
     assert_eq!(pairs("w1.json", &["--train-pairs", c, "--click-weight", "1"]), base + 3);
 }
+
+/// `bench encode` runs one encoder or several side by side (`--threads`) and says which; 0 is
+/// refused with exit code 2.
+#[test]
+fn bench_encode_reports_its_encoders_and_refuses_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let bench = |threads: &str| {
+        Command::new(env!("CARGO_BIN_EXE_fedsearch"))
+            .args(["bench", "encode", "--max-len", "64", "--n", "10", "--batches", "1,4", "--threads", threads])
+            .arg("--model")
+            .arg(dir.path().join("model"))
+            .output()
+            .expect("the fedsearch binary runs")
+    };
+    for threads in ["1", "2"] {
+        let o = bench(threads);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let lines: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "one line per batch size");
+        for l in &lines {
+            assert_eq!(l["threads"].to_string(), threads, "{l}");
+            assert_eq!(l["sentences"], 10, "{l}");
+            assert!(l["sentences_per_s"].as_f64().unwrap() > 0.0, "{l}");
+        }
+    }
+    let o = bench("0");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--threads needs at least 1"), "{}", stderr(&o));
+}
