@@ -471,3 +471,28 @@ fn removing_a_document_takes_everything_of_it_and_keeps_the_rest() {
     assert_eq!(st.remove_document("rome"), 0);
     assert_eq!(st.document_list().len(), 7);
 }
+
+/// The page's training options are overrides of core's one recipe: absent fields keep it,
+/// unknown fields and values training cannot use are refused with a message.
+#[test]
+fn train_options_override_the_recipe_and_refuse_nonsense() {
+    use fedsearch_core::train::TrainConfig;
+    let parse = |json: &str| serde_json::from_str::<TrainOptions>(json);
+    let head = parse(r#"{"mode": "head"}"#).unwrap().config().unwrap();
+    assert_eq!(format!("{head:?}"), format!("{:?}", TrainConfig::recipe(TrainMode::Head)));
+    let e2e = parse(r#"{"mode": "adapter+head", "epochs": 3}"#).unwrap();
+    assert_eq!(e2e.mode(), TrainMode::AdapterHead);
+    let cfg = e2e.config().unwrap();
+    assert_eq!((cfg.epochs, cfg.batch_size), (3, TrainConfig::recipe(TrainMode::AdapterHead).batch_size));
+    assert!(parse(r#"{"mode": "everything"}"#).is_err(), "an unknown mode");
+    assert!(parse(r#"{"epoch": 3}"#).is_err(), "a misspelt field is an error, not a default");
+    for (json, says) in [
+        (r#"{"epochs": 0}"#, "at least 1"),
+        (r#"{"headLr": -1}"#, "headLr must be a number > 0"),
+        (r#"{"headPull": -0.5}"#, "headPull must be a number ≥ 0"),
+        (r#"{"holdoutFraction": 1.5}"#, "holdoutFraction must be in [0, 1)"),
+    ] {
+        let e = parse(json).unwrap().config().unwrap_err();
+        assert!(e.message.contains(says), "{json}: {e}");
+    }
+}

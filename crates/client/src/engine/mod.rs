@@ -264,6 +264,11 @@ impl TrainOptions {
         if !(cfg.pull_to_keys.is_finite() && cfg.pull_to_keys >= 0.0) {
             return err(format!("headPull must be a number ≥ 0, got {}", cfg.pull_to_keys));
         }
+        for (name, lr) in [("headLr", cfg.head_lr), ("adapterLr", cfg.adapter_lr)] {
+            if !(lr.is_finite() && lr > 0.0) {
+                return err(format!("{name} must be a number > 0, got {lr}"));
+            }
+        }
         if !(0.0..1.0).contains(&cfg.holdout_fraction) {
             return err(format!("holdoutFraction must be in [0, 1), got {}", cfg.holdout_fraction));
         }
