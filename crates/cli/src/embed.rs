@@ -83,10 +83,10 @@ pub async fn embed(
 /// with two; 32 was 0.65–0.86× of 8).
 pub const EMBED_BATCH: usize = 4;
 
-/// How many encoders [`embed`] runs side by side: the machine's cores (at most 8), or
-/// `FEDSEARCH_ENCODE_THREADS`.
+/// How many OS threads the CLI runs side by side — encoders in [`embed`], simulated clients in
+/// `simulate` —: the machine's cores (at most 8), or `FEDSEARCH_THREADS`.
 pub fn threads() -> usize {
-    std::env::var("FEDSEARCH_ENCODE_THREADS")
+    std::env::var("FEDSEARCH_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8))

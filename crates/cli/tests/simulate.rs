@@ -272,3 +272,53 @@ fn secure_aggregation_matches_plain_fedavg_and_meets_its_epsilon() {
     assert!(eps > 3.99 && eps <= 4.0 + 1e-9, "{eps}");
     assert!(local["config"]["noise_multiplier"].as_f64().unwrap() > 0.0);
 }
+
+/// Simulated clients train side by side (one per core, `FEDSEARCH_THREADS`), and the result does
+/// not depend on how many: plain rounds with DP noise and secure rounds give the same report
+/// on one thread and on three.
+#[test]
+fn the_result_does_not_depend_on_the_number_of_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let run = |threads: &str, name: &str, extra: &[&str]| -> Value {
+        let out_path = dir.path().join(name);
+        let mut args = vec!["--clients", "5", "--rounds", "2", "--local-steps", "3", "--batch-size", "8"];
+        args.extend(extra);
+        let p = out_path.to_str().unwrap().to_string();
+        args.extend(["--json", &p]);
+        let out = Command::new(env!("CARGO_BIN_EXE_fedsearch"))
+            .env("FEDSEARCH_THREADS", threads)
+            .arg("simulate")
+            .arg("--model")
+            .arg(dir.path().join("model"))
+            .arg("--corpus")
+            .arg(dir.path().join("corpus.jsonl"))
+            .arg("--queries")
+            .arg(dir.path().join("queries.jsonl"))
+            .args(&args)
+            .output()
+            .expect("the fedsearch binary runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_str(&std::fs::read_to_string(out_path).unwrap()).unwrap()
+    };
+    let same = |r: &Value| -> Vec<String> {
+        rounds(r)
+            .iter()
+            .map(|row| {
+                format!(
+                    "{} {} {} {} {}",
+                    row["top1"], row["mrr10"], row["mean_update_norm"], row["mean_loss"], row["survivors"]
+                )
+            })
+            .collect()
+    };
+    for (name, extra) in [
+        ("dp", vec!["--clip", "1", "--dp-sigma", "0.5"]),
+        ("secure", vec!["--clip", "1", "--secure-aggregation", "--secagg-neighbours", "2", "--dropout", "0.2"]),
+    ] {
+        let one = run("1", &format!("{name}-1.json"), &extra);
+        let three = run("3", &format!("{name}-3.json"), &extra);
+        assert_eq!(same(&one), same(&three), "{name}: one thread vs three");
+        assert_eq!(one["final_top1"], three["final_top1"], "{name}");
+    }
+}

@@ -29,7 +29,7 @@ pub struct RoundResult {
     pub mean_update_norm: f64,
     /// Mean final local training loss.
     pub mean_loss: f64,
-    /// This machine, clients one after another (excludes evaluation).
+    /// This machine, clients side by side one per core (excludes evaluation).
     pub wall_s: f64,
     /// Slowest client's local work + server work: one device per client (excludes evaluation).
     pub parallel_s: f64,

@@ -5,9 +5,11 @@
 //! secure round each drops after a uniformly drawn phase (keys, shares or masked input).
 
 use super::*;
+use crate::embed;
 use fedsearch_privacy::SkellamParams;
 use fedsearch_protocol::secagg::{
-    SecAggClient, SecAggError, SecAggServer, SessionId, decode_masked_input, encode_masked_input, message_bytes,
+    EncryptedShare, SecAggClient, SecAggError, SecAggServer, SessionId, decode_masked_input, encode_masked_input,
+    message_bytes,
 };
 use fedsearch_protocol::{build_secure_update, secure_mean};
 use rand::Rng;
@@ -110,6 +112,64 @@ async fn local_deltas(
     Ok((deltas, f64::from(report.final_loss)))
 }
 
+/// Runs `work` on each item on its own OS thread and returns the results in item order (a
+/// panicking item is an error, not a crash).
+fn on_threads<I: Send, R: Send>(items: &mut [I], work: impl Fn(&mut I) -> CliResult<R> + Sync) -> Vec<CliResult<R>> {
+    std::thread::scope(|scope| {
+        let work = &work;
+        let handles: Vec<_> = items.iter_mut().map(|item| scope.spawn(move || work(item))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(CliError::Tool("a client's thread panicked".into()))))
+            .collect()
+    })
+}
+
+/// What one client of a plain round sends, and what it cost.
+struct PlainUpload {
+    bytes: Vec<u8>,
+    loss: f64,
+    norm_before_clip: f64,
+    seconds: f64,
+}
+
+/// One client of a plain round: trains from the global model, builds and encodes its update.
+#[allow(clippy::too_many_arguments)]
+async fn plain_upload(
+    ctx: &RoundCtx<'_>,
+    client: &mut Client,
+    c: usize,
+    round: usize,
+    global: &GlobalModel,
+    base: &HostModel,
+    spec: &UpdateSpec,
+    epsilon: Option<f64>,
+) -> CliResult<PlainUpload> {
+    let t_client = Instant::now();
+    let (deltas, loss) = local_deltas(ctx, client, c, round, base).await?;
+    let privacy = match (ctx.clip, ctx.sigma, client.noise.as_mut()) {
+        (Some(clip), Some(noise_multiplier), Some(rng)) => UpdatePrivacy::Gaussian { clip, noise_multiplier, rng },
+        (Some(clip), None, _) => UpdatePrivacy::ClipOnly { clip },
+        _ => UpdatePrivacy::Exact,
+    };
+    let header = UpdateHeader {
+        federation_id: FEDERATION_ID.into(),
+        round: round as u64,
+        client_id: client.id.clone(),
+        base_version: global.version,
+        mode: ctx.mode,
+        dp: DpParams {
+            clip: spec.clip,
+            noise_multiplier: spec.noise_multiplier,
+            delta: ctx.args.delta,
+            epsilon_spent: epsilon.unwrap_or(0.0),
+        },
+    };
+    let built = build_update(header, deltas, privacy).map_err(proto("building an update"))?;
+    let bytes = encode_update(&built.update, ctx.wire);
+    Ok(PlainUpload { bytes, loss, norm_before_clip: built.norm_before_clip, seconds: t_client.elapsed().as_secs_f64() })
+}
+
 /// A round without secure aggregation: each arriving update is encoded, decoded, validated and
 /// added with weight 1.
 pub(super) async fn plain_round(
@@ -125,45 +185,31 @@ pub(super) async fn plain_round(
     let drops = dropouts(args, round);
     let mut agg = StreamingFedAvg::new(ctx.specs);
     let mut out = RoundOutcome::default();
-    for (c, client) in clients.iter_mut().enumerate() {
-        if drops[c].is_some() {
-            continue;
-        }
-        let t_client = Instant::now();
-        let (deltas, loss) = local_deltas(ctx, client, c, round, &base).await?;
-        out.loss_sum += loss;
-        out.trained += 1;
-        let privacy = match (ctx.clip, ctx.sigma, client.noise.as_mut()) {
-            (Some(clip), Some(noise_multiplier), Some(rng)) => UpdatePrivacy::Gaussian { clip, noise_multiplier, rng },
-            (Some(clip), None, _) => UpdatePrivacy::ClipOnly { clip },
-            _ => UpdatePrivacy::Exact,
-        };
-        let header = UpdateHeader {
-            federation_id: FEDERATION_ID.into(),
-            round: round as u64,
-            client_id: client.id.clone(),
-            base_version: global.version,
-            mode: ctx.mode,
-            dp: DpParams {
-                clip: spec.clip,
-                noise_multiplier: spec.noise_multiplier,
-                delta: args.delta,
-                epsilon_spent: epsilon.unwrap_or(0.0),
-            },
-        };
-        let built = build_update(header, deltas, privacy).map_err(proto("building an update"))?;
-        out.norm_sum += built.norm_before_clip;
-        let bytes = encode_update(&built.update, ctx.wire);
-        out.bytes_sum += bytes.len();
-        out.slowest_client_s = out.slowest_client_s.max(t_client.elapsed().as_secs_f64());
+    let mut live: Vec<(usize, &mut Client)> =
+        clients.iter_mut().enumerate().filter(|(c, _)| drops[*c].is_none()).collect();
+    // Clients train side by side, a wave of one per core at a time; the server takes their
+    // uploads in client order, as before (each client's randomness is its own, so the result
+    // does not depend on the number of threads).
+    for wave in live.chunks_mut(embed::threads()) {
+        let uploads = on_threads(wave, |(c, client)| {
+            pollster::block_on(plain_upload(ctx, client, *c, round, global, &base, &spec, epsilon))
+        });
+        for upload in uploads {
+            let upload = upload?;
+            out.loss_sum += upload.loss;
+            out.trained += 1;
+            out.norm_sum += upload.norm_before_clip;
+            out.bytes_sum += upload.bytes.len();
+            out.slowest_client_s = out.slowest_client_s.max(upload.seconds);
 
-        // The server: decode, validate, accumulate — as the worker does.
-        let t_server = Instant::now();
-        let received = decode_update(&bytes).map_err(proto("decoding an update"))?;
-        validate_update(&received, &spec).map_err(proto("the server rejected an update"))?;
-        agg.add(&received, 1.0).map_err(proto("aggregation"))?;
-        out.survivors += 1;
-        out.server_s += t_server.elapsed().as_secs_f64();
+            // The server: decode, validate, accumulate — as the worker does.
+            let t_server = Instant::now();
+            let received = decode_update(&upload.bytes).map_err(proto("decoding an update"))?;
+            validate_update(&received, &spec).map_err(proto("the server rejected an update"))?;
+            agg.add(&received, 1.0).map_err(proto("aggregation"))?;
+            out.survivors += 1;
+            out.server_s += t_server.elapsed().as_secs_f64();
+        }
     }
     if out.survivors < args.min_survivor_count() {
         out.unpublished =
@@ -240,31 +286,53 @@ pub(super) async fn secure_round(
         return unpublished(out, e, &client_s);
     }
 
-    // Phase 3: train, clip, quantise, noise, mask, encode; the server adds the bytes it gets.
-    for (c, client) in clients.iter_mut().enumerate() {
+    // Phase 3: train, clip, quantise, noise, mask, encode — clients side by side, a wave of one
+    // per core at a time; the server adds the bytes it gets in client order.
+    for (c, slot) in sessions.iter_mut().enumerate() {
         if drops[c] == Some(1) {
-            sessions[c] = None;
+            *slot = None;
         }
-        let Some(sc) = sessions[c].as_mut() else { continue };
-        let t_client = Instant::now();
-        let (deltas, loss) = local_deltas(ctx, client, c, round, &base).await?;
-        out.loss_sum += loss;
-        out.trained += 1;
-        let t = Instant::now();
-        let shares = server.shares_for(c as u32);
-        let rng = client.noise.as_mut().expect("secure clients have a generator");
-        let built = build_secure_update(&deltas, &params, params.mu > 0.0, rng, sc, &shares)
-            .map_err(proto("building a secure update"))?;
-        let bytes = encode_masked_input(&built.masked);
-        client_s[c] += t.elapsed().as_secs_f64();
-        out.slowest_client_s = out.slowest_client_s.max(t_client.elapsed().as_secs_f64());
-        out.norm_sum += built.norm_before_clip;
-        out.secagg_bytes_sum += message_bytes(&shares);
-        out.bytes_sum += bytes.len();
-        let t = Instant::now();
-        let received = decode_masked_input(&bytes).map_err(protocol)?;
-        server.add_masked(&received).map_err(protocol)?;
-        out.server_s += t.elapsed().as_secs_f64();
+    }
+    let mut live: Vec<(usize, &mut Client, &mut SecAggClient, Vec<EncryptedShare>)> = clients
+        .iter_mut()
+        .zip(sessions.iter_mut())
+        .enumerate()
+        .filter_map(|(c, (client, slot))| slot.as_mut().map(|sc| (c, client, sc, server.shares_for(c as u32))))
+        .collect();
+    for wave in live.chunks_mut(embed::threads()) {
+        let uploads = on_threads(wave, |(c, client, sc, shares)| {
+            let t_client = Instant::now();
+            let (deltas, loss) = pollster::block_on(local_deltas(ctx, client, *c, round, &base))?;
+            let t = Instant::now();
+            let rng = client.noise.as_mut().expect("secure clients have a generator");
+            let built = build_secure_update(&deltas, &params, params.mu > 0.0, rng, sc, shares)
+                .map_err(proto("building a secure update"))?;
+            let bytes = encode_masked_input(&built.masked);
+            let secagg_s = t.elapsed().as_secs_f64();
+            Ok((
+                *c,
+                bytes,
+                loss,
+                built.norm_before_clip,
+                secagg_s,
+                t_client.elapsed().as_secs_f64(),
+                message_bytes(&*shares),
+            ))
+        });
+        for upload in uploads {
+            let (c, bytes, loss, norm, secagg_s, seconds, shares_bytes) = upload?;
+            out.loss_sum += loss;
+            out.trained += 1;
+            client_s[c] += secagg_s;
+            out.slowest_client_s = out.slowest_client_s.max(seconds);
+            out.norm_sum += norm;
+            out.secagg_bytes_sum += shares_bytes;
+            out.bytes_sum += bytes.len();
+            let t = Instant::now();
+            let received = decode_masked_input(&bytes).map_err(protocol)?;
+            server.add_masked(&received).map_err(protocol)?;
+            out.server_s += t.elapsed().as_secs_f64();
+        }
     }
     let survivors = match server.close_masked() {
         Ok(s) => s,
