@@ -123,6 +123,13 @@ async fn serves_files_with_the_right_types_and_headers() {
     let _ = std::fs::remove_dir_all(root);
 }
 
+/// The `Content-Length` of a request head (0 when absent or unreadable), for the fake workers.
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+        .unwrap_or(0)
+}
+
 /// A one-route fake worker: echoes method, path, query, authorization and body length, with
 /// status 409.
 async fn fake_worker() -> String {
@@ -149,14 +156,7 @@ async fn fake_worker_answering(status: &'static str) -> String {
                     let text = String::from_utf8_lossy(&buf).to_string();
                     if let Some(end) = text.find("\r\n\r\n") {
                         let head = &text[..end];
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
+                        let len = content_length(head);
                         if buf.len() < end + 4 + len {
                             continue;
                         }
@@ -362,11 +362,7 @@ async fn slow_sink_worker(delay: std::time::Duration) -> String {
                         break end + 4;
                     }
                 };
-                let len: usize = String::from_utf8_lossy(&head[..end])
-                    .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse()))
-                    .and_then(Result::ok)
-                    .unwrap_or(0);
+                let len = content_length(&String::from_utf8_lossy(&head[..end]));
                 tokio::time::sleep(delay).await;
                 let mut read = head.len() - end;
                 while read < len {

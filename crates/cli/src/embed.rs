@@ -1,8 +1,10 @@
-//! Embedding texts with a progress bar, on every core (`embed_parallel`), and the on-disk cache of frozen-encoder embeddings that
-//! `eval` and `simulate` share (`--embed-cache DIR`, or `FEDSEARCH_EMBED_CACHE`): the key hashes
-//! the model files, the maximum length and the texts, so a stale entry can never be returned.
+//! Embedding texts with a progress bar, on every core (`embed_parallel`), and the on-disk cache
+//! of frozen-encoder embeddings that `eval` and `simulate` share (`--embed-cache DIR`, or
+//! `FEDSEARCH_EMBED_CACHE`): the key hashes the model files, the maximum length and the texts,
+//! so a stale entry can never be returned.
 
 use crate::error::{CliError, CliResult};
+use crate::parallel::{on_threads, threads};
 use crate::progress::bar;
 use fedsearch_core::adapter::SoftEmbeddingAdapter;
 use fedsearch_core::model::{ModelFiles, SentenceEncoder};
@@ -83,21 +85,9 @@ pub async fn embed(
 /// with two; 32 was 0.65–0.86× of 8).
 pub const EMBED_BATCH: usize = 4;
 
-/// How many OS threads the CLI runs side by side — encoders in [`embed`], simulated clients in
-/// `simulate` —: the machine's cores (at most 8), or `FEDSEARCH_THREADS`.
-pub fn threads() -> usize {
-    std::env::var("FEDSEARCH_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8))
-        .max(1)
-}
-
 /// Embeds `texts` (row-major `[n, d]`, in order) on `threads` OS threads, each running the one
 /// encoder (`SentenceEncoder::embed`) over every `threads`-th text by length, so the shards pad
-/// alike. Native only (the CLI): Burn's CPU backend runs elementwise ops — GELU, layer norm,
-/// softmax — on one thread and only matrix products on several, so encoders side by side are
-/// what uses the other cores (crates/core/PERFORMANCE.md). `progress` gets the texts each
+/// alike (crates/core/PERFORMANCE.md, "Encoders side by side"). `progress` gets the texts each
 /// finished batch adds.
 pub fn embed_parallel(
     enc: &SentenceEncoder,
@@ -111,27 +101,16 @@ pub fn embed_parallel(
     let threads = threads.clamp(1, texts.len().max(1));
     let mut by_length: Vec<usize> = (0..texts.len()).collect();
     by_length.sort_by_key(|&i| texts[i].len());
-    let shards: Vec<Vec<usize>> =
+    let mut shards: Vec<Vec<usize>> =
         (0..threads).map(|t| by_length.iter().copied().skip(t).step_by(threads).collect()).collect();
-    let results: Vec<CliResult<Vec<f32>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = shards
-            .iter()
-            .map(|shard| {
-                scope.spawn(move || {
-                    let shard_texts: Vec<&str> = shard.iter().map(|&i| texts[i]).collect();
-                    let mut last = 0;
-                    let mut report = |done: usize, _: usize| {
-                        progress(done - last);
-                        last = done;
-                    };
-                    pollster::block_on(enc.embed(&shard_texts, adapter, batch, &mut report)).map_err(CliError::from)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(CliError::Tool("an encoder thread panicked".into()))))
-            .collect()
+    let results = on_threads(&mut shards, |shard| {
+        let shard_texts: Vec<&str> = shard.iter().map(|&i| texts[i]).collect();
+        let mut last = 0;
+        let mut report = |done: usize, _: usize| {
+            progress(done - last);
+            last = done;
+        };
+        pollster::block_on(enc.embed(&shard_texts, adapter, batch, &mut report)).map_err(CliError::from)
     });
     let mut out = vec![0.0f32; texts.len() * d];
     for (shard, rows) in shards.iter().zip(results) {

@@ -7,6 +7,7 @@ mod error;
 mod eval;
 mod fetch;
 mod import;
+mod parallel;
 mod progress;
 mod simulate;
 
@@ -359,7 +360,7 @@ fn run(cli: Cli) -> CliResult<()> {
             eval::run(&opts).map(|_| ())
         }
         Command::Bench { command: BenchCommand::Encode { model, corpus, n, max_len, batches, threads } } => {
-            let threads = threads.unwrap_or_else(embed::threads);
+            let threads = threads.unwrap_or_else(parallel::threads);
             bench::encode(&model, corpus.as_deref(), n, max_len, &batches, threads).map(|_| ())
         }
         Command::Bench {

@@ -45,9 +45,10 @@
 //! Clients train side by side, one per core (`FEDSEARCH_THREADS`), in waves; the server takes
 //! their uploads in client order, and every client's randomness is its own, so the result does
 //! not depend on the number of threads (tested). Two clocks per round, both excluding
-//! evaluation: `wall_s`, the round on this machine; and `parallel_s`, the slowest client's local work (training,
-//! delta, privatising, encoding) plus the server's work (decoding, validating, aggregating,
-//! applying) — what the round would take with one device per client (network time not counted).
+//! evaluation: `wall_s`, the round on this machine; and `parallel_s`, the slowest client's local
+//! work (training, delta, privatising, encoding) plus the server's work (decoding, validating,
+//! aggregating, applying) — what the round would take with one device per client (network time
+//! not counted).
 
 use crate::embed::{EmbedCache, embed};
 use crate::error::read_input;

@@ -5,7 +5,7 @@
 //! secure round each drops after a uniformly drawn phase (keys, shares or masked input).
 
 use super::*;
-use crate::embed;
+use crate::parallel::{on_threads, threads};
 use fedsearch_privacy::SkellamParams;
 use fedsearch_protocol::secagg::{
     EncryptedShare, SecAggClient, SecAggError, SecAggServer, SessionId, decode_masked_input, encode_masked_input,
@@ -112,25 +112,18 @@ async fn local_deltas(
     Ok((deltas, f64::from(report.final_loss)))
 }
 
-/// Runs `work` on each item on its own OS thread and returns the results in item order (a
-/// panicking item is an error, not a crash).
-fn on_threads<I: Send, R: Send>(items: &mut [I], work: impl Fn(&mut I) -> CliResult<R> + Sync) -> Vec<CliResult<R>> {
-    std::thread::scope(|scope| {
-        let work = &work;
-        let handles: Vec<_> = items.iter_mut().map(|item| scope.spawn(move || work(item))).collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(CliError::Tool("a client's thread panicked".into()))))
-            .collect()
-    })
-}
-
-/// What one client of a plain round sends, and what it cost.
-struct PlainUpload {
+/// What one client sends in a round (an encoded update or masked input), and what it cost.
+struct Upload {
     bytes: Vec<u8>,
+    /// Final local training loss.
     loss: f64,
     norm_before_clip: f64,
+    /// The client's whole local work.
     seconds: f64,
+    /// Of that, secure aggregation's part (quantising, noise, masking); 0 in plain rounds.
+    secagg_s: f64,
+    /// Bytes of the sealed shares it downloaded (secure rounds).
+    shares_bytes: usize,
 }
 
 /// One client of a plain round: trains from the global model, builds and encodes its update.
@@ -144,7 +137,7 @@ async fn plain_upload(
     base: &HostModel,
     spec: &UpdateSpec,
     epsilon: Option<f64>,
-) -> CliResult<PlainUpload> {
+) -> CliResult<Upload> {
     let t_client = Instant::now();
     let (deltas, loss) = local_deltas(ctx, client, c, round, base).await?;
     let privacy = match (ctx.clip, ctx.sigma, client.noise.as_mut()) {
@@ -167,7 +160,8 @@ async fn plain_upload(
     };
     let built = build_update(header, deltas, privacy).map_err(proto("building an update"))?;
     let bytes = encode_update(&built.update, ctx.wire);
-    Ok(PlainUpload { bytes, loss, norm_before_clip: built.norm_before_clip, seconds: t_client.elapsed().as_secs_f64() })
+    let seconds = t_client.elapsed().as_secs_f64();
+    Ok(Upload { bytes, loss, norm_before_clip: built.norm_before_clip, seconds, secagg_s: 0.0, shares_bytes: 0 })
 }
 
 /// A round without secure aggregation: each arriving update is encoded, decoded, validated and
@@ -190,7 +184,7 @@ pub(super) async fn plain_round(
     // Clients train side by side, a wave of one per core at a time; the server takes their
     // uploads in client order, as before (each client's randomness is its own, so the result
     // does not depend on the number of threads).
-    for wave in live.chunks_mut(embed::threads()) {
+    for wave in live.chunks_mut(threads()) {
         let uploads = on_threads(wave, |(c, client)| {
             pollster::block_on(plain_upload(ctx, client, *c, round, global, &base, &spec, epsilon))
         });
@@ -299,7 +293,7 @@ pub(super) async fn secure_round(
         .enumerate()
         .filter_map(|(c, (client, slot))| slot.as_mut().map(|sc| (c, client, sc, server.shares_for(c as u32))))
         .collect();
-    for wave in live.chunks_mut(embed::threads()) {
+    for wave in live.chunks_mut(threads()) {
         let uploads = on_threads(wave, |(c, client, sc, shares)| {
             let t_client = Instant::now();
             let (deltas, loss) = pollster::block_on(local_deltas(ctx, client, *c, round, &base))?;
@@ -308,28 +302,26 @@ pub(super) async fn secure_round(
             let built = build_secure_update(&deltas, &params, params.mu > 0.0, rng, sc, shares)
                 .map_err(proto("building a secure update"))?;
             let bytes = encode_masked_input(&built.masked);
-            let secagg_s = t.elapsed().as_secs_f64();
-            Ok((
-                *c,
+            Ok(Upload {
                 bytes,
                 loss,
-                built.norm_before_clip,
-                secagg_s,
-                t_client.elapsed().as_secs_f64(),
-                message_bytes(&*shares),
-            ))
+                norm_before_clip: built.norm_before_clip,
+                secagg_s: t.elapsed().as_secs_f64(),
+                seconds: t_client.elapsed().as_secs_f64(),
+                shares_bytes: message_bytes(&*shares),
+            })
         });
-        for upload in uploads {
-            let (c, bytes, loss, norm, secagg_s, seconds, shares_bytes) = upload?;
-            out.loss_sum += loss;
+        for ((c, ..), upload) in wave.iter().zip(uploads) {
+            let upload = upload?;
+            out.loss_sum += upload.loss;
             out.trained += 1;
-            client_s[c] += secagg_s;
-            out.slowest_client_s = out.slowest_client_s.max(seconds);
-            out.norm_sum += norm;
-            out.secagg_bytes_sum += shares_bytes;
-            out.bytes_sum += bytes.len();
+            client_s[*c] += upload.secagg_s;
+            out.slowest_client_s = out.slowest_client_s.max(upload.seconds);
+            out.norm_sum += upload.norm_before_clip;
+            out.secagg_bytes_sum += upload.shares_bytes;
+            out.bytes_sum += upload.bytes.len();
             let t = Instant::now();
-            let received = decode_masked_input(&bytes).map_err(protocol)?;
+            let received = decode_masked_input(&upload.bytes).map_err(protocol)?;
             server.add_masked(&received).map_err(protocol)?;
             out.server_s += t.elapsed().as_secs_f64();
         }

@@ -44,10 +44,9 @@ pub fn contribution_deltas(state: &State, info: &FederationInfo) -> Result<Vec<N
         ));
     }
     let (m, b) = (&state.model, &state.base);
-    let sub = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(a, b)| a - b).collect::<Vec<f32>>();
     let mut tensors = vec![
-        NamedTensor::new(ADAPTER_WEIGHT, vec![d as u32, d as u32], sub(&m.adapter_w, &b.adapter_w)),
-        NamedTensor::new(ADAPTER_BIAS, vec![d as u32], sub(&m.adapter_b, &b.adapter_b)),
+        NamedTensor::new(ADAPTER_WEIGHT, vec![d as u32, d as u32], m.delta(b, ADAPTER_WEIGHT)?),
+        NamedTensor::new(ADAPTER_BIAS, vec![d as u32], m.delta(b, ADAPTER_BIAS)?),
     ];
     if info.mode == FederationMode::Shared {
         let n_fed = info.n_docs as usize;
