@@ -82,6 +82,11 @@ CREATE TABLE IF NOT EXISTS secure_messages (
     body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS secure_messages_round ON secure_messages (federation_id, round, seq);
+-- At most one keys row per client and attempt: keys sent again while the keys phase is open
+-- overwrite it in place (log_secure), keeping its seq, so a replay gives the client the same
+-- index and its latest keys.
+CREATE UNIQUE INDEX IF NOT EXISTS secure_messages_keys
+    ON secure_messages (federation_id, round, attempt, client_id) WHERE kind = 'keys';
 PRAGMA user_version = 1;
 "#;
 
@@ -365,10 +370,13 @@ pub struct SecureRow {
     pub body: Vec<u8>,
 }
 
-/// Appends one secure-round message (durable before the reply).
+/// Appends one secure-round message (durable before the reply). A client's keys sent again in
+/// the same attempt (a retry in the keys phase) overwrite its keys row in place, at its first
+/// position in the log.
 pub fn log_secure(conn: &Connection, id: &str, round: u64, row: &SecureRow) -> Result<()> {
     conn.execute(
-        "INSERT INTO secure_messages (federation_id, round, attempt, client_id, kind, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO secure_messages (federation_id, round, attempt, client_id, kind, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (federation_id, round, attempt, client_id) WHERE kind = 'keys' DO UPDATE SET body = excluded.body",
         params![id, round as i64, row.attempt as i64, row.client_id, row.kind, row.body],
     )?;
     Ok(())
@@ -385,4 +393,56 @@ pub fn secure_log(conn: &Connection, id: &str, round: u64) -> Result<Vec<SecureR
         Ok(SecureRow { attempt: r.get::<_, i64>(0)? as u64, client_id: r.get(1)?, kind: r.get(2)?, body: r.get(3)? })
     })?;
     Ok(rows.collect::<std::result::Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(attempt: u64, client: Option<&str>, kind: &str, body: &[u8]) -> SecureRow {
+        SecureRow { attempt, client_id: client.map(String::from), kind: kind.into(), body: body.to_vec() }
+    }
+
+    /// A client's keys logged again in the same attempt overwrite its keys row where it was
+    /// (replay order, hence its index, is kept; the log does not grow); other kinds, other
+    /// clients and other attempts are appended.
+    #[test]
+    fn keys_logged_again_overwrite_the_clients_keys_row_in_place() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let log = |r: SecureRow| log_secure(&conn, "f", 1, &r).unwrap();
+        let summary = |rows: Vec<SecureRow>| -> Vec<(u64, Option<String>, String, Vec<u8>)> {
+            rows.into_iter().map(|r| (r.attempt, r.client_id, r.kind, r.body)).collect()
+        };
+        log(row(0, Some("a"), "keys", b"a1"));
+        log(row(0, Some("b"), "keys", b"b1"));
+        for n in 2..=5u8 {
+            log(row(0, Some("a"), "keys", &[b'a', b'0' + n]));
+        }
+        log(row(0, None, "close", b""));
+        log(row(0, Some("a"), "shares", b"s"));
+        log(row(0, Some("a"), "shares", b"s"));
+        let want = |c: &str, k: &str, b: &[u8]| (0, (!c.is_empty()).then(|| c.to_string()), k.to_string(), b.to_vec());
+        assert_eq!(
+            summary(secure_log(&conn, "f", 1).unwrap()),
+            vec![
+                want("a", "keys", b"a5"),
+                want("b", "keys", b"b1"),
+                want("", "close", b""),
+                want("a", "shares", b"s"),
+                want("a", "shares", b"s"),
+            ]
+        );
+        // The next attempt (and another round) keep their own keys rows.
+        log(row(1, None, "attempt", b""));
+        log(row(1, Some("a"), "keys", b"a6"));
+        log_secure(&conn, "f", 2, &row(0, Some("a"), "keys", b"r2")).unwrap();
+        assert_eq!(
+            summary(secure_log(&conn, "f", 1).unwrap()),
+            vec![(1, None, "attempt".into(), vec![]), (1, Some("a".into()), "keys".into(), b"a6".to_vec())]
+        );
+        let keys_rows: i64 =
+            conn.query_row("SELECT COUNT(*) FROM secure_messages WHERE kind = 'keys'", [], |r| r.get(0)).unwrap();
+        assert_eq!(keys_rows, 4);
+    }
 }

@@ -4,6 +4,8 @@
 //! and their running sum; the sum is unmasked once the round has at least `min_clients`
 //! survivors, and `secure_mean` turns it into the round's mean delta. A phase that ends with too
 //! few clients starts the round again as a new attempt (a new session: fresh keys and masks).
+//! Until the keys phase closes, a client may send its keys again (a retry): they replace its
+//! earlier ones.
 
 use crate::config::FederationConfig;
 use crate::db::SecureRow;
@@ -24,6 +26,11 @@ pub enum SecureMsg {
     Masked(MaskedInput),
     Reveals(Vec<RevealedShare>),
 }
+
+/// How many times one client may replace its keys in one attempt's keys phase (each replacement
+/// is one durable write: this bounds what one credential can make the engine write; a tab retries
+/// at human pace, minutes apart).
+const MAX_KEYS_REPLACEMENTS: u32 = 16;
 
 /// What handlers serve of the secure round without asking the engine.
 #[derive(Clone)]
@@ -58,6 +65,9 @@ pub struct SecureState {
     pub deadline: u64,
     server: SecAggServer,
     index_of: HashMap<String, u32>,
+    /// Keys replacements per client in this attempt (since the worker started: the log keeps only
+    /// the latest keys).
+    keys_replaced: HashMap<String, u32>,
     index_view: Arc<HashMap<String, u32>>,
     roster: Arc<Vec<PublicKeys>>,
     mailbox: Arc<HashMap<u32, Vec<EncryptedShare>>>,
@@ -84,6 +94,7 @@ impl SecureState {
             deadline,
             server: SecAggServer::new(session, params.dim, k, cfg.min_clients as usize),
             index_of: HashMap::new(),
+            keys_replaced: HashMap::new(),
             index_view: Arc::default(),
             roster: Arc::default(),
             mailbox: Arc::default(),
@@ -109,12 +120,32 @@ impl SecureState {
         let not_joined = || WorkerError::SecurePhase(format!("client {client_id} sent no keys this round"));
         match msg {
             SecureMsg::Keys(mut keys) => {
-                if known.is_some() {
-                    return Err(WorkerError::SecurePhase(format!("client {client_id} already sent its keys")));
+                // A client's first keys get the next index. Keys sent again while the keys phase
+                // is open (a retry with fresh key pairs; nobody has the roster yet) replace its
+                // earlier ones under the same index, and db::log_secure overwrites its keys row.
+                // Once the roster is out its keys are fixed.
+                match known {
+                    Some(index) if self.phase() == ServerPhase::Keys => {
+                        let replaced = self.keys_replaced.get(client_id).copied().unwrap_or(0);
+                        if replaced >= MAX_KEYS_REPLACEMENTS {
+                            return Err(WorkerError::SecurePhase(format!(
+                                "client {client_id} replaced its keys {replaced} times in this attempt; \
+                                 wait for the next attempt"
+                            )));
+                        }
+                        keys.index = index;
+                        self.server.replace_keys(keys).map_err(refused)?;
+                        self.keys_replaced.insert(client_id.to_string(), replaced + 1);
+                    }
+                    Some(_) => {
+                        return Err(WorkerError::SecurePhase(format!("client {client_id} already sent its keys")));
+                    }
+                    None => {
+                        keys.index = self.index_of.len() as u32;
+                        self.server.add_keys(keys).map_err(refused)?;
+                        self.index_of.insert(client_id.to_string(), keys.index);
+                    }
                 }
-                keys.index = self.index_of.len() as u32;
-                self.server.add_keys(keys).map_err(refused)?;
-                self.index_of.insert(client_id.to_string(), keys.index);
                 let body = serde_json::to_vec(&keys).expect("keys serialise");
                 Ok((row("keys", body), Some(keys.index)))
             }
@@ -234,5 +265,77 @@ impl SecureState {
             mailbox: self.mailbox.clone(),
             survivors: self.survivors.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, SecureConfig};
+    use fedsearch_protocol::NoiseRng;
+    use fedsearch_protocol::secagg::SecAggClient;
+
+    fn state(min_clients: u64) -> (SecureState, Vec<TensorSpec>) {
+        let mut cfg = Config::demo().federations.remove(0);
+        (cfg.dim, cfg.n_docs, cfg.min_clients, cfg.target_clients) = (4, 3, min_clients, 3);
+        cfg.secure = Some(SecureConfig { neighbours: 4, target_epsilon: None, planned_rounds: 1, phase_secs: 60 });
+        let params = cfg.skellam().unwrap().unwrap();
+        (SecureState::new(&cfg, params, 1, 0, u64::MAX), cfg.tensor_specs())
+    }
+
+    fn fresh_keys(session: SessionId, seed: u8) -> PublicKeys {
+        SecAggClient::new(0, session, 2, &mut NoiseRng::from_seed([seed; 32])).1
+    }
+
+    fn send(state: &mut SecureState, log: &mut Vec<SecureRow>, client: &str, keys: PublicKeys) -> Result<u32> {
+        let (row, index) = state.apply(client, SecureMsg::Keys(keys))?;
+        // As db::log_secure: a client's keys row is overwritten where it was.
+        match log.iter_mut().find(|r| r.kind == "keys" && r.client_id == row.client_id) {
+            Some(earlier) => *earlier = row,
+            None => log.push(row),
+        }
+        Ok(index.unwrap())
+    }
+
+    /// Keys sent again in the keys phase replace the client's earlier ones under its index (at
+    /// most `MAX_KEYS_REPLACEMENTS` times), a replay of the log gives the latest keys and the same
+    /// indices, and once the keys phase closed a second keys message is refused.
+    #[test]
+    fn keys_sent_again_replace_the_earlier_ones_until_the_keys_phase_closes() {
+        let (mut live, specs) = state(2);
+        let mut log = Vec::new();
+        let session = live.server.session();
+        assert_eq!(send(&mut live, &mut log, "a", fresh_keys(session, 1)).unwrap(), 0);
+        assert_eq!(send(&mut live, &mut log, "b", fresh_keys(session, 2)).unwrap(), 1);
+        let mut latest_a = fresh_keys(session, 3);
+        latest_a.index = 1; // the body's index is ignored
+        assert_eq!(send(&mut live, &mut log, "a", latest_a).unwrap(), 0);
+        latest_a.index = 0;
+        // Another client's key is refused and changes nothing.
+        let err = send(&mut live, &mut log, "b", latest_a).unwrap_err();
+        assert!(matches!(err, WorkerError::SecureRefused(_)), "{err}");
+        assert_eq!(live.server.roster()[1], PublicKeys { index: 1, ..fresh_keys(session, 2) });
+        // Replacements 2 to MAX − 1, then the last one allowed, then one too many.
+        for seed in 4..(2 + MAX_KEYS_REPLACEMENTS) as u8 {
+            send(&mut live, &mut log, "a", fresh_keys(session, seed)).unwrap();
+        }
+        latest_a = PublicKeys { index: 0, ..fresh_keys(session, 100) };
+        send(&mut live, &mut log, "a", latest_a).unwrap();
+        let err = send(&mut live, &mut log, "a", fresh_keys(session, 101)).unwrap_err();
+        assert!(matches!(err, WorkerError::SecurePhase(_)), "{err}");
+        assert_eq!(live.server.counts()[0], 2, "each client counted once");
+        assert_eq!(log.len(), 2, "one keys row per client");
+
+        // A restart replays the log: same indices, latest keys.
+        let (mut replayed, _) = state(2);
+        replayed.replay(&log, &specs).unwrap();
+        assert_eq!(replayed.index_of, live.index_of);
+        assert_eq!(replayed.server.roster(), live.server.roster());
+        assert_eq!(replayed.server.roster()[0], latest_a);
+
+        assert!(matches!(live.close_phase(&specs).unwrap(), Progress::Closed(ServerPhase::Keys)));
+        assert_eq!(live.roster[0], latest_a);
+        let err = send(&mut live, &mut log, "b", fresh_keys(session, 102)).unwrap_err();
+        assert!(matches!(&err, WorkerError::SecurePhase(m) if m.contains("already sent its keys")), "{err}");
     }
 }

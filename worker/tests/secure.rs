@@ -2,7 +2,9 @@
 //! crate. The worker publishes base + the mean of the survivors' clipped deltas, though it never
 //! holds one of them unmasked; a client that drops after sending its shares has its masks removed;
 //! a SIGKILL in each phase loses no accepted message; a round with too few survivors is not
-//! published; out-of-place reveals and plain uploads are refused.
+//! published; out-of-place reveals and plain uploads are refused; a client that sends its keys
+//! again while the keys phase is open (a retry) replaces its earlier keys, also across a SIGKILL,
+//! and is refused once the roster is out.
 
 mod common;
 use common::*;
@@ -257,4 +259,120 @@ async fn too_few_survivors_publish_nothing_and_restart_the_round() {
     assert_eq!(r.status(), 409);
     let metrics = c.get(w.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("fedsearch_secure_restarts_total 1"), "{metrics}");
+}
+
+/// New key pairs for `p` (a retry), sent with its credential and `claimed_index` in the body;
+/// the party keeps the new client state only when the worker accepted them.
+async fn resend_keys(
+    c: &reqwest::Client,
+    w: &Worker,
+    s: &SecureStatus,
+    p: &mut Party,
+    claimed_index: u32,
+    seed: u8,
+) -> (reqwest::Response, PublicKeys) {
+    let mut rng = NoiseRng::from_seed([seed; 32]);
+    let (sc, mut keys) = SecAggClient::new(0, s.session, 3, &mut rng);
+    keys.index = claimed_index;
+    let r = post_json(c, w, "keys", s, &p.cred, &keys).await;
+    if r.status().is_success() {
+        p.sc = sc;
+        p.rng = rng;
+    }
+    (r, keys)
+}
+
+/// The keys rows the worker logged for the open round.
+fn logged_keys_rows(w: &Worker) -> i64 {
+    let conn = rusqlite::Connection::open(&w.db).unwrap();
+    conn.query_row("SELECT COUNT(*) FROM secure_messages WHERE kind = 'keys'", [], |r| r.get(0)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_sent_again_in_the_keys_phase_replace_the_earlier_ones() {
+    let dir = TempDir::new("secure-rekey");
+    // min = target = 3: the keys phase waits (its deadline extended) until a third client comes.
+    let mut w = Worker::start(dir.path(), &secure_toml(3, 3, 3, None));
+    let c = client();
+    let token = create_token(&w.db, FED, 10);
+    let info: FederationInfo = serde_json::from_slice(
+        &c.get(w.url(&format!("/v1/federations/{FED}"))).send().await.unwrap().bytes().await.unwrap(),
+    )
+    .unwrap();
+    let params = info.secure.expect("secure federation").params;
+    let base = get_model(&c, &w, FED).await;
+    let s = status(&c, &w).await;
+    assert_eq!((s.round, s.attempt, s.phase), (1, 0, Some(ServerPhase::Keys)));
+    let mut parties = join(&c, &w, &token, &s, 0..2).await;
+    // Two tabs wait in the keys phase past its deadline (it is extended: too few clients) ...
+    let start = Instant::now();
+    while status(&c, &w).await.deadline_unix_s == s.deadline_unix_s {
+        assert!(start.elapsed() < Duration::from_secs(20), "the keys deadline was never extended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // ... then retry in the same attempt with fresh keys: accepted, same index, counted once.
+    let mut latest = Vec::new();
+    for (i, p) in parties.iter_mut().enumerate() {
+        // Party 1 claims party 0's index: the index is the credential's, never the body's.
+        let (r, mut keys) = resend_keys(&c, &w, &s, p, 0, 100 + i as u8).await;
+        assert_eq!(r.status(), 200);
+        let joined: SecureJoined = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        assert_eq!((joined.round, joined.attempt, joined.index), (1, 0, i as u32));
+        p.sc.assign_index(joined.index).unwrap();
+        keys.index = joined.index;
+        latest.push(keys);
+    }
+    // Party 0 retries once more; its keys row is overwritten, not added to.
+    let (r, keys) = resend_keys(&c, &w, &s, &mut parties[0], 0, 102).await;
+    assert_eq!(r.status(), 200);
+    parties[0].sc.assign_index(0).unwrap();
+    latest[0] = keys;
+    // A retry may not take another client's key (party 1 keeps its own).
+    let theirs = PublicKeys { index: 1, ..latest[0] };
+    let r = post_json(&c, &w, "keys", &s, &parties[1].cred, &theirs).await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(r.json_value().await["error"], "secure_refused");
+    assert_eq!(status(&c, &w).await.counts, [2, 0, 0, 0], "each client counted once");
+    assert_eq!(logged_keys_rows(&w), 2, "one keys row per client");
+
+    // A SIGKILL before the keys phase closes: the latest keys are the ones replayed.
+    w = restart(w, dir.path());
+    let after = status(&c, &w).await;
+    assert_eq!((after.round, after.attempt, after.phase, after.counts), (1, 0, Some(ServerPhase::Keys), [2, 0, 0, 0]));
+    parties.extend(join(&c, &w, &token, &s, 2..3).await);
+    let s = wait_phase(&c, &w, ServerPhase::Shares).await;
+    let roster: SecureRoster = get_json(&c, &w, "roster", &parties[0].cred).await;
+    assert_eq!(roster.roster.len(), 3);
+    assert_eq!(roster.roster[..2], latest[..], "the latest keys survived the SIGKILL");
+
+    // Once the roster is out, keys sent again are refused as before.
+    let (r, _) = resend_keys(&c, &w, &s, &mut parties[0], 0, 103).await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(r.json_value().await["error"], "secure_phase");
+
+    // The round completes with the replaced keys: every client's own keys are in the roster
+    // (share_keys checks), and the masks cancel.
+    send_shares(&c, &w, &s, &mut parties).await;
+    let s = wait_phase(&c, &w, ServerPhase::Masked).await;
+    for p in parties.iter_mut() {
+        send_masked(&c, &w, &s, p, &params).await;
+    }
+    let s = wait_phase(&c, &w, ServerPhase::Unmask).await;
+    let survivors: SecureSurvivors = get_json(&c, &w, "survivors", &parties[0].cred).await;
+    assert_eq!(survivors.survivors, vec![0, 1, 2]);
+    for p in parties.iter_mut() {
+        let reveals = p.sc.unmask(&survivors.survivors).unwrap();
+        assert_eq!(post_json(&c, &w, "reveals", &s, &p.cred, &reveals).await.status(), 200);
+    }
+    wait_for_version(&c, &w, FED, 1).await;
+    let model = get_model(&c, &w, FED).await;
+    let u = make_update(FED, FederationMode::Shared, "x", 1, 0, 1, 1);
+    let all: Vec<Update> =
+        parties.iter().map(|p| Update { tensors: clipped(&p.delta, params.clip as f32), ..u.clone() }).collect();
+    let want = expected_model(&base, &all);
+    for (g, t) in model.tensors.iter().zip(&want) {
+        for (a, b) in g.data.iter().zip(&t.data) {
+            assert!((a - b).abs() < 1e-5, "{}: got {a}, want {b}", g.name);
+        }
+    }
 }

@@ -118,13 +118,27 @@ impl SecAggServer {
 
     /// Phase 1: one client's public keys (each index and each key once).
     pub fn add_keys(&mut self, keys: PublicKeys) -> Result<(), SecAggError> {
+        self.put_keys(keys, false)
+    }
+
+    /// Phase 1: new keys for a client that already sent some (a retry generates fresh key
+    /// pairs), in place of its earlier ones under the same index. Only while the keys phase is
+    /// open, i.e. before anyone received the roster; the roster does not grow.
+    pub fn replace_keys(&mut self, keys: PublicKeys) -> Result<(), SecAggError> {
+        self.put_keys(keys, true)
+    }
+
+    /// Adds (`replacing` false: a new index) or replaces (`replacing` true: a known index) one
+    /// client's keys; no key may be another client's key.
+    fn put_keys(&mut self, keys: PublicKeys, replacing: bool) -> Result<(), SecAggError> {
         self.expect(ServerPhase::Keys)?;
-        if self.roster.contains_key(&keys.index) {
-            return out_of_phase(format!("client {} already sent keys", keys.index));
+        match (self.roster.contains_key(&keys.index), replacing) {
+            (true, false) => return out_of_phase(format!("client {} already sent keys", keys.index)),
+            (false, true) => return fail(format!("client {} has no keys to replace", keys.index)),
+            _ => {}
         }
-        if keys.c_pk == keys.s_pk
-            || self.roster.values().any(|k| [k.c_pk, k.s_pk].iter().any(|x| *x == keys.c_pk || *x == keys.s_pk))
-        {
+        let others = self.roster.iter().filter(|(i, _)| **i != keys.index).map(|(_, k)| k);
+        if keys.c_pk == keys.s_pk || others.flat_map(|k| [k.c_pk, k.s_pk]).any(|x| x == keys.c_pk || x == keys.s_pk) {
             return fail(format!("client {} reuses a key", keys.index));
         }
         self.roster.insert(keys.index, keys);

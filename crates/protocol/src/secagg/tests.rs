@@ -215,6 +215,61 @@ fn tampered_or_misplaced_messages_are_refused() {
     assert!(server.add_masked(&MaskedInput { index: 7, values: vec![0; DIM] }).is_err());
 }
 
+/// A client that sends its keys again while the keys phase is open replaces its earlier keys
+/// under the same index (the roster does not grow), and the round's masks cancel with the new
+/// keys; another client's key, an unknown index, or a replacement once the roster is out are
+/// refused.
+#[test]
+fn keys_are_replaced_only_while_the_keys_phase_is_open() {
+    let session = SessionId::new("f", 3, DIM, 4);
+    let mut rng = NoiseRng::from_seed([11; 32]);
+    let mut server = SecAggServer::new(session, DIM, 4, 2);
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let (c, keys) = SecAggClient::new(i, session, 2, &mut rng);
+        server.add_keys(keys).unwrap();
+        clients.push(c);
+    }
+    let old_1 = server.roster()[1];
+    // Client 1 retries with fresh key pairs: same index, same roster size.
+    let (retried, new_keys) = SecAggClient::new(1, session, 2, &mut rng);
+    server.replace_keys(new_keys).unwrap();
+    let stale = std::mem::replace(&mut clients[1], retried);
+    assert_eq!(server.counts()[0], 3, "a replacement does not grow the roster");
+    assert_eq!(server.roster()[1], new_keys);
+    // Sending the same keys again is a replacement by the same keys.
+    server.replace_keys(new_keys).unwrap();
+    // Nobody may take another client's key, nor replace keys that were never sent.
+    let theirs = PublicKeys { index: 1, c_pk: server.roster()[0].s_pk, s_pk: new_keys.s_pk };
+    assert!(matches!(server.replace_keys(theirs), Err(SecAggError::Protocol(_))));
+    let unknown = SecAggClient::new(7, session, 2, &mut rng).1;
+    assert!(matches!(server.replace_keys(unknown), Err(SecAggError::Protocol(_))));
+    assert!(matches!(server.add_keys(PublicKeys { index: 7, ..new_keys }), Err(SecAggError::Protocol(_))));
+    // The replaced keys are free again (they are no longer in the roster).
+    server.add_keys(PublicKeys { index: 3, ..old_1 }).unwrap();
+    clients.push(stale);
+    clients[3].assign_index(3).unwrap();
+    let roster = server.close_keys().unwrap();
+    assert_eq!(roster.len(), 4);
+    assert!(matches!(server.replace_keys(new_keys), Err(SecAggError::Phase(_))), "the roster is out");
+    for c in &mut clients {
+        let shares = c.share_keys(&roster, 4, &mut rng).unwrap();
+        server.add_shares(c.index(), shares).unwrap();
+    }
+    server.close_shares().unwrap();
+    for c in &mut clients {
+        let masked = c.mask(&server.shares_for(c.index()), input(c.index())).unwrap();
+        server.add_masked(&masked).unwrap();
+    }
+    let survivors = server.close_masked().unwrap();
+    for c in &mut clients {
+        let reveals = c.unmask(&survivors).unwrap();
+        server.add_reveals(c.index(), reveals).unwrap();
+    }
+    let (sum, n) = server.finish().unwrap();
+    assert_eq!((sum, n), (plain_sum(0..4), 4), "the masks cancel with the replaced keys");
+}
+
 #[test]
 fn masked_inputs_round_trip_and_refuse_corruption() {
     let m = MaskedInput { index: 42, values: vec![1, u32::MAX, 7] };
