@@ -22,6 +22,12 @@ fn secure_toml(min: u64, target: u64, phase_secs: u64, epsilon: Option<f64>) -> 
     )
 }
 
+/// `GET /v1/federations/{FED}`.
+async fn federation_info(c: &reqwest::Client, w: &Worker) -> FederationInfo {
+    let body = c.get(w.url(&format!("/v1/federations/{FED}"))).send().await.unwrap().bytes().await.unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
 async fn status(c: &reqwest::Client, w: &Worker) -> SecureStatus {
     let r = c.get(w.url(&format!("/v1/federations/{FED}/secure"))).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -143,10 +149,7 @@ async fn a_secure_round_publishes_the_survivors_mean_and_survives_sigkill() {
     let mut w = Worker::start(dir.path(), &secure_toml(3, 4, 5, None));
     let c = client();
     let token = create_token(&w.db, FED, 10);
-    let info: FederationInfo = serde_json::from_slice(
-        &c.get(w.url(&format!("/v1/federations/{FED}"))).send().await.unwrap().bytes().await.unwrap(),
-    )
-    .unwrap();
+    let info = federation_info(&c, &w).await;
     let params = info.secure.expect("secure federation").params;
     assert_eq!(params.mu, 0.0);
     let base = get_model(&c, &w, FED).await;
@@ -227,10 +230,7 @@ async fn too_few_survivors_publish_nothing_and_restart_the_round() {
     let w = Worker::start(dir.path(), &secure_toml(3, 3, 1, Some(8.0)));
     let c = client();
     let token = create_token(&w.db, FED, 10);
-    let info: FederationInfo = serde_json::from_slice(
-        &c.get(w.url(&format!("/v1/federations/{FED}"))).send().await.unwrap().bytes().await.unwrap(),
-    )
-    .unwrap();
+    let info = federation_info(&c, &w).await;
     let sec = info.secure.unwrap();
     assert!(sec.params.mu > 0.0 && sec.epsilon.unwrap() <= 8.0 + 1e-9, "{sec:?}");
     let s = status(&c, &w).await;
@@ -295,10 +295,7 @@ async fn keys_sent_again_in_the_keys_phase_replace_the_earlier_ones() {
     let mut w = Worker::start(dir.path(), &secure_toml(3, 3, 3, None));
     let c = client();
     let token = create_token(&w.db, FED, 10);
-    let info: FederationInfo = serde_json::from_slice(
-        &c.get(w.url(&format!("/v1/federations/{FED}"))).send().await.unwrap().bytes().await.unwrap(),
-    )
-    .unwrap();
+    let info = federation_info(&c, &w).await;
     let params = info.secure.expect("secure federation").params;
     let base = get_model(&c, &w, FED).await;
     let s = status(&c, &w).await;
