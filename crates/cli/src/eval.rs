@@ -53,6 +53,8 @@ pub struct EvalOptions {
     pub pq_holdout: f64,
     /// Folder caching frozen-encoder embeddings between runs.
     pub embed_cache: Option<PathBuf>,
+    /// Where to write the training, held-out and category-question texts (JSON lines).
+    pub pairs_out: Option<PathBuf>,
 }
 
 /// Where the CaR head starts before training.
@@ -162,6 +164,9 @@ pub struct MethodResult {
     pub kept_epoch: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<usize>,
+    /// The training loop's held-out top-1 after each epoch (what chose `kept_epoch`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_top1_by_epoch: Option<Vec<f64>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -186,6 +191,7 @@ fn row(m: Metrics, pq: Metrics, train_s: f64, encode_s: f64, report: Option<&Tra
         examples_per_s: report.map(|r| r.examples_per_s),
         kept_epoch: report.map(|r| r.best_epoch),
         steps: report.map(|r| r.steps),
+        val_top1_by_epoch: report.map(|r| r.val_top1_by_epoch.clone()),
     }
 }
 
@@ -287,6 +293,12 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
         let mut methods = BTreeMap::new();
         let q_texts: Vec<String> = queries.iter().map(|(q, _)| q.clone()).collect();
         let gold: Vec<Vec<usize>> = queries.iter().map(|(_, g)| g.clone()).collect();
+        // Pseudo-queries: most train CaR, a seeded part is held out for the in-distribution figure.
+        let all_pairs = pseudo_queries(&corpus, &PseudoQueryConfig { seed: opts.seed, ..Default::default() });
+        let (mut pairs, heldout) = split_heldout(all_pairs, opts.pq_holdout, opts.seed);
+        if let Some(path) = &opts.pairs_out {
+            write_pairs(path, &corpus, &pairs, &heldout)?;
+        }
         let t = Instant::now();
         let doc_texts = corpus.full_texts();
         let doc_emb = embed(&enc, &doc_texts, None, "documents", &cache).await?;
@@ -300,9 +312,6 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
         let n = corpus.len();
         let q_row = |q: usize| &q_emb[q * d..(q + 1) * d];
 
-        // Pseudo-queries: most train CaR, a seeded part is held out for the in-distribution figure.
-        let all_pairs = pseudo_queries(&corpus, &PseudoQueryConfig { seed: opts.seed, ..Default::default() });
-        let (mut pairs, heldout) = split_heldout(all_pairs, opts.pq_holdout, opts.seed);
         let h_texts: Vec<String> = heldout.iter().map(|(q, _)| q.clone()).collect();
         let h_gold: Vec<Vec<usize>> = heldout.iter().map(|(_, d)| vec![*d]).collect();
         let h_emb = embed(&enc, &h_texts, None, "held-out pseudo-queries", &cache).await?;
@@ -409,6 +418,21 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
         }
         Ok(report)
     })
+}
+
+/// Writes the pseudo-queries trained on, those held out, and the category questions the keys
+/// move towards, one JSON line each: `{"kind", "query", "doc_id"}`.
+fn write_pairs(path: &Path, corpus: &Corpus, train: &[(String, usize)], heldout: &[(String, usize)]) -> CliResult<()> {
+    let questions = fedsearch_core::pseudo::category_questions(corpus, QUESTION_MAX_WORDS);
+    let mut out = String::new();
+    for (kind, pairs) in [("train", train), ("heldout", heldout), ("question", &questions[..])] {
+        for (query, doc) in pairs {
+            let line = serde_json::json!({ "kind": kind, "query": query, "doc_id": corpus.docs[*doc].id });
+            out.push_str(&line.to_string());
+            out.push('\n');
+        }
+    }
+    std::fs::write(path, out).map_err(|e| CliError::Io(format!("{}: {e}", path.display())))
 }
 
 fn print_table(r: &EvalReport) {

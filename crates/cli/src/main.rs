@@ -74,9 +74,9 @@ enum Command {
         head_epochs: usize,
         #[arg(long, default_value_t = TrainConfig::recipe(TrainMode::Head).head_lr)]
         head_lr: f64,
-        /// End-to-end epochs: one by default here (an epoch over 1,000 documents' pseudo-queries
-        /// is ~17 min of CPU), where the tab lets early stopping end its run.
-        #[arg(long, default_value_t = 1)]
+        /// End-to-end epochs, with early stopping as in the tab (the recipe's; `--adapter-steps`
+        /// usually ends the run first).
+        #[arg(long, default_value_t = TrainConfig::recipe(TrainMode::AdapterHead).epochs)]
         adapter_epochs: usize,
         #[arg(long, default_value_t = TrainConfig::recipe(TrainMode::AdapterHead).adapter_lr)]
         adapter_lr: f64,
@@ -85,9 +85,10 @@ enum Command {
         adapter_head_lr: f64,
         #[arg(long, default_value_t = TrainConfig::recipe(TrainMode::AdapterHead).batch_size)]
         adapter_batch: usize,
-        /// Stop adapter training after this many steps.
-        #[arg(long)]
-        adapter_steps: Option<usize>,
+        /// Stop adapter training after this many steps (the recipe's 3,000: about 85 min of a
+        /// 2-core CPU for 1,000 documents; e.g. 100 for a quick look, which gains nothing).
+        #[arg(long, default_value_t = fedsearch_core::train::ADAPTER_MAX_STEPS)]
+        adapter_steps: usize,
         /// Cache frozen-encoder embeddings in this folder (default: $FEDSEARCH_EMBED_CACHE).
         #[arg(long)]
         embed_cache: Option<PathBuf>,
@@ -109,6 +110,10 @@ enum Command {
         /// Hybrid weights: CaR, MIPS, BM25.
         #[arg(long, value_delimiter = ',', default_values_t = [1.0f32, 1.0, 0.5])]
         hybrid_weights: Vec<f32>,
+        /// Also write the texts this run trains and keys on, as JSON lines `{"kind", "query",
+        /// "doc_id"}` (kind: train, heldout or question), for experiments outside the CLI.
+        #[arg(long)]
+        pairs_out: Option<PathBuf>,
     },
     /// Benchmarks.
     Bench {
@@ -314,6 +319,7 @@ fn run(cli: Cli) -> CliResult<()> {
             head_pull,
             pq_holdout,
             embed_cache,
+            pairs_out,
         } => {
             let methods: Vec<String> = if method == "all" {
                 eval::METHODS.iter().map(|s| s.to_string()).collect()
@@ -346,7 +352,7 @@ fn run(cli: Cli) -> CliResult<()> {
                     batch_size: adapter_batch,
                     head_lr: adapter_head_lr,
                     adapter_lr,
-                    max_steps: adapter_steps,
+                    max_steps: Some(adapter_steps),
                     seed,
                     pull_to_keys: head_pull,
                     ..TrainConfig::recipe(TrainMode::AdapterHead)
@@ -356,6 +362,7 @@ fn run(cli: Cli) -> CliResult<()> {
                 question_mix,
                 pq_holdout,
                 embed_cache,
+                pairs_out,
             };
             eval::run(&opts).map(|_| ())
         }

@@ -48,6 +48,12 @@ fn eval_all_methods_writes_the_json_report() {
             let v = r[k].as_f64().unwrap_or_else(|| panic!("{m}.{k} missing in {report}"));
             assert!(v.is_finite() && v >= 0.0);
         }
+        if m.starts_with("car") {
+            // Each judged epoch's held-out top-1, the kept one among them (0: the start).
+            let by_epoch = r["val_top1_by_epoch"].as_array().unwrap_or_else(|| panic!("{m}: {r}"));
+            let kept = r["kept_epoch"].as_u64().unwrap() as usize;
+            assert!(!by_epoch.is_empty() && kept <= by_epoch.len(), "{m}: {r}");
+        }
         assert!(r["top1"].as_f64().unwrap() <= r["top5"].as_f64().unwrap());
         assert!(r["top5"].as_f64().unwrap() <= r["top10"].as_f64().unwrap());
     }
@@ -68,14 +74,41 @@ fn eval_all_methods_writes_the_json_report() {
         );
     }
     let untrained_out = dir.path().join("untrained.json");
+    let pairs_out = dir.path().join("pairs.jsonl");
     let o_start = eval(
         &dir.path().join("model"),
         &dir.path().join("corpus.jsonl"),
         &dir.path().join("queries.jsonl"),
-        &["--method", "car", "--head-epochs", "0", "--json", untrained_out.to_str().unwrap()],
+        &[
+            "--method",
+            "car",
+            "--head-epochs",
+            "0",
+            "--json",
+            untrained_out.to_str().unwrap(),
+            "--pairs-out",
+            pairs_out.to_str().unwrap(),
+        ],
     );
     assert!(o_start.status.success(), "{}", stderr(&o_start));
     let untrained: Value = serde_json::from_slice(&std::fs::read(&untrained_out).unwrap()).unwrap();
+    // `--pairs-out`: the texts the run trained and keyed on, as many as the report counts, every
+    // one naming a document of the corpus.
+    let corpus_ids: Vec<String> = std::fs::read_to_string(dir.path().join("corpus.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_str().unwrap().to_string())
+        .collect();
+    let pairs: Vec<Value> =
+        std::fs::read_to_string(&pairs_out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let count = |kind: &str| pairs.iter().filter(|p| p["kind"] == kind).count() as u64;
+    assert_eq!(count("heldout"), untrained["heldout_pseudo_queries"].as_u64().unwrap(), "{untrained}");
+    assert_eq!(count("train"), untrained["training_pairs"].as_u64().unwrap(), "{untrained}");
+    assert_eq!(count("train") + count("heldout") + count("question"), pairs.len() as u64, "no other kind");
+    for p in &pairs {
+        assert!(!p["query"].as_str().unwrap().is_empty(), "{p}");
+        assert!(corpus_ids.iter().any(|id| id == p["doc_id"].as_str().unwrap()), "{p}");
+    }
     let (trained, start) = (
         report["methods"]["car"]["pq_top1"].as_f64().unwrap(),
         untrained["methods"]["car"]["pq_top1"].as_f64().unwrap(),

@@ -255,6 +255,8 @@ fn the_recipe_and_its_batches_for_small_runs() {
     assert_eq!((head.batch_size, head.head_lr, head.pull_to_keys, head.patience), (256, 1e-2, 1.0, 3));
     let e2e = TrainConfig::recipe(TrainMode::AdapterHead);
     assert_eq!((e2e.batch_size, e2e.head_lr, e2e.adapter_lr), (32, 1e-3, 1e-4));
+    assert_eq!((e2e.epochs, e2e.max_steps, e2e.patience), (30, Some(3_000), 30), "no early end");
+    assert_eq!(head.max_steps, None);
     assert_eq!(TrainConfig::default().batch_size, head.batch_size);
     assert_eq!(head.clone().for_examples(7_000).batch_size, 256);
     assert_eq!(head.clone().for_examples(200).batch_size, 25);
@@ -282,11 +284,29 @@ fn a_run_that_never_beats_its_start_returns_the_start() {
     assert!(start_top1 > 0.5, "the centroid keys rank their own pairs: {start_top1}");
     assert_eq!(report.best_epoch, 0, "{report:?}");
     assert_eq!(report.best_val_top1, Some(start_top1));
+    assert_eq!(report.epochs, 3, "patience 3 ends the 4-epoch run after 3 epochs without a better one");
     assert!(report.steps > 0, "it did train");
     assert!(block(read_f32(wrecked.head.weight.val())).unwrap().iter().all(|v| *v == 0.0), "the start's residual");
     // A sane run that improves on (or matches) the start keeps a trained epoch.
     let (_, report) = run(1e-2);
     assert!(report.best_val_top1.unwrap() >= start_top1, "{report:?}");
+}
+
+/// The step cap can end a run inside an epoch; that last partial epoch is still judged on the
+/// held-out pairs (its steps count), and every judged epoch's top-1 is reported.
+#[test]
+fn a_capped_run_judges_its_last_partial_epoch() {
+    let (enc, device) = tiny();
+    let (feats, targets) = toy_features(&enc);
+    let d = enc.dim();
+    let model = Retriever { adapter: SoftEmbeddingAdapter::identity(d, &device), head: CarHead::zeros(d, 4, &device) };
+    let cfg = TrainConfig { epochs: 10, batch_size: 8, max_steps: Some(9), patience: 10, ..Default::default() };
+    let (_, report) = block(train(model, TrainInputs::Cached(&feats), &targets, &cfg, &device, &mut |_| true)).unwrap();
+    // 48 pairs, 4 held out: 44 in batches of 8 are 6 steps an epoch, so step 9 ends the second.
+    assert_eq!((report.holdout_examples, report.steps, report.epochs), (4, 9, 2), "{report:?}");
+    assert_eq!(report.val_top1_by_epoch.len(), 2, "{report:?}");
+    let best_judged = report.val_top1_by_epoch.iter().cloned().fold(report.start_val_top1.unwrap(), f64::max);
+    assert_eq!(report.best_val_top1, Some(best_judged), "{report:?}");
 }
 
 #[test]
