@@ -74,7 +74,7 @@ cargo test --workspace
 step "browser tests of crates/client (headless Chromium, WebGPU and CPU)"
 (
   cd crates/client
-  CARGO_TARGET_DIR="$target_dir/wasm" CHROMEDRIVER="$(command -v chromedriver)" WASM_BINDGEN_TEST_TIMEOUT=300 \
+  CARGO_TARGET_DIR="$target_dir/wasm" CHROMEDRIVER="$(command -v chromedriver)" WASM_BINDGEN_TEST_TIMEOUT=900 \
     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
     cargo test --target wasm32-unknown-unknown -p fedsearch-client --test web
 )
