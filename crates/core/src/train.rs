@@ -40,6 +40,10 @@ pub struct TrainConfig {
     pub holdout_fraction: f64,
     /// Epochs without a better held-out top-1 before stopping.
     pub patience: usize,
+    /// Which model a run with held-out pairs returns: `false`, the epoch best on them (the start
+    /// included); `true`, the last epoch unless the start is strictly better on them (end to end:
+    /// the held-out pseudo-queries stop improving long before human questions do).
+    pub keep_last_epoch: bool,
     pub seed: u64,
     /// Stop after this many optimiser steps in total, whatever the epochs.
     pub max_steps: Option<usize>,
@@ -91,7 +95,8 @@ impl TrainConfig {
     /// with early stopping on a held-out tenth of the pairs (patience 3), the residual pulled
     /// back to the keys with λ = 1; end to end, batches of 32 with the head at 1e-3 and the
     /// adapter at 1e-4 (every step runs the encoder forward and backward), at most
-    /// [`ADAPTER_MAX_STEPS`] steps and without an early end.
+    /// [`ADAPTER_MAX_STEPS`] steps, without an early end, keeping the last epoch unless the start
+    /// is better on the held-out pairs.
     pub fn recipe(mode: TrainMode) -> Self {
         let head = Self {
             epochs: 30,
@@ -100,20 +105,22 @@ impl TrainConfig {
             adapter_lr: 1e-4,
             holdout_fraction: 0.1,
             patience: 3,
+            keep_last_epoch: false,
             seed: 17,
             max_steps: None,
             pull_to_keys: 1.0,
         };
         match mode {
             TrainMode::Head => head,
-            // No early end: the held-out pseudo-queries plateau after a few epochs while human
-            // questions still gain (QUALITY.md), so the run goes to its cap and keeps the epoch
-            // that was best on the held-out pairs (the start included).
+            // No early end and the last epoch kept: the held-out pseudo-queries plateau after a
+            // few epochs while human questions still gain (QUALITY.md, stop 17); the start is
+            // kept only when it is better on them than the last epoch.
             TrainMode::AdapterHead => Self {
                 batch_size: 32,
                 head_lr: 1e-3,
                 max_steps: Some(ADAPTER_MAX_STEPS),
                 patience: head.epochs,
+                keep_last_epoch: true,
                 ..head
             },
         }
@@ -225,6 +232,8 @@ pub async fn train(
         report.start_val_top1 = Some(top1);
         best = Some((top1, start_model));
     }
+    // With `keep_last_epoch` the start stays at hand, to come back if the last epoch is worse.
+    let start_kept = if cfg.keep_last_epoch { best.clone() } else { None };
     let mut since_best = 0;
     let mut seen = 0usize;
     for epoch in 0..cfg.epochs {
@@ -292,9 +301,22 @@ pub async fn train(
             return Err(CoreError::Cancelled);
         }
         // A trained epoch replaces the start when it is at least as good (what it learnt, e.g.
-        // clicks, is kept on a tie), and an earlier epoch only when it is better.
+        // clicks, is kept on a tie), and an earlier epoch only when it is better; with
+        // `keep_last_epoch` every epoch at least as good as the start replaces what was kept,
+        // and one worse than the start gives the start back.
+        if let Some((start_top1, start_model)) = &start_kept
+            && top1 < *start_top1
+        {
+            best = Some((*start_top1, start_model.clone()));
+            report.best_epoch = 0;
+            if capped {
+                break;
+            }
+            continue;
+        }
         let better = match &best {
             None => true,
+            _ if cfg.keep_last_epoch => true,
             Some((b, _)) if report.best_epoch == 0 => top1 >= *b,
             Some((b, _)) => top1 > *b,
         };

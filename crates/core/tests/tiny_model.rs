@@ -256,6 +256,7 @@ fn the_recipe_and_its_batches_for_small_runs() {
     let e2e = TrainConfig::recipe(TrainMode::AdapterHead);
     assert_eq!((e2e.batch_size, e2e.head_lr, e2e.adapter_lr), (32, 1e-3, 1e-4));
     assert_eq!((e2e.epochs, e2e.max_steps, e2e.patience), (30, Some(3_000), 30), "no early end");
+    assert!(e2e.keep_last_epoch && !head.keep_last_epoch);
     assert_eq!(head.max_steps, None);
     assert_eq!(TrainConfig::default().batch_size, head.batch_size);
     assert_eq!(head.clone().for_examples(7_000).batch_size, 256);
@@ -275,10 +276,12 @@ fn a_run_that_never_beats_its_start_returns_the_start() {
         adapter: SoftEmbeddingAdapter::identity(d, &device),
         head: CarHead::from_keys(&keys, 4, d, &device),
     };
-    let run = |head_lr: f64| {
-        let cfg = TrainConfig { epochs: 4, batch_size: 8, head_lr, pull_to_keys: 0.0, ..Default::default() };
+    let run_for = |epochs: usize, head_lr: f64, keep_last_epoch: bool| {
+        let cfg =
+            TrainConfig { epochs, batch_size: 8, head_lr, pull_to_keys: 0.0, keep_last_epoch, ..Default::default() };
         block(train(start(), TrainInputs::Cached(&feats), &targets, &cfg, &device, &mut |_| true)).unwrap()
     };
+    let run = |head_lr: f64| run_for(4, head_lr, false);
     let (wrecked, report) = run(50.0);
     let start_top1 = report.start_val_top1.expect("48 pairs have a held-out split");
     assert!(start_top1 > 0.5, "the centroid keys rank their own pairs: {start_top1}");
@@ -290,6 +293,18 @@ fn a_run_that_never_beats_its_start_returns_the_start() {
     // A sane run that improves on (or matches) the start keeps a trained epoch.
     let (_, report) = run(1e-2);
     assert!(report.best_val_top1.unwrap() >= start_top1, "{report:?}");
+    // Keeping the last epoch (the end-to-end recipe): a wrecked run whose last epoch is worse
+    // than the start gives the start back (3 epochs: the 4-pair held-out split scores the
+    // wrecked head's epochs 0.25, 0.5, 0.25); a sane one keeps its last epoch whenever that is at
+    // least as good as the start.
+    let (wrecked, report) = run_for(3, 50.0, true);
+    assert!(*report.val_top1_by_epoch.last().unwrap() < start_top1, "{report:?}");
+    assert_eq!((report.best_epoch, report.best_val_top1), (0, Some(start_top1)), "{report:?}");
+    assert!(block(read_f32(wrecked.head.weight.val())).unwrap().iter().all(|v| *v == 0.0), "the start's residual");
+    let (_, report) = run_for(4, 1e-2, true);
+    let last = *report.val_top1_by_epoch.last().unwrap();
+    let expected = if last >= start_top1 { (report.epochs, last) } else { (0, start_top1) };
+    assert_eq!((report.best_epoch, report.best_val_top1.unwrap()), expected, "{report:?}");
 }
 
 /// The step cap can end a run inside an epoch; that last partial epoch is still judged on the
