@@ -7,7 +7,7 @@ Inputs (one folder, DIR): model/ (config.json, model.safetensors, tokenizer.json
 (`fedsearch eval --pairs-out`: kinds train, heldout, question), corpus-1k.jsonl.gz,
 desc-1k.jsonl.gz (Wikidata descriptions), fanout.jsonl (the question set), fanout-train.jsonl /
 fanout-test.jsonl (`fedsearch data split`), and the same -10k files where present.
-Usage: python adapter_gpu.py DIR OUT_DIR [DEADLINE_SECONDS]
+Usage: python adapter_gpu.py DIR OUT_DIR [DEADLINE_SECONDS [first|seeds|federated]]
 The model here mirrors crates/core (BERT, mean pooling, L2 normalisation; logits = 20 q.(K + W) + b,
 pull lambda/2 (|W|^2 + |b|^2); keys = normalise(doc + 0.5 mean(pq) + 1.0 mean(questions)))."""
 import gzip, json, math, os, sys, time
@@ -190,7 +190,6 @@ def train(st, name, steps, batch, head_lr, adapter_lr, pull=1.0, adapter_pull=0.
         A = [torch.eye(D, device=dev).requires_grad_(), torch.zeros(D, device=dev).requires_grad_()]
         params.append({"params": A, "lr": adapter_lr})
     opt = torch.optim.Adam(params)
-    rows = []
     t = time.time()
     for step in range(1, steps + 1):
         idx = torch.randint(0, len(toks), (batch,), generator=g).tolist()
@@ -223,14 +222,13 @@ def train(st, name, steps, batch, head_lr, adapter_lr, pull=1.0, adapter_pull=0.
                 else:
                     qe = {k: (embed(v[0], A) if A is not None else st.frozen[k]) for k, v in st.sets.items()}
                     sc = {k: scale * qe[k] @ (st.keys + Wr).T + b for k in qe}
-            rows.append(st.report(f"{name} @ {step}", lambda k: sc[k],
-                                  {"loss": round(loss.item(), 4), "seconds": round(time.time() - t, 1)}))
+            st.report(f"{name} @ {step}", lambda k: sc[k],
+                      {"loss": round(loss.item(), 4), "seconds": round(time.time() - t, 1)})
             if save and step == steps:
                 np.savez_compressed(os.path.join(OUT, save), **{k: v.half().cpu().numpy() for k, v in sc.items()})
         if time.time() > DEADLINE:
             log("deadline: stopping", name, "at step", step)
             break
-    return rows
 
 
 def federated(st, name, rounds, clients, local_steps, batch, head_lr, adapter_lr, clicks=None, pull=1.0, seed=1,
@@ -275,6 +273,9 @@ def federated(st, name, rounds, clients, local_steps, batch, head_lr, adapter_lr
 
 
 def run(tag, plan):
+    """Sets one corpus up, reports the untrained baselines, then runs each experiment of the plan
+    (`fn`: train by default; `clicks=True`: the corpus' click pairs); a failure or the deadline
+    skips only that experiment."""
     st = Setup(tag)
     st.report("MIPS", lambda k: st.frozen[k] @ st.docs.T)
     st.report("keys only (the recipe's start)", lambda k: 20 * st.frozen[k] @ st.keys.T)
@@ -282,11 +283,14 @@ def run(tag, plan):
         if time.time() > DEADLINE:
             log("deadline: skipping", name)
             continue
+        kw = dict(kw)
+        fn = kw.pop("fn", train)
+        if kw.get("clicks"):
+            kw["clicks"] = st.clicks
         try:
-            train(st, name, **kw)
+            fn(st, name, **kw)
         except Exception as e:  # keep the other experiments' results
             log("FAILED", name, repr(e))
-    return st
 
 
 log("device", dev, torch.cuda.get_device_name() if dev == "cuda" else "")
@@ -310,38 +314,18 @@ if PLAN == "first":
         ("adapter 1e-4 + head 1e-3, batch 256", dict(steps=2000, batch=256, head_lr=1e-3, adapter_lr=1e-4, checkpoints=(300, 1000))),
     ]
 elif PLAN == "federated":
-    st = Setup("1k")
-    st.report("MIPS", lambda k: st.frozen[k] @ st.docs.T)
-    fed_kw = dict(rounds=15, clients=10, local_steps=20, batch=32, head_lr=1e-3, adapter_lr=1e-4)
-    for name, clicks in (("federated adapter + head, clicks x3", st.clicks), ("federated adapter + head, no clicks", None)):
-        try:
-            federated(st, name, clicks=clicks, **fed_kw)
-        except Exception as e:
-            log("FAILED", name, repr(e))
-    log("done")
-    sys.exit(0)
+    fed_kw = dict(fn=federated, rounds=15, clients=10, local_steps=20, batch=32, head_lr=1e-3, adapter_lr=1e-4)
+    plan_1k = [("federated adapter + head, clicks x3", dict(fed_kw, clicks=True)),
+               ("federated adapter + head, no clicks", fed_kw)]
+    plan_10k = []
 else:  # "seeds": the recipe's spread over seeds, with clicks, and at 10k; logits saved for fusion
     plan_1k = [(f"the recipe, 3000 steps, seed {s}", dict(recipe, seed=s, save=f"logits-1k-seed{s}.npz")) for s in (1, 2, 3)]
     plan_1k.append(("the recipe + clicks x3, 3000 steps", dict(recipe, clicks=True, save="logits-1k-clicks.npz")))
     plan_10k = [("the recipe, 3000 steps, seed 1", dict(recipe))]
-st = None
 try:
-    st = Setup("1k")
-    st.report("MIPS", lambda k: st.frozen[k] @ st.docs.T)
-    st.report("keys only (the recipe's start)", lambda k: 20 * st.frozen[k] @ st.keys.T)
-    for name, kw in plan_1k:
-        if time.time() > DEADLINE:
-            log("deadline: skipping", name); continue
-        kw = dict(kw)
-        if kw.get("clicks"):
-            kw["clicks"] = st.clicks
-        try:
-            train(st, name, **kw)
-        except Exception as e:
-            log("FAILED", name, repr(e))
+    run("1k", plan_1k)
 except Exception as e:
     log("FAILED 1k setup", repr(e))
-del st
-if time.time() < DEADLINE - 60 and jl("corpus-10k.jsonl.gz") is not None:
+if plan_10k and time.time() < DEADLINE - 60 and jl("corpus-10k.jsonl.gz") is not None:
     run("10k", plan_10k)
 log("done")

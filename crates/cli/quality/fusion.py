@@ -83,7 +83,7 @@ base = {}
 for name, qs in sets.items():
     Q = emb.embed([q for q, _ in qs])
     base[name] = (Q @ D.T, np.stack([bm.scores(q) for q, _ in qs]))
-emb._save_store() if hasattr(emb, "_save_store") else None
+emb._save_store()  # the ONNX Runtime embeddings, cached for the next run
 print("set: MIPS | BM25 (top-1 / MRR@10)")
 for name, qs in sets.items():
     g = [x for _, x in qs]

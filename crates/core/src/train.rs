@@ -41,8 +41,9 @@ pub struct TrainConfig {
     /// Epochs without a better held-out top-1 before stopping.
     pub patience: usize,
     /// Which model a run with held-out pairs returns: `false`, the epoch best on them (the start
-    /// included); `true`, the last epoch unless the start is strictly better on them (end to end:
-    /// the held-out pseudo-queries stop improving long before human questions do).
+    /// included); `true`, the last epoch unless the start is strictly better on them, and
+    /// `patience` is not consulted (end to end: the held-out pseudo-queries stop improving long
+    /// before human questions do).
     pub keep_last_epoch: bool,
     pub seed: u64,
     /// Stop after this many optimiser steps in total, whatever the epochs.
@@ -280,54 +281,51 @@ pub async fn train(
         report.epochs = epoch + 1;
         // The step cap ends the run after this (maybe partial) epoch, which is still judged.
         let capped = report.steps >= total_steps;
-        if holdout.is_empty() {
-            if capped {
-                break;
+        if !holdout.is_empty() {
+            let current = Retriever { adapter: adapter.clone(), head: head.clone() };
+            let top1 = holdout_top1(&current, &inputs, &holdout, targets, device, batch).await?;
+            report.val_top1_by_epoch.push(top1);
+            let p = TrainProgress {
+                step: report.steps,
+                total_steps,
+                epoch,
+                loss: report.final_loss,
+                examples_per_s: seen as f64 / start.elapsed().as_secs_f64().max(1e-9),
+                val_top1: Some(top1),
+            };
+            if !progress(&p) {
+                return Err(CoreError::Cancelled);
             }
-            continue;
-        }
-        let current = Retriever { adapter: adapter.clone(), head: head.clone() };
-        let top1 = holdout_top1(&current, &inputs, &holdout, targets, device, batch).await?;
-        report.val_top1_by_epoch.push(top1);
-        let p = TrainProgress {
-            step: report.steps,
-            total_steps,
-            epoch,
-            loss: report.final_loss,
-            examples_per_s: seen as f64 / start.elapsed().as_secs_f64().max(1e-9),
-            val_top1: Some(top1),
-        };
-        if !progress(&p) {
-            return Err(CoreError::Cancelled);
-        }
-        // A trained epoch replaces the start when it is at least as good (what it learnt, e.g.
-        // clicks, is kept on a tie), and an earlier epoch only when it is better; with
-        // `keep_last_epoch` every epoch at least as good as the start replaces what was kept,
-        // and one worse than the start gives the start back.
-        if let Some((start_top1, start_model)) = &start_kept
-            && top1 < *start_top1
-        {
-            best = Some((*start_top1, start_model.clone()));
-            report.best_epoch = 0;
-            if capped {
-                break;
-            }
-            continue;
-        }
-        let better = match &best {
-            None => true,
-            _ if cfg.keep_last_epoch => true,
-            Some((b, _)) if report.best_epoch == 0 => top1 >= *b,
-            Some((b, _)) => top1 > *b,
-        };
-        if better {
-            best = Some((top1, current));
-            report.best_epoch = epoch + 1;
-            since_best = 0;
-        } else {
-            since_best += 1;
-            if since_best >= cfg.patience {
-                break;
+            if cfg.keep_last_epoch {
+                // The last epoch, unless the start is strictly better on the held-out pairs.
+                best = match &start_kept {
+                    Some((start_top1, start_model)) if top1 < *start_top1 => {
+                        report.best_epoch = 0;
+                        Some((*start_top1, start_model.clone()))
+                    }
+                    _ => {
+                        report.best_epoch = epoch + 1;
+                        Some((top1, current))
+                    }
+                };
+            } else {
+                // A trained epoch replaces the start when it is at least as good (what it learnt,
+                // e.g. clicks, is kept on a tie), and an earlier epoch only when it is better.
+                let better = match &best {
+                    None => true,
+                    Some((b, _)) if report.best_epoch == 0 => top1 >= *b,
+                    Some((b, _)) => top1 > *b,
+                };
+                if better {
+                    best = Some((top1, current));
+                    report.best_epoch = epoch + 1;
+                    since_best = 0;
+                } else {
+                    since_best += 1;
+                    if since_best >= cfg.patience {
+                        break;
+                    }
+                }
             }
         }
         if capped {
