@@ -365,16 +365,10 @@ fn pooled_batch(
             Ok(Tensor::from_data(TensorData::new(rows, [idx.len(), d]), device))
         }
         TrainInputs::Texts { encoder, texts } => {
-            // A batch whose activations would not fit a WebGPU storage binding is encoded in
-            // parts and concatenated: the same gradient, smaller tensors.
-            let part = encoder.fit_batch(idx.len(), encoder.tokenizer.max_len());
-            let mut pooled = Vec::new();
-            for sub in idx.chunks(part) {
-                let batch_texts: Vec<&str> = sub.iter().map(|&i| texts[i].as_str()).collect();
-                let tokens = encoder.tokenizer.batch(&batch_texts)?;
-                pooled.push(encoder.pooled(&tokens, through_adapter.then_some(adapter)));
-            }
-            Ok(if pooled.len() == 1 { pooled.remove(0) } else { Tensor::cat(pooled, 0) })
+            // Encoded in length groups, each within a WebGPU storage binding: the same gradient
+            // as one padded batch, with less padding and smaller tensors.
+            let batch_texts: Vec<&str> = idx.iter().map(|&i| texts[i].as_str()).collect();
+            encoder.pooled_texts(&batch_texts, through_adapter.then_some(adapter))
         }
     }
 }

@@ -496,9 +496,12 @@ fn batches_over_the_storage_binding_limit_are_split_with_the_same_result() {
         (emb, losses)
     };
     let (emb_whole, loss_whole) = run(&enc);
-    // Room for 5 examples of the longest sequence: batches of 48 and 16 must be split.
-    enc.storage_binding_limit = 5 * enc.activation_bytes_per_example(enc.tokenizer.max_len());
-    assert_eq!(enc.fit_batch(16, enc.tokenizer.max_len()), 5);
+    // Room for 5 examples of the longest text (training's groups are sized for their own
+    // length, embedding's batches for the longest allowed): batches of 48 and 16 must be split.
+    let longest = refs.iter().map(|t| enc.tokenizer.ids(t).unwrap().len()).max().unwrap();
+    enc.storage_binding_limit = 5 * enc.activation_bytes_per_example(longest);
+    assert_eq!(enc.fit_batch(16, longest), 5);
+    assert!(enc.fit_batch(48, enc.tokenizer.max_len()) <= 5);
     let (emb_split, loss_split) = run(&enc);
     for (a, b) in emb_whole.iter().zip(&emb_split) {
         assert!((a - b).abs() < 1e-5, "embedding {a} vs {b}");
@@ -584,5 +587,66 @@ fn f16_weights_load_close_to_f32_and_overflow_is_refused() {
     match fedsearch_core::loader::to_f16_safetensors(&file) {
         Err(CoreError::Weights(msg)) => assert!(msg.contains("does not fit f16"), "{msg}"),
         other => panic!("expected an overflow error, got {:?}", other.map(|v| v.len())),
+    }
+}
+
+#[test]
+fn length_groups_cut_sorted_lengths_where_padding_costs_more_than_a_group() {
+    use fedsearch_core::model::length_groups;
+    let roomy = |_: usize| 100;
+    assert_eq!(length_groups(&[], 32, roomy), Vec::<usize>::new());
+    assert_eq!(length_groups(&[3, 3, 3, 3], 32, roomy), vec![4]);
+    // One group computes 4 × 40 positions; two compute 3 × 3 + 40 and pay one overhead more.
+    assert_eq!(length_groups(&[3, 3, 3, 40], 4, roomy), vec![3, 1]);
+    assert_eq!(length_groups(&[3, 3, 3, 40], 1000, roomy), vec![4]);
+    assert_eq!(length_groups(&[2, 2, 9, 9, 30, 30], 1, roomy), vec![2, 2, 2]);
+    // The size bound holds even where one group would be cheaper.
+    let sizes = length_groups(&[5; 10], 1000, |_| 4);
+    assert!(sizes.iter().all(|&s| (1..=4).contains(&s)) && sizes.iter().sum::<usize>() == 10, "{sizes:?}");
+    assert_eq!(sizes.len(), 3);
+    // The bound depends on the group's longest member.
+    assert_eq!(length_groups(&[1, 1, 1, 8, 8], 1000, |len| if len > 4 { 1 } else { 3 }), vec![3, 1, 1]);
+}
+
+/// Training encodes a batch in length groups, each padded to its own longest text, and puts the
+/// rows back in the batch's order: the same pooled rows, and the same adapter gradient, as one
+/// batch padded to its longest member.
+#[test]
+fn length_grouped_batches_give_the_same_rows_and_gradient_as_one_padded_batch() {
+    use fedsearch_core::model::length_groups;
+    let (enc, _) = tiny();
+    let (texts, _) = toy_pairs();
+    // Long and short texts interleaved, longest first: the groups must reorder the rows.
+    let mixed: Vec<String> =
+        (0..12).map(|i| if i % 3 == 0 { [texts[i].as_str(); 8].join(" ") } else { texts[i].clone() }).collect();
+    let refs: Vec<&str> = mixed.iter().map(String::as_str).collect();
+    let mut lens: Vec<usize> = refs.iter().map(|t| enc.tokenizer.ids(t).unwrap().len()).collect();
+    lens.sort();
+    assert!(length_groups(&lens, fedsearch_core::model::GROUP_OVERHEAD_TOKENS, |_| 100).len() > 1, "{lens:?}");
+
+    let ad = Device::flex().autodiff();
+    let d = enc.dim();
+    let weights: Vec<f32> = (0..refs.len() * d).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+    let run = |grouped: bool| {
+        let adapter = SoftEmbeddingAdapter::identity(d, &ad);
+        let pooled = if grouped {
+            enc.pooled_texts(&refs, Some(&adapter)).unwrap()
+        } else {
+            enc.pooled(&enc.tokenizer.batch(&refs).unwrap(), Some(&adapter))
+        };
+        let rows = block(read_f32(pooled.clone().inner())).unwrap();
+        let w = Tensor::<2>::from_data(TensorData::new(weights.clone(), [refs.len(), d]), &ad);
+        let grads = (pooled * w).sum().backward();
+        let grad = block(read_f32(adapter.weight.val().grad(&grads).unwrap())).unwrap();
+        (rows, grad)
+    };
+    let (rows_grouped, grad_grouped) = run(true);
+    let (rows_one, grad_one) = run(false);
+    for (a, b) in rows_grouped.iter().zip(&rows_one) {
+        assert!((a - b).abs() < 1e-5, "row value {a} vs {b}");
+    }
+    assert!(grad_one.iter().any(|g| g.abs() > 1e-4));
+    for (a, b) in grad_grouped.iter().zip(&grad_one) {
+        assert!((a - b).abs() < 1e-4, "gradient {a} vs {b}");
     }
 }
