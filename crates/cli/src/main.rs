@@ -85,7 +85,7 @@ enum Command {
         adapter_head_lr: f64,
         #[arg(long, default_value_t = TrainConfig::recipe(TrainMode::AdapterHead).batch_size)]
         adapter_batch: usize,
-        /// Stop adapter training after this many steps (the recipe's 3,000: about 80 min of a
+        /// Stop adapter training after this many steps (the recipe's 3,000: about 40 min of a
         /// 2-core CPU for 1,000 documents; e.g. 100 for a quick look, which gains nothing).
         #[arg(long, default_value_t = fedsearch_core::train::ADAPTER_MAX_STEPS)]
         adapter_steps: usize,
