@@ -167,6 +167,9 @@ pub struct MethodResult {
     /// The training loop's held-out top-1 after each epoch (what chose `kept_epoch`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_top1_by_epoch: Option<Vec<f64>>,
+    /// The same held-out top-1 of the model before training (what epoch 0 stands for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_val_top1: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -192,6 +195,7 @@ fn row(m: Metrics, pq: Metrics, train_s: f64, encode_s: f64, report: Option<&Tra
         kept_epoch: report.map(|r| r.best_epoch),
         steps: report.map(|r| r.steps),
         val_top1_by_epoch: report.map(|r| r.val_top1_by_epoch.clone()),
+        start_val_top1: report.and_then(|r| r.start_val_top1),
     }
 }
 

@@ -53,6 +53,8 @@ fn eval_all_methods_writes_the_json_report() {
             let by_epoch = r["val_top1_by_epoch"].as_array().unwrap_or_else(|| panic!("{m}: {r}"));
             let kept = r["kept_epoch"].as_u64().unwrap() as usize;
             assert!(!by_epoch.is_empty() && kept <= by_epoch.len(), "{m}: {r}");
+            let start = r["start_val_top1"].as_f64().unwrap_or_else(|| panic!("{m}: {r}"));
+            assert!((0.0..=1.0).contains(&start), "{m}: {r}");
         }
         assert!(r["top1"].as_f64().unwrap() <= r["top5"].as_f64().unwrap());
         assert!(r["top5"].as_f64().unwrap() <= r["top10"].as_f64().unwrap());
