@@ -637,6 +637,7 @@ fn length_grouped_batches_give_the_same_rows_and_gradient_as_one_padded_batch() 
     let mut lens: Vec<usize> = refs.iter().map(|t| enc.tokenizer.ids(t).unwrap().len()).collect();
     lens.sort();
     assert!(length_groups(&lens, fedsearch_core::model::GROUP_OVERHEAD_TOKENS, |_| 100).len() > 1, "{lens:?}");
+    assert!(matches!(enc.pooled_texts(&[], None), Err(CoreError::Data(_))));
 
     let ad = Device::flex().autodiff();
     let d = enc.dim();
