@@ -131,7 +131,7 @@ impl TrainConfig {
 /// How much better than the last epoch the start must be on `n` held-out pairs for a keep-last
 /// run to return the start: two standard errors of a top-1 of `start_top1` over `n` pairs, and
 /// at least two pairs. Held-out noise must not throw a long run away (a 3,000-step CLI run whose
-/// last epoch scored 0.4 points below its start on 788 pairs was discarded, QUALITY.md stop 18),
+/// last epoch scored 0.4 points below its start on 709 pairs was discarded, QUALITY.md stop 18),
 /// while a wrecked run still gives the start back.
 pub fn start_margin(start_top1: f64, n: usize) -> f64 {
     let n = n.max(1) as f64;
