@@ -97,7 +97,7 @@ impl TrainConfig {
     /// back to the keys with λ = 1; end to end, batches of 32 with the head at 1e-3 and the
     /// adapter at 1e-4 (every step runs the encoder forward and backward), at most
     /// [`ADAPTER_MAX_STEPS`] steps, without an early end, keeping the last epoch unless the start
-    /// is better on the held-out pairs.
+    /// beats it on the held-out pairs by more than [`start_margin`].
     pub fn recipe(mode: TrainMode) -> Self {
         let head = Self {
             epochs: 30,
@@ -115,7 +115,7 @@ impl TrainConfig {
             TrainMode::Head => head,
             // No early end and the last epoch kept: the held-out pseudo-queries plateau after a
             // few epochs while human questions still gain (QUALITY.md, stop 17); the start is
-            // kept only when it is better on them than the last epoch.
+            // kept only when it beats the last epoch on them by more than `start_margin`.
             TrainMode::AdapterHead => Self {
                 batch_size: 32,
                 head_lr: 1e-3,
