@@ -1,5 +1,6 @@
 //! Model behaviour on the tiny random BERT: loading errors, adapter identity, the training loop
-//! (head-only and adapter+head), frozen encoder weights and checkpoint round trips.
+//! (head-only and adapter+head), frozen encoder weights and checkpoint round trips, and the CPU
+//! backend's patched elementwise math (vendor/README.md) against f64 references.
 
 use burn::optim::GradientsParams;
 use burn::prelude::*;
@@ -664,4 +665,72 @@ fn length_grouped_batches_give_the_same_rows_and_gradient_as_one_padded_batch() 
     for (a, b) in grad_grouped.iter().zip(&grad_one) {
         assert!((a - b).abs() < 1e-4, "gradient {a} vs {b}");
     }
+}
+
+/// erf in f64 by its Maclaurin series (|x| ≤ 3: ~1e-13 accurate), the reference for the CPU
+/// backend's vectorised f32 erf (vendor/README.md).
+fn erf_series(x: f64) -> f64 {
+    let (mut term, mut sum) = (x, x);
+    for n in 1..120 {
+        term *= -x * x / n as f64;
+        sum += term / (2 * n + 1) as f64;
+    }
+    sum * 2.0 / std::f64::consts::PI.sqrt()
+}
+
+#[test]
+fn the_cpu_backends_erf_gelu_and_exp_match_f64_references_small_and_large() {
+    use burn::tensor::activation::{gelu, softmax};
+    // 801 points of [-4, 4] (erf's argument within ±2.83), and the same repeated past the size at
+    // which the patched kernels split the work over threads.
+    let grid: Vec<f32> = (-400..=400).map(|i| i as f32 * 0.01).collect();
+    for n in [grid.len(), 100 * grid.len()] {
+        let xs: Vec<f32> = grid.iter().cycle().take(n).copied().collect();
+        let t = || Tensor::<1>::from_data(TensorData::new(xs.clone(), [n]), &Device::flex());
+        let erf = block(read_f32(t().erf())).unwrap();
+        let gelu_values = block(read_f32(gelu(t()))).unwrap();
+        let exp = block(read_f32(t().mul_scalar(20.0).exp())).unwrap();
+        let ad = Device::flex().autodiff();
+        let x = Tensor::<1>::from_data(TensorData::new(xs.clone(), [n]), &ad).require_grad();
+        let grad = block(read_f32(x.grad(&gelu(x.clone()).sum().backward()).unwrap())).unwrap();
+        // Worst absolute errors (exp: relative) over the grid.
+        let mut worst = [0f64; 4];
+        for i in 0..n {
+            let x = xs[i] as f64;
+            let cdf = 0.5 * (1.0 + erf_series(x / std::f64::consts::SQRT_2));
+            let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            let want_exp = ((20.0 * xs[i]) as f64).exp();
+            let errors = [
+                (erf[i] as f64 - erf_series(x)).abs(),
+                (gelu_values[i] as f64 - x * cdf).abs(),
+                (grad[i] as f64 - (cdf + x * pdf)).abs(),
+                (exp[i] as f64 - want_exp).abs() / want_exp,
+            ];
+            for (w, e) in worst.iter_mut().zip(errors) {
+                *w = w.max(e);
+            }
+        }
+        // erf: ~3 ulp of 1 near |x| = 4, where the approximation meets its clamp.
+        let bounds = [5e-7, 2e-6, 2e-6, 4e-7];
+        assert!(worst.iter().zip(bounds).all(|(w, b)| *w < b), "n = {n}: worst erf, gelu, gelu', exp {worst:?}");
+        eprintln!("n = {n}: worst erf, gelu, gelu', exp (relative) {worst:?}");
+    }
+    // Far tails, infinities and NaN.
+    let xs = vec![-1e4f32, -100.0, -10.0, 10.0, 100.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
+    let t = Tensor::<1>::from_data(TensorData::new(xs.clone(), [xs.len()]), &Device::flex());
+    let erf = block(read_f32(t.clone().erf())).unwrap();
+    for (got, want) in erf.iter().zip([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0, -1.0]) {
+        assert!((got - want).abs() < 1e-7, "{erf:?}");
+    }
+    assert!(erf[7].is_nan());
+    let g = block(read_f32(gelu(t.clone()))).unwrap();
+    assert!(g[0] == 0.0 && g[1] == 0.0 && g[2].abs() < 1e-6 && g[3] == 10.0 && g[4] == 100.0, "{g:?}");
+    let e = block(read_f32(t.exp())).unwrap();
+    assert!(e[0] == 0.0 && e[1] == 0.0 && e[6] == 0.0 && e[7].is_nan(), "{e:?}");
+    assert!(((e[2] as f64) - (-10f64).exp()).abs() < 1e-6 * (-10f64).exp(), "{e:?}");
+    // A masked score (-inf, or BERT's -10000) weighs exactly nothing.
+    let scores =
+        Tensor::<2>::from_data(TensorData::new(vec![0.0f32, f32::NEG_INFINITY, 1.0, -1e4], [1, 4]), &Device::flex());
+    let p = block(read_f32(softmax(scores, 1))).unwrap();
+    assert!(p[1] == 0.0 && p[3] == 0.0 && (p[0] + p[2] - 1.0).abs() < 1e-6, "{p:?}");
 }
