@@ -122,8 +122,9 @@ fn zip_vectorised(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) ->
 }
 
 /// One row of attention scores, `row = softmax(row · scale + bias)` in place (f32, no mask or
-/// cap): the scaling, the max, the exponentials and the sum as whole-row vector passes instead of
-/// one scalar loop carrying a running max and sum (which the compiler cannot vectorise).
+/// cap): the scaling, the max, the exponentials and the normalisation as whole-row vector passes
+/// instead of one scalar loop carrying a running max and sum (which the compiler cannot
+/// vectorise); the sum stays sequential.
 pub fn scaled_softmax_row_f32(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
     #[inline(always)]
     fn run(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
@@ -145,14 +146,10 @@ pub fn scaled_softmax_row_f32(row: &mut [f32], scale: f32, bias: Option<&[f32]>)
             return;
         }
         row.iter_mut().for_each(|s| *s = exp_f32(*s - max));
-        let mut sums = [0f32; LANES];
-        let mut chunks = row.chunks_exact(LANES);
-        for c in &mut chunks {
-            for (t, &v) in sums.iter_mut().zip(c) {
-                *t += v;
-            }
-        }
-        let sum: f32 = sums.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
+        // A sequential sum (the max above is exact in any order): a padded row's trailing zeros
+        // then leave it bit for bit unchanged, so a text embeds alike in any batch. Lane-wise
+        // partial sums regrouped the real terms with the row's length.
+        let sum: f32 = row.iter().sum();
         let inv = 1.0 / sum;
         row.iter_mut().for_each(|s| *s *= inv);
     }
