@@ -1,9 +1,9 @@
 //! fedsearch patch (see vendor/README.md): branch-free f32 `erf` and `exp` that the compiler
-//! vectorises (AVX-512/AVX2 natively, simd128 in wasm), and a chunked map that spreads a large
-//! elementwise pass over rayon's threads. Used by GELU and its backward, which Burn 0.22.1's
-//! flex evaluates with one scalar `libm::erff` call per element on one thread (19 % of the
-//! frozen encoder's time and ~31 % of a training step through it, fedsearch's
-//! crates/core/PERFORMANCE.md).
+//! vectorises (AVX-512/AVX2 natively, simd128 in wasm), chunked maps that spread a large
+//! elementwise pass over rayon's threads, and an attention softmax row in vector passes. Used by
+//! GELU and its backward, the `erf` and `exp` ops and the fused attention, which Burn 0.22.1's
+//! flex evaluated with one scalar libm call per element on one thread (a quarter of the frozen
+//! encoder's profile, fedsearch's crates/core/PERFORMANCE.md).
 
 use alloc::vec::Vec;
 

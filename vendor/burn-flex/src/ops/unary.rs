@@ -365,7 +365,7 @@ pub fn trunc(tensor: FlexTensor) -> FlexTensor {
 }
 
 /// Error function
-/// fedsearch patch: f32 through the vectorised `fast_math::erf_f32` (max abs error < 2e-7), on
+/// fedsearch patch: f32 through the vectorised `fast_math::erf_f32` (max abs error 4.2e-7), on
 /// rayon's threads when large (vendor/README.md): fedsearch's encoder composes GELU from `erf`
 /// when it trains.
 pub fn erf(tensor: FlexTensor) -> FlexTensor {
