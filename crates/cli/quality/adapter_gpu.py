@@ -139,7 +139,7 @@ class Setup:
         qset("questions", jl("fanout.jsonl"))
         qset("descriptions", jl(f"desc-{tag}.jsonl.gz"))
         self.sets["pq"] = (tokenize([q for q, _ in by["heldout"]]), [[d] for _, d in by["heldout"]])
-        if tag == "1k":
+        if jl("fanout-test.jsonl") is not None:
             qset("click-test", jl("fanout-test.jsonl"))
             self.clicks = [(r["query"], pos[d]) for r in jl("fanout-train.jsonl") for d in r["doc_ids"] if d in pos]
         self.train_tok = tokenize([q for q, _ in self.train])
@@ -318,12 +318,21 @@ elif PLAN == "federated":
     plan_1k = [("federated adapter + head, clicks x3", dict(fed_kw, clicks=True)),
                ("federated adapter + head, no clicks", fed_kw)]
     plan_10k = []
+elif PLAN == "tenk":  # stop 20: longer and larger-batch adapter training at 10k, and clicks there
+    plan_1k = []
+    plan_10k = [
+        ("adapter 1e-4 + head 1e-3, batch 256", dict(steps=3000, batch=256, head_lr=1e-3, adapter_lr=1e-4, checkpoints=(300, 1000, 2000))),
+        ("the recipe + clicks x3, 3000 steps", dict(recipe, clicks=True)),
+        ("adapter 3e-4 + head 1e-3, batch 256", dict(steps=2000, batch=256, head_lr=1e-3, adapter_lr=3e-4, checkpoints=(300, 1000))),
+        ("the recipe, 10000 steps", dict(recipe, steps=10000, checkpoints=(3000, 6000))),
+    ]
 else:  # "seeds": the recipe's spread over seeds, with clicks, and at 10k; logits saved for fusion
     plan_1k = [(f"the recipe, 3000 steps, seed {s}", dict(recipe, seed=s, save=f"logits-1k-seed{s}.npz")) for s in (1, 2, 3)]
     plan_1k.append(("the recipe + clicks x3, 3000 steps", dict(recipe, clicks=True, save="logits-1k-clicks.npz")))
     plan_10k = [("the recipe, 3000 steps, seed 1", dict(recipe))]
 try:
-    run("1k", plan_1k)
+    if plan_1k:
+        run("1k", plan_1k)
 except Exception as e:
     log("FAILED 1k setup", repr(e))
 if plan_10k and time.time() < DEADLINE - 60 and jl("corpus-10k.jsonl.gz") is not None:

@@ -164,9 +164,16 @@ pub struct MethodResult {
     pub kept_epoch: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<usize>,
-    /// The training loop's held-out top-1 after each epoch (what chose `kept_epoch`).
+    /// Steps taken by the kept model (0: the start).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub val_top1_by_epoch: Option<Vec<f64>>,
+    pub kept_step: Option<usize>,
+    /// The training loop's held-out top-1 at each check (what chose the kept model): every
+    /// epoch's end, and for the head every `HEAD_CHECK_EVERY` steps within an epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_top1_by_check: Option<Vec<f64>>,
+    /// Steps taken at each check of `val_top1_by_check`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check_steps: Option<Vec<usize>>,
     /// The same held-out top-1 of the model before training (what epoch 0 stands for).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start_val_top1: Option<f64>,
@@ -194,7 +201,9 @@ fn row(m: Metrics, pq: Metrics, train_s: f64, encode_s: f64, report: Option<&Tra
         examples_per_s: report.map(|r| r.examples_per_s),
         kept_epoch: report.map(|r| r.best_epoch),
         steps: report.map(|r| r.steps),
-        val_top1_by_epoch: report.map(|r| r.val_top1_by_epoch.clone()),
+        kept_step: report.map(|r| r.best_step),
+        val_top1_by_check: report.map(|r| r.val_top1_by_check.clone()),
+        check_steps: report.map(|r| r.check_steps.clone()),
         start_val_top1: report.and_then(|r| r.start_val_top1),
     }
 }

@@ -7,6 +7,7 @@ mod error;
 mod eval;
 mod fetch;
 mod import;
+mod memory;
 mod parallel;
 mod progress;
 mod simulate;
@@ -401,6 +402,7 @@ fn run(cli: Cli) -> CliResult<()> {
 }
 
 fn main() -> ExitCode {
+    memory::keep_freed_memory_for_reuse();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -49,10 +49,15 @@ fn eval_all_methods_writes_the_json_report() {
             assert!(v.is_finite() && v >= 0.0);
         }
         if m.starts_with("car") {
-            // Each judged epoch's held-out top-1, the kept one among them (0: the start).
-            let by_epoch = r["val_top1_by_epoch"].as_array().unwrap_or_else(|| panic!("{m}: {r}"));
-            let kept = r["kept_epoch"].as_u64().unwrap() as usize;
-            assert!(!by_epoch.is_empty() && kept <= by_epoch.len(), "{m}: {r}");
+            // Each check's held-out top-1 and steps, the kept one among them (0: the start).
+            let by_check = r["val_top1_by_check"].as_array().unwrap_or_else(|| panic!("{m}: {r}"));
+            let steps: Vec<u64> = r["check_steps"].as_array().unwrap().iter().map(|s| s.as_u64().unwrap()).collect();
+            assert!(!by_check.is_empty() && by_check.len() == steps.len(), "{m}: {r}");
+            assert!(steps.windows(2).all(|w| w[0] < w[1]) && *steps.last().unwrap() <= r["steps"].as_u64().unwrap());
+            let kept_step = r["kept_step"].as_u64().unwrap();
+            assert!(kept_step == 0 || steps.contains(&kept_step), "{m}: {r}");
+            let kept = r["kept_epoch"].as_u64().unwrap();
+            assert_eq!(kept == 0, kept_step == 0, "{m}: {r}");
             let start = r["start_val_top1"].as_f64().unwrap_or_else(|| panic!("{m}: {r}"));
             assert!((0.0..=1.0).contains(&start), "{m}: {r}");
         }

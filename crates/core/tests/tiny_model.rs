@@ -299,12 +299,12 @@ fn a_run_that_never_beats_its_start_returns_the_start() {
     // split scores the wrecked head's epochs 0.25, 0.5, 0.25); a sane one keeps its last epoch
     // unless that is clearly worse than the start.
     let (wrecked, report) = run_for(3, 50.0, true);
-    let last = *report.val_top1_by_epoch.last().unwrap();
+    let last = *report.val_top1_by_check.last().unwrap();
     assert!(start_top1 - last > start_margin(start_top1, 4), "{report:?}");
     assert_eq!((report.best_epoch, report.best_val_top1), (0, Some(start_top1)), "{report:?}");
     assert!(block(read_f32(wrecked.head.weight.val())).unwrap().iter().all(|v| *v == 0.0), "the start's residual");
     let (_, report) = run_for(4, 1e-2, true);
-    let last = *report.val_top1_by_epoch.last().unwrap();
+    let last = *report.val_top1_by_check.last().unwrap();
     let expected =
         if start_top1 - last > start_margin(start_top1, 4) { (0, start_top1) } else { (report.epochs, last) };
     assert_eq!((report.best_epoch, report.best_val_top1.unwrap()), expected, "{report:?}");
@@ -334,9 +334,47 @@ fn a_capped_run_judges_its_last_partial_epoch() {
     let (_, report) = block(train(model, TrainInputs::Cached(&feats), &targets, &cfg, &device, &mut |_| true)).unwrap();
     // 48 pairs, 4 held out: 44 in batches of 8 are 6 steps an epoch, so step 9 ends the second.
     assert_eq!((report.holdout_examples, report.steps, report.epochs), (4, 9, 2), "{report:?}");
-    assert_eq!(report.val_top1_by_epoch.len(), 2, "{report:?}");
-    let best_judged = report.val_top1_by_epoch.iter().cloned().fold(report.start_val_top1.unwrap(), f64::max);
+    assert_eq!(report.val_top1_by_check.len(), 2, "{report:?}");
+    let best_judged = report.val_top1_by_check.iter().cloned().fold(report.start_val_top1.unwrap(), f64::max);
     assert_eq!(report.best_val_top1, Some(best_judged), "{report:?}");
+}
+
+/// Held-out checks within epochs (`check_every`) as well as at their ends, with patience counted
+/// in checks: a run that falls below its start stops inside its first epoch.
+#[test]
+fn held_out_checks_run_within_epochs_and_patience_counts_them() {
+    let (enc, device) = tiny();
+    let (feats, targets) = toy_features(&enc);
+    let d = enc.dim();
+    let keys = centroid_keys(&vec![0.0; 4 * d], &feats, &targets, d, 1.0);
+    let run = |head_lr: f64, patience: usize| {
+        let model = Retriever {
+            adapter: SoftEmbeddingAdapter::identity(d, &device),
+            head: CarHead::from_keys(&keys, 4, d, &device),
+        };
+        let cfg = TrainConfig {
+            epochs: 2,
+            batch_size: 8,
+            head_lr,
+            patience,
+            check_every: Some(4),
+            pull_to_keys: 0.0,
+            ..Default::default()
+        };
+        block(train(model, TrainInputs::Cached(&feats), &targets, &cfg, &device, &mut |_| true)).unwrap().1
+    };
+    // 44 training pairs in batches of 8: 6 steps an epoch, checked after its 4th and its last.
+    let report = run(1e-2, 100);
+    assert_eq!(report.check_steps, vec![4, 6, 10, 12], "{report:?}");
+    assert_eq!(report.val_top1_by_check.len(), 4, "{report:?}");
+    assert!(report.best_step == 0 || report.check_steps.contains(&report.best_step), "{report:?}");
+    // The wrecking learning rate scores 0.25 at step 6 against a start above 0.5 (the test
+    // above): patience 1 ends the run at the first check that is not better, inside epoch 1.
+    let report = run(50.0, 1);
+    assert!(report.start_val_top1.unwrap() > 0.5, "{report:?}");
+    assert!(report.steps <= 6 && report.epochs == 1, "{report:?}");
+    assert_eq!(*report.check_steps.last().unwrap(), report.steps, "{report:?}");
+    assert!(matches!(report.best_step, 0 | 4), "{report:?}");
 }
 
 #[test]
@@ -733,4 +771,49 @@ fn the_cpu_backends_erf_gelu_and_exp_match_f64_references_small_and_large() {
         Tensor::<2>::from_data(TensorData::new(vec![0.0f32, f32::NEG_INFINITY, 1.0, -1e4], [1, 4]), &Device::flex());
     let p = block(read_f32(softmax(scores, 1))).unwrap();
     assert!(p[1] == 0.0 && p[3] == 0.0 && (p[0] + p[2] - 1.0).abs() < 1e-6, "{p:?}");
+}
+
+/// The patched CPU backend's other paths (vendor/README.md): scalar and same-shape binary ops of
+/// shared (not reusable) operands into new buffers, in place, small and past the size at which
+/// they run on several threads, are exact; matrix products written into unzeroed memory equal a
+/// host computation, and an empty inner dimension still gives zeros.
+#[test]
+fn the_cpu_backends_large_elementwise_ops_and_unzeroed_products_are_exact() {
+    let device = Device::flex();
+    for n in [1_000usize, 600_000] {
+        let xs: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 * 0.37 - 150.0).collect();
+        let ys: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 997) as f32 * 0.11 + 0.5).collect();
+        let x = Tensor::<1>::from_data(TensorData::new(xs.clone(), [n]), &device);
+        let y = Tensor::<1>::from_data(TensorData::new(ys.clone(), [n]), &device);
+        // `x` and `y` stay alive, so every op below writes a new buffer; then the same in place.
+        type HostOp = Box<dyn Fn(f32, f32) -> f32>;
+        let cases: [(Tensor<1>, HostOp); 5] = [
+            (x.clone().mul_scalar(1.5), Box::new(|a, _| a * 1.5)),
+            (x.clone().add_scalar(-2.25), Box::new(|a, _| a - 2.25)),
+            (x.clone() + y.clone(), Box::new(|a, b| a + b)),
+            (x.clone() * y.clone(), Box::new(|a, b| a * b)),
+            (x.clone().mul_scalar(2.0).sub(y.clone()).div(y.clone()), Box::new(|a, b| (a * 2.0 - b) / b)),
+        ];
+        for (k, (got, want)) in cases.into_iter().enumerate() {
+            let got = block(read_f32(got)).unwrap();
+            let bad = (0..n).find(|&i| got[i].to_bits() != want(xs[i], ys[i]).to_bits());
+            assert_eq!(bad, None, "n = {n}, case {k}: first difference at {bad:?}");
+        }
+    }
+    // [m, k] x [k, n] against a host sum in f64.
+    let (m, k, n) = (37, 19, 4_096);
+    let a: Vec<f32> = (0..m * k).map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.5).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| ((i * 13) % 29) as f32 / 29.0 - 0.5).collect();
+    let lhs = Tensor::<2>::from_data(TensorData::new(a.clone(), [m, k]), &device);
+    let rhs = Tensor::<2>::from_data(TensorData::new(b.clone(), [k, n]), &device);
+    let got = block(read_f32(lhs.matmul(rhs))).unwrap();
+    for i in 0..m {
+        for j in 0..n {
+            let want: f64 = (0..k).map(|t| a[i * k + t] as f64 * b[t * n + j] as f64).sum();
+            assert!((got[i * n + j] as f64 - want).abs() < 1e-5, "({i}, {j}): {} vs {want}", got[i * n + j]);
+        }
+    }
+    let empty = Tensor::<2>::zeros([3, 0], &device).matmul(Tensor::<2>::zeros([0, 5], &device));
+    assert_eq!(empty.dims(), [3, 5]);
+    assert!(block(read_f32(empty)).unwrap().iter().all(|v| *v == 0.0));
 }

@@ -84,6 +84,7 @@ async fn local_deltas(
         adapter_lr: args.adapter_lr,
         holdout_fraction: 0.0,
         patience: usize::MAX,
+        check_every: None,
         keep_last_epoch: false,
         seed: derive_u64(args.seed, "local-shuffle", round as u64, c as u64),
         max_steps: Some(args.local_steps),

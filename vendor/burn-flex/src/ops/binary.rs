@@ -35,7 +35,7 @@ pub fn binary_op<F32Op, F64Op>(
     simd_hint: Option<BinaryOp>,
 ) -> FlexTensor
 where
-    F32Op: Fn(f32, f32) -> f32 + Copy,
+    F32Op: Fn(f32, f32) -> f32 + Copy + Send + Sync, // fedsearch patch: + Send + Sync
     F64Op: Fn(f64, f64) -> f64 + Copy,
 {
     debug_assert_eq!(lhs.dtype(), rhs.dtype(), "binary_op: dtype mismatch");
@@ -67,7 +67,7 @@ fn binary_op_f32<Op>(
     simd_hint: Option<BinaryOp>,
 ) -> FlexTensor
 where
-    Op: Fn(f32, f32) -> f32,
+    Op: Fn(f32, f32) -> f32 + Send + Sync, // fedsearch patch: + Send + Sync
 {
     // In-place SIMD fast path: lhs unique contiguous at offset 0, rhs
     // contiguous (no broadcast).
@@ -114,6 +114,25 @@ where
             BinaryOp::Div => simd::rdiv_inplace_f32(r_slice, l_slice),
         }
         return rhs;
+    }
+
+    // fedsearch patch: neither operand reusable but both contiguous and of one shape (e.g. `K + W`
+    // of two shared tensors, or a backward's product with a saved input): one vectorised pass
+    // into a new buffer, on rayon's threads from 64k elements, instead of the scalar allocating
+    // loop of `binary_op_typed`.
+    if lhs.layout().shape() == rhs.layout().shape()
+        && let (Some((l_start, l_end)), Some((r_start, r_end))) = (
+            lhs.layout().contiguous_offsets(),
+            rhs.layout().contiguous_offsets(),
+        )
+    {
+        let shape = lhs.layout().shape().clone();
+        let out = crate::ops::fast_math::zip_map_f32(
+            &lhs.storage()[l_start..l_end],
+            &rhs.storage()[r_start..r_end],
+            op,
+        );
+        return make_tensor(out, shape, DType::F32);
     }
 
     // Broadcast operands fall through to `binary_op_typed`, whose
@@ -283,13 +302,14 @@ pub fn scalar_op<F32Op, F64Op>(
     f64_op: F64Op,
 ) -> FlexTensor
 where
-    F32Op: Fn(f32, f32) -> f32 + Copy,
+    F32Op: Fn(f32, f32) -> f32 + Copy + Send + Sync, // fedsearch patch: + Send + Sync
     F64Op: Fn(f64, f64) -> f64 + Copy,
 {
     let dtype = tensor.dtype();
 
     match dtype {
-        DType::F32 => scalar_op_typed(tensor, scalar as f32, f32_op),
+        // fedsearch patch: f32 on rayon's threads when large (`scalar_op_f32`).
+        DType::F32 => scalar_op_f32(tensor, scalar as f32, f32_op),
         DType::F64 => scalar_op_typed(tensor, scalar, f64_op),
         DType::F16 => {
             let scalar_f16 = f16::from_f32(scalar as f32);
@@ -307,6 +327,30 @@ where
         }
         _ => panic!("scalar_op: unsupported dtype {:?}", dtype),
     }
+}
+
+/// fedsearch patch: [`scalar_op_typed`] for f32 whose contiguous paths (in place, or into a new
+/// buffer in one pass) go through `fast_math`'s vectorised maps, on rayon's threads from 64k
+/// elements (vendor/README.md). Each element is computed alone: the same bits on any number of
+/// threads.
+fn scalar_op_f32<Op>(mut tensor: FlexTensor, scalar: f32, op: Op) -> FlexTensor
+where
+    Op: Fn(f32, f32) -> f32 + Copy + Send + Sync,
+{
+    use crate::ops::fast_math::{map_f32, map_f32_in_place};
+    if tensor.is_unique()
+        && let Some((0, end)) = tensor.layout().contiguous_offsets()
+    {
+        let storage: &mut [f32] = tensor.storage_mut();
+        map_f32_in_place(&mut storage[..end], |x| op(x, scalar));
+        return tensor;
+    }
+    if let Some((start, end)) = tensor.layout().contiguous_offsets() {
+        let shape = tensor.layout().shape().clone();
+        let out = map_f32(&tensor.storage()[start..end], |x| op(x, scalar));
+        return make_tensor(out, shape, DType::F32);
+    }
+    scalar_op_typed(tensor, scalar, op)
 }
 
 pub(crate) fn scalar_op_typed<E, Op>(mut tensor: FlexTensor, scalar: E, op: Op) -> FlexTensor

@@ -64,71 +64,56 @@ pub fn exp_f32(x: f32) -> f32 {
     if underflow { 0.0 } else { er * scale }
 }
 
-/// Applies `f` to every element of `data` in place, compiled for the widest vector unit this
-/// CPU has (AVX-512, else AVX2 + FMA, chosen at run time; other targets as compiled, e.g.
-/// simd128 in wasm).
-#[inline(always)]
-fn map_vectorised(data: &mut [f32], f: impl Fn(f32) -> f32) {
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn avx512(data: &mut [f32], f: impl Fn(f32) -> f32) {
-            data.iter_mut().for_each(|x| *x = f(*x));
+/// Defines `fn $name($args) $body` and runs its body compiled for the widest vector unit this
+/// CPU has: AVX-512, else AVX2 + FMA (chosen at run time), else as compiled (e.g. simd128 in
+/// wasm). The body is written once and stamped out per target feature.
+macro_rules! vectorised_fn {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$doc])*
+        #[inline(always)]
+        $vis fn $name($($arg: $ty),*) {
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512($($arg: $ty),*) $body
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $body
+                if std::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has AVX2 and FMA.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body
         }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(data: &mut [f32], f: impl Fn(f32) -> f32) {
-            data.iter_mut().for_each(|x| *x = f(*x));
-        }
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            return unsafe { avx512(data, f) };
-        }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { avx2(data, f) };
-        }
-    }
-    data.iter_mut().for_each(|x| *x = f(*x));
+    };
 }
 
-/// `out[i] = f(a[i], b[i])`, compiled as [`map_vectorised`].
-#[inline(always)]
-fn zip_vectorised(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
-    #[inline(always)]
-    fn zip(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
-        for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
-            *o = f(a, b);
-        }
+vectorised_fn! {
+    /// Applies `f` to every element of `data` in place, vectorised.
+    fn map_vectorised(data: &mut [f32], f: impl Fn(f32) -> f32) {
+        data.iter_mut().for_each(|x| *x = f(*x));
     }
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn avx512(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
-            zip(out, a, b, f)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
-            zip(out, a, b, f)
-        }
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            return unsafe { avx512(out, a, b, f) };
-        }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { avx2(out, a, b, f) };
-        }
-    }
-    zip(out, a, b, f)
 }
 
-/// One row of attention scores, `row = softmax(row · scale + bias)` in place (f32, no mask or
-/// cap): the scaling, the max, the exponentials and the normalisation as whole-row vector passes
-/// instead of one scalar loop carrying a running max and sum (which the compiler cannot
-/// vectorise); the sum stays sequential.
-pub fn scaled_softmax_row_f32(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
-    #[inline(always)]
-    fn run(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
+vectorised_fn! {
+    /// `a[i] = f(a[i], b[i])`, vectorised.
+    fn zip_in_place_vectorised(a: &mut [f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
+        for (a, &b) in a.iter_mut().zip(b) {
+            *a = f(*a, b);
+        }
+    }
+}
+
+vectorised_fn! {
+    /// One row of attention scores, `row = softmax(row · scale + bias)` in place (f32, no mask or
+    /// cap): the scaling, the max, the exponentials and the normalisation as whole-row vector
+    /// passes instead of one scalar loop carrying a running max and sum (which the compiler
+    /// cannot vectorise); the sum stays sequential.
+    pub fn scaled_softmax_row_f32(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
         const LANES: usize = 16;
         match bias {
             Some(b) => row.iter_mut().zip(b).for_each(|(s, &b)| *s = *s * scale + b),
@@ -154,26 +139,6 @@ pub fn scaled_softmax_row_f32(row: &mut [f32], scale: f32, bias: Option<&[f32]>)
         let inv = 1.0 / sum;
         row.iter_mut().for_each(|s| *s *= inv);
     }
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn avx512(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
-            run(row, scale, bias)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
-            run(row, scale, bias)
-        }
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            return unsafe { avx512(row, scale, bias) };
-        }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { avx2(row, scale, bias) };
-        }
-    }
-    run(row, scale, bias)
 }
 
 /// Elements per rayon task in [`map_f32`] / [`zip_map_f32`].
@@ -191,26 +156,65 @@ pub fn map_f32_in_place(data: &mut [f32], f: impl Fn(f32) -> f32 + Sync + Send) 
     map_vectorised(data, f);
 }
 
-/// `f(a[i])` for every element of `a`, into a new vector, spread over rayon's threads when large.
+/// `f(a[i])` for every element of `a`, into a new vector, spread over rayon's threads when large:
+/// one pass over memory (each chunk is copied and mapped while it is in cache).
 pub fn map_f32(a: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> Vec<f32> {
-    let mut out = a.to_vec();
-    map_f32_in_place(&mut out, f);
-    out
-}
-
-/// `f(a[i], b[i])` for two slices of equal length, spread over rayon's threads when large.
-pub fn zip_map_f32(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
-    debug_assert_eq!(a.len(), b.len());
-    let mut out = alloc::vec![0f32; a.len()];
+    let run = |out: &mut [core::mem::MaybeUninit<f32>], src: &[f32]| {
+        // SAFETY: `MaybeUninit<f32>` has f32's layout; the chunk is fully written by the copy
+        // before it is read as f32.
+        let out: &mut [f32] = unsafe {
+            core::ptr::copy_nonoverlapping(src.as_ptr(), out.as_mut_ptr().cast::<f32>(), src.len());
+            core::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), out.len())
+        };
+        map_vectorised(out, &f);
+    };
+    let mut out = Vec::with_capacity(a.len());
+    let spare = &mut out.spare_capacity_mut()[..a.len()];
     #[cfg(feature = "rayon")]
     if a.len() >= super::PARALLEL_THRESHOLD / 4 {
         use rayon::prelude::*;
-        out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(
-            |(o, (a, b))| zip_vectorised(o, a, b, &f),
-        );
+        spare.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).for_each(|(o, s)| run(o, s));
+        // SAFETY: every element below `a.len()` was written above.
+        unsafe { out.set_len(a.len()) };
         return out;
     }
-    zip_vectorised(&mut out, a, b, f);
+    spare.chunks_mut(CHUNK_SEQ).zip(a.chunks(CHUNK_SEQ)).for_each(|(o, s)| run(o, s));
+    // SAFETY: every element below `a.len()` was written above.
+    unsafe { out.set_len(a.len()) };
+    out
+}
+
+/// Elements per chunk of a one-thread [`map_f32`] (fits in L1 with its source).
+const CHUNK_SEQ: usize = 4 * 1024;
+
+/// `f(a[i], b[i])` for two slices of equal length, into a new vector, spread over rayon's threads
+/// when large: one pass (each chunk is copied from `a`, then combined with `b` in place while
+/// it is in cache; the buffer is never zeroed).
+pub fn zip_map_f32(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
+    assert_eq!(a.len(), b.len());
+    let run = |out: &mut [core::mem::MaybeUninit<f32>], a: &[f32], b: &[f32]| {
+        // SAFETY: as in `map_f32`: the chunk is fully written by the copy before it is read.
+        let out: &mut [f32] = unsafe {
+            core::ptr::copy_nonoverlapping(a.as_ptr(), out.as_mut_ptr().cast::<f32>(), a.len());
+            core::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), out.len())
+        };
+        zip_in_place_vectorised(out, b, &f);
+    };
+    let mut out = Vec::with_capacity(a.len());
+    let spare = &mut out.spare_capacity_mut()[..a.len()];
+    #[cfg(feature = "rayon")]
+    if a.len() >= super::PARALLEL_THRESHOLD / 4 {
+        use rayon::prelude::*;
+        spare.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(
+            |(o, (a, b))| run(o, a, b),
+        );
+        // SAFETY: every element below `a.len()` was written above.
+        unsafe { out.set_len(a.len()) };
+        return out;
+    }
+    spare.chunks_mut(CHUNK_SEQ).zip(a.chunks(CHUNK_SEQ).zip(b.chunks(CHUNK_SEQ))).for_each(|(o, (a, b))| run(o, a, b));
+    // SAFETY: every element below `a.len()` was written above.
+    unsafe { out.set_len(a.len()) };
     out
 }
 
@@ -267,14 +271,18 @@ mod tests {
 
     #[test]
     fn chunked_maps_cover_every_element() {
-        let n = 300_000;
-        let a: Vec<f32> = (0..n).map(|i| i as f32).collect();
-        let mut b = a.clone();
-        map_f32_in_place(&mut b, |x| x + 1.0);
-        assert!(b.iter().enumerate().all(|(i, &v)| v == i as f32 + 1.0));
-        let c = zip_map_f32(&a, &b, |x, y| y - x);
-        assert!(c.iter().all(|&v| v == 1.0));
-        let d = map_f32(&a, |x| 2.0 * x);
-        assert!(d.iter().enumerate().all(|(i, &v)| v == 2.0 * i as f32));
+        // One thread and several; lengths off the chunk sizes.
+        for n in [0, 5, 4_097, 300_001] {
+            let a: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            let mut b = a.clone();
+            map_f32_in_place(&mut b, |x| x + 1.0);
+            assert!(b.iter().enumerate().all(|(i, &v)| v == i as f32 + 1.0));
+            let c = zip_map_f32(&a, &b, |x, y| 2.0 * y - x);
+            assert_eq!(c.len(), n);
+            assert!(c.iter().enumerate().all(|(i, &v)| v == i as f32 + 2.0), "n = {n}");
+            let d = map_f32(&a, |x| 2.0 * x);
+            assert_eq!(d.len(), n);
+            assert!(d.iter().enumerate().all(|(i, &v)| v == 2.0 * i as f32), "n = {n}");
+        }
     }
 }

@@ -261,30 +261,39 @@ fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTen
     let rhs_ptr = unsafe { rhs_data.as_ptr().add(rhs.layout().start_offset()) };
 
     let out_shape = Shape::from(vec![m, n]);
-    let mut output = FlexTensor::empty(out_shape, T::dtype());
-    let out_data: &mut [T] = output.storage_mut();
-
     let parallelism = get_parallelism(m, n, k);
 
-    unsafe {
-        gemm_call(
-            m,
-            n,
-            k,
-            out_data.as_mut_ptr(),
-            1,
-            n as isize,
-            lhs_ptr,
-            lhs_col_stride,
-            lhs_row_stride,
-            rhs_ptr,
-            rhs_col_stride,
-            rhs_row_stride,
-            parallelism,
-        );
+    // fedsearch patch: the output is written by gemm into fresh, unzeroed memory. `read_dst` is
+    // false, so gemm writes every element of the m×n output whenever k > 0; zeroing it first
+    // (`FlexTensor::empty`) was a single-threaded memset of every product (15 MB for a
+    // `[384, 10,033]` gradient), a third of the CaR head's serial step time (vendor/README.md).
+    let len = checked_size(m, n);
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    if k == 0 {
+        out.resize(len, T::zero());
+    } else {
+        // SAFETY: `out` has capacity for `len` elements, gemm (read_dst = false, k > 0) writes
+        // all of them through the pointer before `set_len` exposes them.
+        unsafe {
+            gemm_call(
+                m,
+                n,
+                k,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                lhs_ptr,
+                lhs_col_stride,
+                lhs_row_stride,
+                rhs_ptr,
+                rhs_col_stride,
+                rhs_row_stride,
+                parallelism,
+            );
+            out.set_len(len);
+        }
     }
-
-    output
+    FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(out_shape), T::dtype())
 }
 
 /// Strided gemm call for one matrix. Wraps `gemm::gemm` with GemmScalar zero/one.

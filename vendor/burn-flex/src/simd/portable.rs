@@ -9,12 +9,16 @@ use macerator::{Scalar, Simd, VBitAnd, VBitOr, VBitXor, vload_unaligned, vstore_
 use rayon::prelude::*;
 
 /// Threshold for parallel execution (elements).
-/// For memory-bound operations, parallelism helps when data exceeds L3 cache.
+/// fedsearch patch: 256k elements (1 MiB of f32) instead of 4M. The CaR head's `[384, 10,033]`
+/// weight and `[256, 10,033]` logits (3.85M and 2.57M elements) fell under 4M, so every Adam and
+/// softmax pass over them ran on one thread; two threads measured 2x on an in-place pass of
+/// 3.85M (vendor/README.md). Elementwise kernels give the same bits on any chunking.
 #[cfg(feature = "rayon")]
-const PARALLEL_THRESHOLD: usize = 4 * 1024 * 1024;
+const PARALLEL_THRESHOLD: usize = 256 * 1024;
 
+/// fedsearch patch: 32k elements per task instead of 4096 (fewer rayon tasks per pass).
 #[cfg(feature = "rayon")]
-const CHUNK_SIZE: usize = 4096;
+const CHUNK_SIZE: usize = 32 * 1024;
 
 // ============================================================================
 // f32 in-place binary ops
