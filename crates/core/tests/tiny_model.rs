@@ -787,11 +787,13 @@ fn the_cpu_backends_large_elementwise_ops_and_unzeroed_products_are_exact() {
         let y = Tensor::<1>::from_data(TensorData::new(ys.clone(), [n]), &device);
         // `x` and `y` stay alive, so every op below writes a new buffer; then the same in place.
         type HostOp = Box<dyn Fn(f32, f32) -> f32>;
-        let cases: [(Tensor<1>, HostOp); 5] = [
+        let cases: [(Tensor<1>, HostOp); 7] = [
             (x.clone().mul_scalar(1.5), Box::new(|a, _| a * 1.5)),
             (x.clone().add_scalar(-2.25), Box::new(|a, _| a - 2.25)),
             (x.clone() + y.clone(), Box::new(|a, b| a + b)),
             (x.clone() * y.clone(), Box::new(|a, b| a * b)),
+            (x.clone() - y.clone(), Box::new(|a, b| a - b)),
+            (x.clone() / y.clone(), Box::new(|a, b| a / b)),
             (x.clone().mul_scalar(2.0).sub(y.clone()).div(y.clone()), Box::new(|a, b| (a * 2.0 - b) / b)),
         ];
         for (k, (got, want)) in cases.into_iter().enumerate() {
