@@ -116,10 +116,12 @@ where
         return rhs;
     }
 
-    // fedsearch patch: neither operand reusable but both contiguous and of one shape (e.g. `K + W`
-    // of two shared tensors, or a backward's product with a saved input): one vectorised pass
-    // into a new buffer, on rayon's threads from 64k elements, instead of the scalar allocating
-    // loop of `binary_op_typed`.
+    // fedsearch patch: operands the SIMD paths above did not reuse (both shared, e.g. `K + W` or
+    // a backward's product with a saved input; or an op without a SIMD kernel) but contiguous
+    // and of one shape: one vectorised pass into a new buffer, on rayon's threads from 64k
+    // elements, instead of `binary_op_typed`'s scalar loop. (An op without a SIMD kernel on a
+    // unique operand now writes a new buffer instead of working in place: correct, one
+    // allocation more; none of fedsearch's hot ops is such an op.)
     if lhs.layout().shape() == rhs.layout().shape()
         && let (Some((l_start, l_end)), Some((r_start, r_end))) = (
             lhs.layout().contiguous_offsets(),
