@@ -81,9 +81,10 @@ impl ActivationOps<Flex> for Flex {
 
     fn gelu_backward(x: FloatTensor<Flex>, grad: FloatTensor<Flex>) -> FloatTensor<Flex> {
         // d/dx[gelu(x)] = 0.5 * (1 + erf(x/sqrt(2))) + x * (1/sqrt(2*pi)) * exp(-x^2/2)
-        // fedsearch patch: f32 through the vectorised erf and exp, on rayon's threads when both
-        // operands are contiguous and of one shape (vendor/README.md).
-        use crate::ops::fast_math::{erf_f32, exp_f32, zip_map_f32};
+        // fedsearch patch: f32 through the vectorised erf and exp; `binary_op` runs it as one
+        // vectorised pass on rayon's threads when both operands are contiguous and of one shape
+        // (vendor/README.md).
+        use crate::ops::fast_math::{erf_f32, exp_f32};
         use crate::ops::unary::erf_f64;
         let sqrt2_f64: f64 = core::f64::consts::SQRT_2;
         let inv_sqrt_2pi_f32: f32 = 1.0 / (2.0 * core::f32::consts::PI).sqrt();
@@ -93,15 +94,6 @@ impl ActivationOps<Flex> for Flex {
             let pdf = inv_sqrt_2pi_f32 * exp_f32(-0.5 * x * x);
             g * (cdf + x * pdf)
         };
-        if x.dtype() == DType::F32
-            && grad.dtype() == DType::F32
-            && x.shape() == grad.shape()
-            && let (Some((xs, xe)), Some((gs, ge))) =
-                (x.layout().contiguous_offsets(), grad.layout().contiguous_offsets())
-        {
-            let out = zip_map_f32(&x.storage::<f32>()[xs..xe], &grad.storage::<f32>()[gs..ge], backward_f32);
-            return FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(x.shape()), DType::F32);
-        }
         binary_op(
             x,
             grad,
