@@ -148,6 +148,13 @@ fn toy_features(enc: &SentenceEncoder) -> (Vec<f32>, Vec<usize>) {
     (block(enc.embed(&refs, None, 16, &mut |_, _| {})).unwrap(), targets)
 }
 
+/// A model keyed by the toy pairs' own centroids (keys = the mean of each document's features,
+/// zero residual): it ranks its own pairs well before any training.
+fn centroid_keyed_start(feats: &[f32], targets: &[usize], d: usize, device: &Device) -> Retriever {
+    let keys = centroid_keys(&vec![0.0; 4 * d], feats, targets, d, 1.0);
+    Retriever { adapter: SoftEmbeddingAdapter::identity(d, device), head: CarHead::from_keys(&keys, 4, d, device) }
+}
+
 #[test]
 fn head_only_training_on_cached_features_fits_the_pairs() {
     let (enc, device) = tiny();
@@ -271,12 +278,7 @@ fn the_recipe_and_its_batches_for_small_runs() {
 fn a_run_that_never_beats_its_start_returns_the_start() {
     let (enc, device) = tiny();
     let (feats, targets) = toy_features(&enc);
-    let d = enc.dim();
-    let keys = centroid_keys(&vec![0.0; 4 * d], &feats, &targets, d, 1.0);
-    let start = || Retriever {
-        adapter: SoftEmbeddingAdapter::identity(d, &device),
-        head: CarHead::from_keys(&keys, 4, d, &device),
-    };
+    let start = || centroid_keyed_start(&feats, &targets, enc.dim(), &device);
     let run_for = |epochs: usize, head_lr: f64, keep_last_epoch: bool| {
         let cfg =
             TrainConfig { epochs, batch_size: 8, head_lr, pull_to_keys: 0.0, keep_last_epoch, ..Default::default() };
@@ -345,13 +347,8 @@ fn a_capped_run_judges_its_last_partial_epoch() {
 fn held_out_checks_run_within_epochs_and_patience_counts_them() {
     let (enc, device) = tiny();
     let (feats, targets) = toy_features(&enc);
-    let d = enc.dim();
-    let keys = centroid_keys(&vec![0.0; 4 * d], &feats, &targets, d, 1.0);
     let run = |head_lr: f64, patience: usize| {
-        let model = Retriever {
-            adapter: SoftEmbeddingAdapter::identity(d, &device),
-            head: CarHead::from_keys(&keys, 4, d, &device),
-        };
+        let model = centroid_keyed_start(&feats, &targets, enc.dim(), &device);
         let cfg = TrainConfig {
             epochs: 2,
             batch_size: 8,
