@@ -64,6 +64,13 @@ fn check_common(r: &Value) {
         assert!(row["parallel_s"].as_f64().unwrap() <= row["wall_s"].as_f64().unwrap() + 1e-6);
         assert!(row["eval_queries"].as_u64().unwrap() > 0);
     }
+    // The start, evaluated before round 1 on the same queries.
+    let start = &r["start"];
+    for key in ["top1", "mrr10", "top10"] {
+        let v = start[key].as_f64().unwrap_or(f64::NAN);
+        assert!(v.is_finite() && (0.0..=1.0).contains(&v), "start {key} = {v} in {r}");
+    }
+    assert_eq!(start["eval_queries"], rs[0]["eval_queries"], "{r}");
     assert_eq!(r["config"]["clients"].as_u64(), Some(2));
     assert_eq!(r["config"]["examples_per_client"].as_array().unwrap().len(), 2);
 }
@@ -98,6 +105,14 @@ fn simulate_head_adapter_dp_and_personal() {
     let personal_bytes = rounds(&personal)[0]["bytes_per_client"].as_f64().unwrap();
     assert!(personal_bytes < shared_bytes, "personal {personal_bytes} vs shared {shared_bytes}");
     assert_eq!(personal["config"]["mode"], "personal");
+
+    // A run that cannot move (learning rates of 1e-12) ends where it started: the start row is
+    // the same measurement as a round's.
+    let frozen = report(dir, "frozen.json", &["--train", "head", "--head-lr", "1e-12"]);
+    for row in rounds(&frozen) {
+        assert_eq!(row["top1"], frozen["start"]["top1"], "{frozen}");
+        assert_eq!(row["mrr10"], frozen["start"]["mrr10"], "{frozen}");
+    }
 }
 
 #[test]
@@ -107,7 +122,10 @@ fn centralised_baseline_runs() {
     let out = simulate(tmp.path(), &["--clients", "1", "--rounds", "3", "--local-steps", "5"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(stdout.lines().filter(|l| l.trim_start().starts_with(char::is_numeric)).count(), 3, "{stdout}");
+    // The start's row (round 0), then one row per round.
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.trim_start().starts_with(char::is_numeric)).collect();
+    assert_eq!(rows.len(), 4, "{stdout}");
+    assert!(rows[0].trim_start().starts_with("0 ") && rows[0].contains("the start"), "{stdout}");
 }
 
 #[test]

@@ -36,11 +36,14 @@
 //! of seed and client index) so that a simulation is reproducible; real clients seed theirs from
 //! OS entropy. `--clip` alone clips without noise (no privacy; ε is not reported).
 //!
-//! Evaluation after every round: top-1 and MRR@10 on the test queries, ranked with the same code
-//! as `fedsearch eval` (CaR logits, `top_k`, `MetricsBuilder`). In personal mode each client's
-//! model (global adapter + its own head) is evaluated on the test queries whose gold document it
-//! holds training pairs for, and the reported numbers are the mean over all (client, query) pairs,
-//! i.e. the clients' metrics weighted by their number of test queries.
+//! Evaluation before round 1 (the start: version 0, `start` in the JSON) and after every round:
+//! top-1 and MRR@10 on the test queries, ranked with the same code as `fedsearch eval` (CaR
+//! logits, `top_k`, `MetricsBuilder`). In personal mode each client's model (global adapter + its
+//! own head) is evaluated on the test queries whose gold document it holds training pairs for —
+//! ranked against every document, a hit is one of *its* gold documents first, so a question with
+//! several gold articles is harder than in shared mode — and the reported numbers are the mean
+//! over all (client, query) pairs, i.e. the clients' metrics weighted by their number of test
+//! queries.
 //!
 //! Clients train side by side, one per core (`FEDSEARCH_THREADS`), in waves; the server takes
 //! their uploads in client order, and every client's randomness is its own, so the result does
@@ -88,8 +91,8 @@ mod split;
 
 use args::check_args;
 pub use args::{ModeArg, SimulateArgs, SplitArg, TrainArg, WireArg};
-pub use report::{RoundResult, RunConfig, SimulationReport};
-use report::{print_header, print_row};
+pub use report::{RoundResult, RunConfig, SimulationReport, StartResult};
+use report::{print_header, print_row, print_start};
 use round::{RoundCtx, plain_round, secure_round};
 use server::server_spec;
 use split::{derive_seed, derive_u64, split_pairs};
@@ -309,6 +312,12 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
             personal_eval: "each client's global adapter + own head on the test queries whose gold document it holds; mean over (client, query) pairs",
         };
         print_header(args);
+        let start =
+            evaluate(&enc, &global, &clients, &frozen_q, &q_texts, &gold, keys.as_deref(), n_docs, args, &device)
+                .await?;
+        let start =
+            StartResult { top1: start.top1, mrr10: start.mrr10, top10: start.top10, eval_queries: start.queries };
+        print_start(&start);
         let total_steps = args.rounds * args.clients * args.local_steps;
         let pb = bar(total_steps, "training");
         let mut rounds = Vec::new();
@@ -396,6 +405,7 @@ pub fn simulate(args: &SimulateArgs) -> CliResult<SimulationReport> {
         let report = SimulationReport {
             final_top1: last.top1,
             final_mrr10: last.mrr10,
+            start,
             epsilon: last.epsilon,
             published_rounds: published as usize,
             config,

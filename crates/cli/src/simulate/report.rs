@@ -74,12 +74,25 @@ pub struct RunConfig {
     pub personal_eval: &'static str,
 }
 
+/// The start's metrics: version 0 of the federation (identity adapter, zero residual, every
+/// client's own head at zero in personal mode) evaluated before round 1 like every round, so
+/// that a run shows what training added.
+#[derive(Debug, Clone, Serialize)]
+pub struct StartResult {
+    pub top1: f64,
+    pub mrr10: f64,
+    pub top10: f64,
+    pub eval_queries: usize,
+}
+
 /// The whole report (`--json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct SimulationReport {
     /// Top-1 / MRR@10 after the last round.
     pub final_top1: f64,
     pub final_mrr10: f64,
+    /// Before round 1.
+    pub start: StartResult,
     /// ε of the whole run (absent without DP noise).
     pub epsilon: Option<f64>,
     pub published_rounds: usize,
@@ -112,6 +125,11 @@ pub(super) fn print_header(a: &SimulateArgs) {
         "{:>5} {:>7} {:>7} {:>8} {:>9} {:>13} {:>8} {:>11} {:>9}",
         "round", "top1", "mrr10", "epsilon", "survivors", "bytes/client", "wall_s", "parallel_s", "server_s"
     );
+}
+
+/// The start's row: round 0, before any training.
+pub(super) fn print_start(s: &StartResult) {
+    println!("{:>5} {:>7.3} {:>7.3}  (the start, before any round)", 0, s.top1, s.mrr10);
 }
 
 pub(super) fn print_row(r: &RoundResult) {
