@@ -4,7 +4,8 @@
 # pkg/, then runs every suite:
 #   1. native: `cargo test --workspace` (core, privacy, protocol, cli, client, worker, www, and the
 #      end-to-end test: real worker + www-server + two headless Chromium sessions);
-#   2. browser: crates/client's wasm tests in headless Chromium (WebGPU and CPU) — what
+#   2. vendor/burn-flex: the patched Burn CPU backend's own unit tests;
+#   3. browser: crates/client's wasm tests in headless Chromium (WebGPU and CPU) — what
 #      `wasm-pack test --headless --chrome crates/client` runs, with the runner called directly.
 # FEDSEARCH_REQUIRE_MODEL=1 and FEDSEARCH_E2E_REQUIRED=1 turn a missing real model, browser or
 # wasm package into a failure instead of a loud skip.
@@ -70,6 +71,11 @@ bash scripts/build-wasm.sh bindgen
 
 step "native tests (cargo test --workspace, end-to-end browser test included)"
 cargo test --workspace
+
+# The vendored Burn CPU backend (vendor/burn-flex, outside the workspace, its own lock file) with
+# its own unit tests, our patch's included: ~2 min cold, seconds warm (scripts/CI.md).
+step "the vendored CPU backend's unit tests (vendor/burn-flex, cargo test --lib)"
+CARGO_TARGET_DIR="$target_dir/burn-flex" cargo test --manifest-path vendor/burn-flex/Cargo.toml --lib --locked
 
 step "browser tests of crates/client (headless Chromium, WebGPU and CPU)"
 (
