@@ -171,28 +171,33 @@ impl SentenceEncoder {
         Ok(out)
     }
 
-    /// How [`Self::embed`] batches `texts`: tokenized once, sorted by token count (so that each
-    /// batch is padded only to lengths close to its own), cut into batches of `batch_size`
-    /// (lowered by [`Self::fit_batch`]).
+    /// How [`Self::embed`] batches `texts`: tokenized once, sorted by token count, and cut into
+    /// batches of at most `batch_size` (lowered by [`Self::fit_batch`] for their length), each
+    /// padded to its own longest member, where a shorter batch saves more padding than another
+    /// pass costs ([`length_groups`], as a training step's texts). Padding is masked, so the
+    /// cut does not change any text's embedding.
     pub fn plan_batches(&self, texts: &[&str], batch_size: usize) -> Result<BatchPlan> {
         let mut ids = texts.iter().map(|t| self.tokenizer.ids(t)).collect::<Result<Vec<_>>>()?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| ids[i].len());
-        let batch_size = self.fit_batch(batch_size.max(1), self.tokenizer.max_len());
-        let batches: Vec<(Vec<usize>, TokenBatch)> = order
-            .chunks(batch_size)
-            .map(|chunk| {
-                // `order` is a permutation: each text's ids are taken exactly once.
-                let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| std::mem::take(&mut ids[i])).collect();
-                (chunk.to_vec(), self.tokenizer.pad(&rows))
-            })
-            .collect();
+        let lens: Vec<usize> = order.iter().map(|&i| ids[i].len()).collect();
+        let sizes = length_groups(&lens, GROUP_OVERHEAD_TOKENS, |len| self.fit_batch(batch_size.max(1), len));
+        let mut batches = Vec::with_capacity(sizes.len());
+        let mut start = 0;
+        for size in sizes {
+            let chunk = &order[start..start + size];
+            // `order` is a permutation: each text's ids are taken exactly once.
+            let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| std::mem::take(&mut ids[i])).collect();
+            batches.push((chunk.to_vec(), self.tokenizer.pad(&rows)));
+            start += size;
+        }
         Ok(BatchPlan { batches })
     }
 }
 
 /// A group's fixed cost in [`length_groups`], in positions: one more encoder pass (forward and
-/// backward) costs about as much as this many more padded tokens would.
+/// backward in training, forward in [`SentenceEncoder::embed`]) costs about as much as this many
+/// more padded tokens would.
 pub const GROUP_OVERHEAD_TOKENS: usize = 32;
 
 /// Cuts token counts sorted ascending into consecutive groups, each padded to its own longest

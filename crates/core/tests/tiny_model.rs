@@ -113,6 +113,28 @@ fn batches_group_texts_of_similar_token_counts() {
     }
 }
 
+/// A batch whose texts differ widely in length is cut where padding would cost more than another
+/// pass: fewer positions than padding the whole batch to its longest, no batch above the size
+/// asked for, and every text's embedding what it is alone.
+#[test]
+fn embed_batches_cut_where_lengths_differ_widely() {
+    let (enc, _) = tiny();
+    let long = "word ".repeat(60);
+    let texts = ["a", long.as_str(), "a b", "a b c", long.as_str(), "a"];
+    let plan = enc.plan_batches(&texts, 8).unwrap();
+    let longest = texts.iter().map(|t| enc.tokenizer.ids(t).unwrap().len()).max().unwrap();
+    assert!(plan.batches.len() >= 2, "short and long texts are not padded together");
+    assert!(plan.batches.iter().all(|(idx, b)| idx.len() <= 8 && b.batch == idx.len()));
+    assert!(plan.padded_tokens() < texts.len() * longest, "{} positions", plan.padded_tokens());
+    let mut seen: Vec<usize> = plan.batches.iter().flat_map(|(idx, _)| idx.clone()).collect();
+    seen.sort();
+    assert_eq!(seen, (0..texts.len()).collect::<Vec<_>>(), "every text in exactly one batch");
+    let batched = block(enc.embed(&texts, None, 8, &mut |_, _| {})).unwrap();
+    let one_by_one = block(enc.embed(&texts, None, 1, &mut |_, _| {})).unwrap();
+    let worst = batched.iter().zip(&one_by_one).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst < 1e-5, "max difference {worst}");
+}
+
 #[test]
 fn encoder_weights_receive_no_gradient() {
     let (enc, device) = tiny();
