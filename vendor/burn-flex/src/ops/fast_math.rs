@@ -112,7 +112,7 @@ vectorised_fn! {
     /// One row of attention scores, `row = softmax(row · scale + bias)` in place (f32, no mask or
     /// cap): the scaling, the max, the exponentials and the normalisation as whole-row vector
     /// passes instead of one scalar loop carrying a running max and sum (which the compiler
-    /// cannot vectorise); the sum stays sequential.
+    /// cannot vectorise); trailing zeros (padding) leave the sum bit for bit unchanged.
     pub fn scaled_softmax_row_f32(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
         const LANES: usize = 16;
         match bias {
@@ -132,10 +132,22 @@ vectorised_fn! {
             return;
         }
         row.iter_mut().for_each(|s| *s = exp_f32(*s - max));
-        // A sequential sum (the max above is exact in any order): a padded row's trailing zeros
-        // then leave it bit for bit unchanged, so a text embeds alike in any batch. Lane-wise
-        // partial sums regrouped the real terms with the row's length.
-        let sum: f32 = row.iter().sum();
+        // The sum in 16 lanes, element `i` always in lane `i % 16` (the tail too, as if the row
+        // were zero-filled to a whole chunk), then the lanes in one fixed order: a padded row's
+        // trailing zeros add exact zeros to lanes, so the row is bit for bit what it is unpadded
+        // and a text embeds alike in any batch. (Stop 19's lane-wise sum added the tail after
+        // the lanes, which regrouped the real terms with the row's length.)
+        let mut partial = [0.0f32; LANES];
+        let mut chunks = row.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (p, &v) in partial.iter_mut().zip(c) {
+                *p += v;
+            }
+        }
+        for (p, &v) in partial.iter_mut().zip(chunks.remainder()) {
+            *p += v;
+        }
+        let sum: f32 = partial.iter().sum();
         let inv = 1.0 / sum;
         row.iter_mut().for_each(|s| *s *= inv);
     }
@@ -267,6 +279,27 @@ mod tests {
         let mut masked = [f32::NEG_INFINITY; 3];
         scaled_softmax_row_f32(&mut masked, 1.0, None);
         assert_eq!(masked, [0.0; 3]);
+    }
+
+    #[test]
+    fn padding_a_row_leaves_its_real_entries_bit_for_bit() {
+        // A text's attention row alone and padded (masked keys weigh exactly 0) must give the
+        // same bits, or a text's embedding would depend on its batch.
+        for len in [1usize, 5, 15, 16, 17, 37, 100, 129] {
+            let raw: Vec<f32> = (0..len).map(|i| ((i * 53 % 17) as f32 - 8.0) * 0.9).collect();
+            let mut alone = raw.clone();
+            scaled_softmax_row_f32(&mut alone, 0.125, Some(&vec![0.0; len]));
+            for pad in [1usize, 3, 16, 40] {
+                let mut padded = raw.clone();
+                padded.extend(std::iter::repeat_n(0.3, pad));
+                let mut bias = vec![0.0; len];
+                bias.extend(std::iter::repeat_n(-10_000.0, pad));
+                scaled_softmax_row_f32(&mut padded, 0.125, Some(&bias));
+                assert!(padded[len..].iter().all(|&p| p == 0.0), "masked keys weigh 0");
+                let same = padded[..len].iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "len {len} + {pad} padding changed the row");
+            }
+        }
     }
 
     #[test]
