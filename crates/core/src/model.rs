@@ -113,30 +113,18 @@ impl SentenceEncoder {
         if texts.is_empty() {
             return Err(CoreError::Data("no texts to encode".into()));
         }
-        let mut rows = texts
-            .iter()
-            .map(|t| self.tokenizer.ids(t))
-            .enumerate()
-            .map(|(k, r)| Ok((k, r?)))
-            .collect::<Result<Vec<_>>>()?;
-        rows.sort_by_key(|(_, ids)| ids.len());
-        let lens: Vec<usize> = rows.iter().map(|(_, ids)| ids.len()).collect();
-        let sizes = length_groups(&lens, GROUP_OVERHEAD_TOKENS, |len| self.fit_batch(texts.len(), len));
-        let mut pooled = Vec::with_capacity(sizes.len());
-        let mut start = 0;
-        for size in sizes {
-            let group: Vec<Vec<u32>> = rows[start..start + size].iter().map(|(_, ids)| ids.clone()).collect();
-            pooled.push(self.pooled(&self.tokenizer.pad(&group), adapter));
-            start += size;
-        }
+        // One plan of at most all the texts: the length groups `embed` uses.
+        let plan = self.plan_batches(texts, texts.len())?;
+        let mut pooled: Vec<Tensor<2>> = plan.batches.iter().map(|(_, batch)| self.pooled(batch, adapter)).collect();
         let pooled = if pooled.len() == 1 { pooled.remove(0) } else { Tensor::cat(pooled, 0) };
-        // Row `pos` of `pooled` is text `rows[pos].0`: gather them back into the texts' order.
-        if rows.iter().enumerate().all(|(pos, (k, _))| pos == *k) {
+        // Row `pos` of `pooled` is text `order[pos]`: gather them back into the texts' order.
+        let order: Vec<usize> = plan.batches.iter().flat_map(|(idx, _)| idx.iter().copied()).collect();
+        if order.iter().enumerate().all(|(pos, &k)| pos == k) {
             return Ok(pooled);
         }
-        let mut position = vec![0i64; rows.len()];
-        for (pos, (k, _)) in rows.iter().enumerate() {
-            position[*k] = pos as i64;
+        let mut position = vec![0i64; order.len()];
+        for (pos, &k) in order.iter().enumerate() {
+            position[k] = pos as i64;
         }
         let n = position.len();
         let position = Tensor::<1, Int>::from_data(TensorData::new(position, [n]), &pooled.device());
