@@ -54,8 +54,29 @@ fn to_js<T: Serialize>(v: &T) -> Result<JsValue, JsValue> {
         .map_err(|e| js_error(format!("internal: cannot convert the result: {e}")))
 }
 
+unsafe extern "C" {
+    /// Synthesised by wasm-ld: runs the module's static constructors (the `inventory`
+    /// registrations of Burn's CubeCL stack, through `pliron`).
+    fn __wasm_call_ctors();
+}
+
+/// Runs the static constructors once per instance. That this module calls `__wasm_call_ctors`
+/// itself also tells wasm-ld not to link it "command-style": a module that never calls them gets
+/// a call at the top of every exported function, so every call from JavaScript (each method,
+/// each resolved promise, each callback) ran all of them again — 3.6 % of the tab's CPU in the
+/// benchmark's profile (crates/core/PERFORMANCE.md, "The tab's profile").
+fn run_static_constructors_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if !DONE.swap(true, Ordering::Relaxed) {
+        // SAFETY: wasm-ld's constructor runner takes no arguments; the flag runs it once.
+        unsafe { __wasm_call_ctors() }
+    }
+}
+
 #[wasm_bindgen(start)]
 fn start() {
+    run_static_constructors_once();
     console_error_panic_hook::set_once();
 }
 
@@ -250,6 +271,8 @@ enum DocInput {
 
 impl FedsearchClient {
     async fn build(files: ModelFiles, opts: CreateOptions) -> Result<FedsearchClient, JsValue> {
+        // `start` has run them already, except where a harness skips it (wasm-bindgen-test).
+        run_static_constructors_once();
         let (device, backend) = pick_device(opts.backend.as_deref().unwrap_or("auto")).await?;
         let encoder = SentenceEncoder::load(&files, &device, opts.max_len.unwrap_or(DEFAULT_MAX_LEN))
             .map_err(|e| js_error(e.to_string()))?;
