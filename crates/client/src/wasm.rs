@@ -63,8 +63,9 @@ unsafe extern "C" {
 /// Runs the static constructors once per instance. That this module calls `__wasm_call_ctors`
 /// itself also tells wasm-ld not to link it "command-style": a module that never calls them gets
 /// a call at the top of every exported function, so every call from JavaScript (each method,
-/// each resolved promise, each callback) ran all of them again — 3.6 % of the tab's CPU in the
-/// benchmark's profile (crates/core/PERFORMANCE.md, "The tab's profile").
+/// each resolved promise, each callback) ran all of them again: 3.7 % of the tab's CPU in the
+/// benchmark's profile, and its head training 1.45× faster without (crates/core/PERFORMANCE.md,
+/// "The tab against onnxruntime-web").
 fn run_static_constructors_once() {
     use std::sync::atomic::{AtomicBool, Ordering};
     static DONE: AtomicBool = AtomicBool::new(false);
@@ -87,6 +88,7 @@ thread_local! {
 
 /// Tries WebGPU; `Err` says why it is not usable.
 pub async fn webgpu_device() -> Result<Device, String> {
+    run_static_constructors_once();
     if let Some(d) = WGPU.with(|w| w.borrow().clone()) {
         return Ok(d);
     }
@@ -110,8 +112,12 @@ pub async fn webgpu_device() -> Result<Device, String> {
     Ok(device)
 }
 
-/// Picks the device for `"webgpu"`, `"cpu"` or `"auto"`; returns it and its name.
+/// Picks the device for `"webgpu"`, `"cpu"` or `"auto"`; returns it and its name. Every way to
+/// a Burn device in the client goes through here, so the static constructors run here too:
+/// `start` has run them already, except where a harness skips it (wasm-bindgen-test), and
+/// CubeCL's IR needs them on WebGPU.
 pub async fn pick_device(backend: &str) -> Result<(Device, &'static str), JsValue> {
+    run_static_constructors_once();
     match backend {
         "cpu" => Ok((Device::flex(), "cpu")),
         "webgpu" | "gpu" | "wgpu" => webgpu_device().await.map(|d| (d, "webgpu")).map_err(js_error),
@@ -271,8 +277,6 @@ enum DocInput {
 
 impl FedsearchClient {
     async fn build(files: ModelFiles, opts: CreateOptions) -> Result<FedsearchClient, JsValue> {
-        // `start` has run them already, except where a harness skips it (wasm-bindgen-test).
-        run_static_constructors_once();
         let (device, backend) = pick_device(opts.backend.as_deref().unwrap_or("auto")).await?;
         let encoder = SentenceEncoder::load(&files, &device, opts.max_len.unwrap_or(DEFAULT_MAX_LEN))
             .map_err(|e| js_error(e.to_string()))?;
