@@ -2,8 +2,8 @@
 # The tab's CPU encoder beside onnxruntime-web (issue 13), in one headless Chromium: installs
 # onnxruntime-web from npm into target/ort-web, saves the ONNX graph of scripts/ort_peer.py and
 # the benchmark sentences' token ids (scripts/ort_web_prep.py), then runs bench-browser with
-# FEDSEARCH_ORT_WEB_DIR: onnxruntime-web (wasm, 1 thread, batches of 1 and of 16), the benchmark page (CPU
-# backend), onnxruntime-web again; prints both and the ratio.
+# FEDSEARCH_ORT_WEB_DIR: onnxruntime-web (wasm, 1 thread, batches of 1 and of 16), the benchmark
+# page (CPU backend), onnxruntime-web again; prints both and the ratio.
 #   scripts/bench-vs-ort-web.sh [PKG_DIR]   default pkg/ (scripts/build-wasm.sh release)
 # Environment: MODEL (models/all-MiniLM-L6-v2: f32 weights, which the ONNX graph needs; the tab
 # computes in f32 from either copy), ORT_PYTHON (as scripts/bench-vs-ort.sh),

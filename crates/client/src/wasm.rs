@@ -64,8 +64,8 @@ unsafe extern "C" {
 /// itself also tells wasm-ld not to link it "command-style": a module that never calls them gets
 /// a call at the top of every exported function, so every call from JavaScript (each method,
 /// each resolved promise, each callback) ran all of them again: 3.7 % of the tab's CPU in the
-/// benchmark's profile, and its head training 1.45× faster without (crates/core/PERFORMANCE.md,
-/// "The tab against onnxruntime-web").
+/// benchmark's profile; running them once made its head training 1.45× faster
+/// (crates/core/PERFORMANCE.md, "The tab against onnxruntime-web").
 fn run_static_constructors_once() {
     use std::sync::atomic::{AtomicBool, Ordering};
     static DONE: AtomicBool = AtomicBool::new(false);

@@ -7,8 +7,8 @@
 //! the native losses computed here).
 //! With `FEDSEARCH_ORT_WEB_DIR` (made by scripts/bench-vs-ort-web.sh: onnxruntime-web, the same
 //! model as ONNX and the same sentences' token ids), onnxruntime-web's encoder runs in the same
-//! browser before and after the benchmark page, and the ratio of the tab's CPU encoder to it is
-//! printed.
+//! browser at batch 1 and at the tab's batch, before and after the benchmark page, and the ratio
+//! of the tab's CPU encoder to the peer's better batch size is printed.
 //! Needs pkg/ (scripts/build-wasm.sh; or FEDSEARCH_PKG_DIR), chromium + chromedriver and the fedsearch-www binary
 //! (`cargo build -p fedsearch-www`). Prints one line per backend and the ratios to native.
 
@@ -194,6 +194,9 @@ async fn main() {
     if ort.iter().any(|r| !r.is_empty()) {
         let mut best: f64 = 0.0;
         for (rates, batch) in ort.iter_mut().zip(ort_batches) {
+            if rates.is_empty() {
+                continue;
+            }
             rates.sort_by(f64::total_cmp);
             let median = rates[rates.len() / 2];
             best = best.max(median);
