@@ -86,9 +86,9 @@ thread_local! {
     static WGPU: RefCell<Option<Device>> = const { RefCell::new(None) };
 }
 
-/// Tries WebGPU; `Err` says why it is not usable.
-pub async fn webgpu_device() -> Result<Device, String> {
-    run_static_constructors_once();
+/// Tries WebGPU; `Err` says why it is not usable. Reached only through `pick_device`, which
+/// has run the static constructors.
+async fn webgpu_device() -> Result<Device, String> {
     if let Some(d) = WGPU.with(|w| w.borrow().clone()) {
         return Ok(d);
     }
