@@ -13,6 +13,7 @@ use fedsearch_core::CoreError;
 use fedsearch_core::adapter::SoftEmbeddingAdapter;
 use fedsearch_core::data::{Corpus, LabelledQuery, parse_queries, parse_query_lines, subset, to_jsonl, training_pairs};
 use fedsearch_core::head::{CENTROID_MIX, CarHead, QuerySet, keys_towards};
+use fedsearch_core::host::HostModel;
 use fedsearch_core::index::{HybridWeights, SearchIndex, car_logits};
 use fedsearch_core::metrics::{Metrics, MetricsBuilder};
 use fedsearch_core::model::{ModelFiles, SentenceEncoder};
@@ -44,7 +45,8 @@ pub struct EvalOptions {
     pub train_pairs: Option<PathBuf>,
     /// How many times each of those counts.
     pub click_weight: usize,
-    pub hybrid: HybridWeights,
+    /// The hybrid's weights; `None`: `HybridWeights::for_adapter`, by whether the adapter trained.
+    pub hybrid: Option<HybridWeights>,
     /// Where the CaR head starts.
     pub head_init: HeadInit,
     /// How far centroid keys also move towards the document's category questions (0: not).
@@ -55,6 +57,8 @@ pub struct EvalOptions {
     pub embed_cache: Option<PathBuf>,
     /// Where to write the training, held-out and category-question texts (JSON lines).
     pub pairs_out: Option<PathBuf>,
+    /// Where to write every method's scores per test and held-out query (JSON lines).
+    pub scores_out: Option<PathBuf>,
 }
 
 /// Where the CaR head starts before training.
@@ -186,6 +190,9 @@ pub struct EvalReport {
     pub training_pairs: usize,
     /// Held-out pseudo-queries behind `pq_top1`.
     pub heldout_pseudo_queries: usize,
+    /// The weights the hybrid ran with (absent when it did not run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hybrid_weights: Option<HybridWeights>,
     pub methods: BTreeMap<String, MethodResult>,
 }
 
@@ -353,6 +360,10 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
         let p_targets: Vec<usize> = pairs.iter().map(|(_, d)| *d).collect();
         // CaR logits of the best-trained model for the test queries and the held-out pseudo-queries.
         let mut best_logits: Option<(Vec<f32>, Vec<f32>)> = None;
+        // Whether the model behind `best_logits` has an adapter that moved from the identity.
+        let mut adapter_trained = false;
+        // Per method run, its logits for the test queries and the held-out ones (`--scores-out`).
+        let mut car_scores: Vec<NamedLogits> = Vec::new();
         if needs_car {
             let t = Instant::now();
             // Two cache entries: the pseudo-queries' stays valid whatever clicks are added. Each
@@ -385,6 +396,9 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
                 let pq = rank_all(&h_gold, row_of(&h_logits, n));
                 methods.insert("car".to_string(), row(m, pq, train_s, encode_s, Some(&rep)));
             }
+            if opts.scores_out.is_some() {
+                car_scores.push(("car", (logits.clone(), h_logits.clone())));
+            }
             best_logits = Some((logits, h_logits));
             if wants("car-adapter") || wants("hybrid") {
                 let t = Instant::now();
@@ -396,32 +410,44 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
                 let logits = car_logits(&tuned, &tuned_q, d, &device).await?;
                 let h_logits = car_logits(&tuned, &tuned_h, d, &device).await?;
                 let adapter_s = train_s + rep2.seconds;
+                adapter_trained = HostModel::from_retriever(&tuned).await?.adapter_trained();
                 if wants("car-adapter") {
                     let m = rank_all(&gold, row_of(&logits, n));
                     let pq = rank_all(&h_gold, row_of(&h_logits, n));
                     let encode_all = encode_s + t.elapsed().as_secs_f64() - rep2.seconds;
                     methods.insert("car-adapter".to_string(), row(m, pq, adapter_s, encode_all, Some(&rep2)));
                 }
+                if opts.scores_out.is_some() {
+                    car_scores.push(("car_adapter", (logits.clone(), h_logits.clone())));
+                }
                 best_logits = Some((logits, h_logits));
             }
         }
+        let mut hybrid_weights = None;
         if wants("hybrid") {
+            let weights = opts.hybrid.unwrap_or(HybridWeights::for_adapter(adapter_trained));
+            hybrid_weights = Some(weights);
             let (logits, h_logits) = best_logits.as_ref().expect("hybrid trains CaR first");
-            let m = rank_all(&gold, |q| {
-                index.hybrid_scores(&logits[q * n..(q + 1) * n], q_row(q), &q_texts[q], opts.hybrid)
-            });
+            let m =
+                rank_all(&gold, |q| index.hybrid_scores(&logits[q * n..(q + 1) * n], q_row(q), &q_texts[q], weights));
             let pq = rank_all(&h_gold, |q| {
-                index.hybrid_scores(&h_logits[q * n..(q + 1) * n], h_row(q), &h_texts[q], opts.hybrid)
+                index.hybrid_scores(&h_logits[q * n..(q + 1) * n], h_row(q), &h_texts[q], weights)
             });
             let (train_s, encode_s) =
                 methods.get("car-adapter").or(methods.get("car")).map_or((0.0, 0.0), |r| (r.train_s, r.encode_s));
             methods.insert("hybrid".to_string(), row(m, pq, train_s, encode_s, None));
+        }
+        if let Some(path) = &opts.scores_out {
+            let test = ScoreSet { name: "test", texts: &q_texts, gold: &gold, emb: &q_emb, logits_of: 0 };
+            let held = ScoreSet { name: "heldout", texts: &h_texts, gold: &h_gold, emb: &h_emb, logits_of: 1 };
+            write_scores(path, &index, &corpus, d, &[test, held], &car_scores)?;
         }
         let report = EvalReport {
             docs: corpus.len(),
             queries: queries.len(),
             training_pairs: pairs.len(),
             heldout_pseudo_queries: heldout.len(),
+            hybrid_weights,
             methods,
         };
         print_table(&report);
@@ -446,6 +472,52 @@ fn write_pairs(path: &Path, corpus: &Corpus, train: &[(String, usize)], heldout:
         }
     }
     std::fs::write(path, out).map_err(|e| CliError::Io(format!("{}: {e}", path.display())))
+}
+
+/// A CaR method's name and its logits `[queries, docs]` for the test queries and the held-out ones.
+type NamedLogits = (&'static str, (Vec<f32>, Vec<f32>));
+
+/// One set of ranked queries for `--scores-out`: its texts, gold positions, frozen embeddings,
+/// and which of a method's two logit matrices (test 0, held-out 1) holds its rows.
+struct ScoreSet<'a> {
+    name: &'static str,
+    texts: &'a [String],
+    gold: &'a [Vec<usize>],
+    emb: &'a [f32],
+    logits_of: usize,
+}
+
+/// Writes every query's scores over all documents, per method, as JSON lines (`--scores-out`).
+fn write_scores(
+    path: &Path,
+    index: &SearchIndex,
+    corpus: &Corpus,
+    d: usize,
+    sets: &[ScoreSet],
+    car_scores: &[NamedLogits],
+) -> CliResult<()> {
+    use std::io::Write;
+    let io_err = |e: std::io::Error| CliError::Io(format!("{}: {e}", path.display()));
+    let file = std::fs::File::create(path).map_err(io_err)?;
+    let mut out = std::io::BufWriter::new(file);
+    let n = corpus.len();
+    for set in sets {
+        for (q, text) in set.texts.iter().enumerate() {
+            let mut line = serde_json::Map::new();
+            line.insert("set".into(), set.name.into());
+            line.insert("query".into(), text.as_str().into());
+            let gold: Vec<&str> = set.gold[q].iter().map(|&g| corpus.docs[g].id.as_str()).collect();
+            line.insert("gold".into(), gold.into());
+            line.insert("mips".into(), index.mips_scores(&set.emb[q * d..(q + 1) * d]).into());
+            line.insert("bm25".into(), index.bm25_scores(text).into());
+            for (name, logits) in car_scores {
+                let rows = if set.logits_of == 0 { &logits.0 } else { &logits.1 };
+                line.insert((*name).into(), rows[q * n..(q + 1) * n].to_vec().into());
+            }
+            writeln!(out, "{}", serde_json::Value::Object(line)).map_err(io_err)?;
+        }
+    }
+    out.flush().map_err(io_err)
 }
 
 fn print_table(r: &EvalReport) {

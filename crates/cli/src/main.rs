@@ -108,13 +108,19 @@ enum Command {
         /// Fraction of the pseudo-queries held out (never trained on) for `pq_top1`.
         #[arg(long, default_value_t = 0.1)]
         pq_holdout: f64,
-        /// Hybrid weights: CaR, MIPS, BM25.
-        #[arg(long, value_delimiter = ',', default_values_t = [1.0f32, 1.0, 0.5])]
-        hybrid_weights: Vec<f32>,
+        /// Hybrid weights: CaR, MIPS, BM25 (default: the tab's, 1.5,0,0.25 once the adapter has
+        /// trained and 1,1,0.5 while it is the identity: `HybridWeights::for_adapter`).
+        #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+        hybrid_weights: Option<Vec<f32>>,
         /// Also write the texts this run trains and keys on, as JSON lines `{"kind", "query",
         /// "doc_id"}` (kind: train, heldout or question), for experiments outside the CLI.
         #[arg(long)]
         pairs_out: Option<PathBuf>,
+        /// Also write every method's scores over all documents for each test query and each
+        /// held-out pseudo-query, as JSON lines `{"set", "query", "gold", "mips", "bm25", "car",
+        /// "car_adapter"}` (the methods run), so fusions can be studied outside the CLI.
+        #[arg(long)]
+        scores_out: Option<PathBuf>,
     },
     /// Benchmarks.
     Bench {
@@ -321,14 +327,25 @@ fn run(cli: Cli) -> CliResult<()> {
             pq_holdout,
             embed_cache,
             pairs_out,
+            scores_out,
         } => {
             let methods: Vec<String> = if method == "all" {
                 eval::METHODS.iter().map(|s| s.to_string()).collect()
             } else {
                 method.split(',').map(|s| s.trim().to_string()).collect()
             };
-            let [car, mips, bm25] = hybrid_weights[..] else {
-                return Err(CliError::Input("--hybrid-weights takes three numbers: CaR,MIPS,BM25".into()));
+            let hybrid = match hybrid_weights.as_deref() {
+                None => None,
+                Some(&[car, mips, bm25])
+                    if [car, mips, bm25].iter().all(|w| w.is_finite() && *w >= 0.0) && car + mips + bm25 > 0.0 =>
+                {
+                    Some(HybridWeights { car, mips, bm25 })
+                }
+                Some(_) => {
+                    return Err(CliError::Input(
+                        "--hybrid-weights takes three numbers ≥ 0, not all 0: CaR,MIPS,BM25".into(),
+                    ));
+                }
             };
             let opts = eval::EvalOptions {
                 model,
@@ -358,12 +375,13 @@ fn run(cli: Cli) -> CliResult<()> {
                     pull_to_keys: head_pull,
                     ..TrainConfig::recipe(TrainMode::AdapterHead)
                 },
-                hybrid: HybridWeights { car, mips, bm25 },
+                hybrid,
                 head_init,
                 question_mix,
                 pq_holdout,
                 embed_cache,
                 pairs_out,
+                scores_out,
             };
             eval::run(&opts).map(|_| ())
         }

@@ -64,6 +64,11 @@ fn eval_all_methods_writes_the_json_report() {
         assert!(r["top1"].as_f64().unwrap() <= r["top5"].as_f64().unwrap());
         assert!(r["top5"].as_f64().unwrap() <= r["top10"].as_f64().unwrap());
     }
+    // The hybrid's weights: the tab's, chosen by whether the adapter moved from the identity
+    // (it keeps its start, the identity, when no check beat it).
+    let moved = report["methods"]["car-adapter"]["kept_step"].as_u64().unwrap() > 0;
+    let weights = |r: &Value| ["car", "mips", "bm25"].map(|k| r["hybrid_weights"][k].as_f64().unwrap());
+    assert_eq!(weights(&report), if moved { [1.5, 0.0, 0.25] } else { [1.0, 1.0, 0.5] }, "{report}");
     // BM25 on these word-overlap queries must find most gold documents first.
     assert!(report["methods"]["bm25"]["top1"].as_f64().unwrap() >= 0.75, "{report}");
     // The trained methods against baselines computed here: chance (top-1 = 1/n) on the
@@ -82,6 +87,7 @@ fn eval_all_methods_writes_the_json_report() {
     }
     let untrained_out = dir.path().join("untrained.json");
     let pairs_out = dir.path().join("pairs.jsonl");
+    let scores_out = dir.path().join("scores.jsonl");
     let o_start = eval(
         &dir.path().join("model"),
         &dir.path().join("corpus.jsonl"),
@@ -95,6 +101,8 @@ fn eval_all_methods_writes_the_json_report() {
             untrained_out.to_str().unwrap(),
             "--pairs-out",
             pairs_out.to_str().unwrap(),
+            "--scores-out",
+            scores_out.to_str().unwrap(),
         ],
     );
     assert!(o_start.status.success(), "{}", stderr(&o_start));
@@ -116,12 +124,50 @@ fn eval_all_methods_writes_the_json_report() {
         assert!(!p["query"].as_str().unwrap().is_empty(), "{p}");
         assert!(corpus_ids.iter().any(|id| id == p["doc_id"].as_str().unwrap()), "{p}");
     }
+    // `--scores-out`: one line per test and held-out query, a score per document for every
+    // method run (and MIPS, BM25), gold named by id; its CaR rows rank as the report says.
+    let lines: Vec<Value> =
+        std::fs::read_to_string(&scores_out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let of_set = |set: &str| lines.iter().filter(|l| l["set"] == set).collect::<Vec<_>>();
+    let (test, held) = (of_set("test"), of_set("heldout"));
+    assert_eq!(test.len() as u64, untrained["queries"].as_u64().unwrap(), "{untrained}");
+    assert_eq!(held.len() as u64, untrained["heldout_pseudo_queries"].as_u64().unwrap());
+    assert_eq!(test.len() + held.len(), lines.len(), "no other set");
+    let top1 = |rows: &[&Value], method: &str| {
+        let hits = rows.iter().filter(|l| {
+            let s: Vec<f64> = l[method].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            assert_eq!(s.len() as f64, n_docs, "{method}: one score per document");
+            let best = (0..s.len()).fold(0, |b, i| if s[i] > s[b] { i } else { b });
+            l["gold"].as_array().unwrap().iter().any(|g| g.as_str().unwrap() == corpus_ids[best])
+        });
+        hits.count() as f64 / rows.len() as f64
+    };
+    for (rows, key) in [(&test, "top1"), (&held, "pq_top1")] {
+        let reported = untrained["methods"]["car"][key].as_f64().unwrap();
+        assert!((top1(rows, "car") - reported).abs() < 1e-3, "{key}: {} vs {reported}", top1(rows, "car"));
+        for method in ["mips", "bm25"] {
+            assert!((0.0..=1.0).contains(&top1(rows, method)));
+        }
+    }
+    assert!(test.iter().all(|l| l.get("car_adapter").is_none()), "only the methods run");
     let (trained, start) = (
         report["methods"]["car"]["pq_top1"].as_f64().unwrap(),
         untrained["methods"]["car"]["pq_top1"].as_f64().unwrap(),
     );
     assert!(trained >= start, "training lowered the in-distribution top-1: {start} → {trained}");
     assert!(report["heldout_pseudo_queries"].as_u64().unwrap() > 0, "{report}");
+    // `--hybrid-weights` overrides them; a run without the hybrid reports none.
+    let chosen_out = dir.path().join("chosen.json");
+    let o_chosen = eval(
+        &dir.path().join("model"),
+        &dir.path().join("corpus.jsonl"),
+        &dir.path().join("queries.jsonl"),
+        &["--method", "hybrid", "--hybrid-weights", "2,0,1", "--json", chosen_out.to_str().unwrap()],
+    );
+    assert!(o_chosen.status.success(), "{}", stderr(&o_chosen));
+    let chosen: Value = serde_json::from_slice(&std::fs::read(&chosen_out).unwrap()).unwrap();
+    assert_eq!(weights(&chosen), [2.0, 0.0, 1.0], "{chosen}");
+    assert!(untrained.get("hybrid_weights").is_none(), "{untrained}");
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(table.contains("car-adapter") && table.contains("mrr10") && table.contains("pq_top1"), "{table}");
 }
@@ -228,6 +274,9 @@ fn bad_input_exits_with_code_2_and_a_message() {
 
     // An unknown method.
     expect_2(eval(&model, &corpus, &queries, &["--method", "magic"]), "unknown method");
+    for w in ["1,1", "-1,1,1", "NaN,1,1", "0,0,0"] {
+        expect_2(eval(&model, &corpus, &queries, &["--hybrid-weights", w]), "--hybrid-weights takes three numbers");
+    }
 }
 
 /// `fedsearch data wiki --include-gold`: a subset that holds every gold article of a query file.

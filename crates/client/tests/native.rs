@@ -196,17 +196,22 @@ fn a_diverging_run_reports_code_diverged() {
     assert_eq!(st.model, before);
 }
 
+/// Two epochs of adapter + head on every pair (no held-out ones).
+fn adapter_two_epochs() -> TrainOptions {
+    TrainOptions {
+        mode: Some(TrainMode::AdapterHead),
+        epochs: Some(2),
+        holdout_fraction: Some(0.0),
+        ..Default::default()
+    }
+}
+
 #[test]
 fn adapter_training_runs_and_cancel_stops_it() {
     let enc = encoder();
     let mut st = state_with_corpus(&enc);
     let before = st.model.adapter_w.clone();
-    let opts = TrainOptions {
-        mode: Some(TrainMode::AdapterHead),
-        epochs: Some(2),
-        holdout_fraction: Some(0.0),
-        ..Default::default()
-    };
+    let opts = adapter_two_epochs();
     block(st.train(&enc, &opts, &mut |_| true)).unwrap();
     assert_ne!(st.model.adapter_w, before, "the adapter must change");
     let trained = st.model.clone();
@@ -214,6 +219,42 @@ fn adapter_training_runs_and_cancel_stops_it() {
     assert!(err.message.contains("cancelled"), "{err}");
     assert_eq!(err.code, fedsearch_client::engine::ErrorCode::Cancelled);
     assert_eq!(st.model, trained, "a cancelled run leaves the model as it was");
+}
+
+/// The hybrid fuses with the default weights while the adapter is the identity, and with
+/// `HybridWeights::TRAINED_ADAPTER` once it has trained (QUALITY.md: the default weights outvote
+/// what the adapter learned from clicks).
+#[test]
+fn the_hybrid_weights_follow_the_adapter() {
+    use fedsearch_core::adapter::SoftEmbeddingAdapter;
+    use fedsearch_core::index::HybridWeights;
+    use fedsearch_core::search::top_k;
+    let enc = encoder();
+    let mut st = state_with_corpus(&enc);
+    let query = "capital of France";
+    // The page's ranking computed here from its parts: the CaR logits through the current
+    // adapter, MIPS on the frozen embedding, BM25, fused with `weights`.
+    let expected = |st: &State, weights: HybridWeights| {
+        let adapter =
+            SoftEmbeddingAdapter::from_values(st.model.adapter_w.clone(), st.model.adapter_b.clone(), enc.device());
+        let q_car = block(enc.embed(&[query], Some(&adapter), 1, &mut |_, _| {})).unwrap();
+        let q_mips = block(enc.embed(&[query], None, 1, &mut |_, _| {})).unwrap();
+        let scores = st.index.hybrid_scores(&st.model.logits(&q_car, &st.key_emb), &q_mips, query, weights);
+        top_k(&scores, 5).into_iter().map(|i| (st.docs[i].id.clone(), scores[i])).collect::<Vec<_>>()
+    };
+    let search = |st: &mut State| {
+        let hits = block(st.search(&enc, query, 5, Method::Hybrid)).unwrap();
+        hits.into_iter().map(|h| (h.id, h.score)).collect::<Vec<_>>()
+    };
+    block(st.train(&enc, &TrainOptions { epochs: Some(3), ..Default::default() }, &mut |_| true)).unwrap();
+    assert!(!st.model.adapter_trained(), "head-only training leaves the adapter alone");
+    assert_eq!(search(&mut st), expected(&st, HybridWeights::default()));
+    let opts = adapter_two_epochs();
+    block(st.train(&enc, &opts, &mut |_| true)).unwrap();
+    assert!(st.model.adapter_trained());
+    let trained = expected(&st, HybridWeights::TRAINED_ADAPTER);
+    assert_ne!(trained, expected(&st, HybridWeights::default()), "the weights must tell the two apart");
+    assert_eq!(search(&mut st), trained);
 }
 
 #[test]
