@@ -4,7 +4,7 @@ them exactly as `fedsearch_core::search::fuse` (z-scores, population standard de
 weights on the fitting halves and reports them on the held-out halves, the whole sets and the
 held-out pseudo-queries. The question set's halves are data/fanout-split's; the descriptions are
 split by position (even lines fit, odd lines measure).
-Usage: [FUSION_CAR=car] python fusion_fit.py SCORES.jsonl [CLICK_SCORES.jsonl] [--weights=1,1,0.5;2,0,0.25]
+Usage: [FUSION_CAR=car] [FUSION_CORPUS=data/wiki-10k/corpus.jsonl] python fusion_fit.py SCORES.jsonl [CLICK_SCORES.jsonl] [--weights=1,1,0.5;2,0,0.25]
   CLICK_SCORES: a run trained with the training half's questions as clicks, whose test set is the
   other half (plus the descriptions): how much of what the CaR learned from clicks each fusion keeps."""
 import itertools, json, os, sys
@@ -46,7 +46,7 @@ def top1(prepped, w):
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     rows = load(args[0])
-    ids = [json.loads(l)["id"] for l in open("data/wiki-1k/corpus.jsonl")]
+    ids = [json.loads(l)["id"] for l in open(os.environ.get("FUSION_CORPUS", "data/wiki-1k/corpus.jsonl"))]
     train_q = {json.loads(l)["query"] for l in open("data/fanout-split/train.jsonl")}
     test_q = {json.loads(l)["query"] for l in open("data/fanout-split/test.jsonl")}
     questions = {json.loads(l)["query"] for l in open("../shared/data/fanoutqa_test_questions.jsonl")}
