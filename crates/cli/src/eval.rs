@@ -13,7 +13,6 @@ use fedsearch_core::CoreError;
 use fedsearch_core::adapter::SoftEmbeddingAdapter;
 use fedsearch_core::data::{Corpus, LabelledQuery, parse_queries, parse_query_lines, subset, to_jsonl, training_pairs};
 use fedsearch_core::head::{CENTROID_MIX, CarHead, QuerySet, keys_towards};
-use fedsearch_core::host::HostModel;
 use fedsearch_core::index::{HybridWeights, SearchIndex, car_logits};
 use fedsearch_core::metrics::{Metrics, MetricsBuilder};
 use fedsearch_core::model::{ModelFiles, SentenceEncoder};
@@ -45,7 +44,7 @@ pub struct EvalOptions {
     pub train_pairs: Option<PathBuf>,
     /// How many times each of those counts.
     pub click_weight: usize,
-    /// The hybrid's weights; `None`: `HybridWeights::for_adapter`, by whether the adapter trained.
+    /// The hybrid's weights; `None`: `HybridWeights::default()`, the tab's.
     pub hybrid: Option<HybridWeights>,
     /// Where the CaR head starts.
     pub head_init: HeadInit,
@@ -360,8 +359,6 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
         let p_targets: Vec<usize> = pairs.iter().map(|(_, d)| *d).collect();
         // CaR logits of the best-trained model for the test queries and the held-out pseudo-queries.
         let mut best_logits: Option<(Vec<f32>, Vec<f32>)> = None;
-        // Whether the model behind `best_logits` has an adapter that moved from the identity.
-        let mut adapter_trained = false;
         // Per method run, its logits for the test queries and the held-out ones (`--scores-out`).
         let mut car_scores: Vec<NamedLogits> = Vec::new();
         if needs_car {
@@ -410,7 +407,6 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
                 let logits = car_logits(&tuned, &tuned_q, d, &device).await?;
                 let h_logits = car_logits(&tuned, &tuned_h, d, &device).await?;
                 let adapter_s = train_s + rep2.seconds;
-                adapter_trained = HostModel::from_retriever(&tuned).await?.adapter_trained();
                 if wants("car-adapter") {
                     let m = rank_all(&gold, row_of(&logits, n));
                     let pq = rank_all(&h_gold, row_of(&h_logits, n));
@@ -425,7 +421,7 @@ pub fn run(opts: &EvalOptions) -> CliResult<EvalReport> {
         }
         let mut hybrid_weights = None;
         if wants("hybrid") {
-            let weights = opts.hybrid.unwrap_or(HybridWeights::for_adapter(adapter_trained));
+            let weights = opts.hybrid.unwrap_or_default();
             hybrid_weights = Some(weights);
             let (logits, h_logits) = best_logits.as_ref().expect("hybrid trains CaR first");
             let m =

@@ -108,8 +108,7 @@ enum Command {
         /// Fraction of the pseudo-queries held out (never trained on) for `pq_top1`.
         #[arg(long, default_value_t = 0.1)]
         pq_holdout: f64,
-        /// Hybrid weights: CaR, MIPS, BM25 (default: the tab's, 1.5,0,0.25 once the adapter has
-        /// trained and 1,1,0.5 while it is the identity: `HybridWeights::for_adapter`).
+        /// Hybrid weights: CaR, MIPS, BM25 (default: the tab's, 1,0.25,0.25).
         #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
         hybrid_weights: Option<Vec<f32>>,
         /// Also write the texts this run trains and keys on, as JSON lines `{"kind", "query",

@@ -221,11 +221,10 @@ fn adapter_training_runs_and_cancel_stops_it() {
     assert_eq!(st.model, trained, "a cancelled run leaves the model as it was");
 }
 
-/// The hybrid fuses with the default weights while the adapter is the identity, and with
-/// `HybridWeights::TRAINED_ADAPTER` once it has trained (QUALITY.md: the default weights outvote
-/// what the adapter learned from clicks).
+/// The page's hybrid is the default fusion of its parts (`HybridWeights::default()`, QUALITY.md:
+/// one weighting for every setting), after head-only training and after the adapter has trained.
 #[test]
-fn the_hybrid_weights_follow_the_adapter() {
+fn the_hybrid_fuses_its_parts_with_the_default_weights() {
     use fedsearch_core::adapter::SoftEmbeddingAdapter;
     use fedsearch_core::index::HybridWeights;
     use fedsearch_core::search::top_k;
@@ -246,14 +245,17 @@ fn the_hybrid_weights_follow_the_adapter() {
         let hits = block(st.search(&enc, query, 5, Method::Hybrid)).unwrap();
         hits.into_iter().map(|h| (h.id, h.score)).collect::<Vec<_>>()
     };
+    // The weights before stop 25: a page fusing with them must fail this test.
+    let previous = HybridWeights { car: 1.0, mips: 1.0, bm25: 0.5 };
     block(st.train(&enc, &TrainOptions { epochs: Some(3), ..Default::default() }, &mut |_| true)).unwrap();
-    assert!(!st.model.adapter_trained(), "head-only training leaves the adapter alone");
-    assert_eq!(search(&mut st), expected(&st, HybridWeights::default()));
-    let opts = adapter_two_epochs();
-    block(st.train(&enc, &opts, &mut |_| true)).unwrap();
-    assert!(st.model.adapter_trained());
-    let trained = expected(&st, HybridWeights::TRAINED_ADAPTER);
-    assert_ne!(trained, expected(&st, HybridWeights::default()), "the weights must tell the two apart");
+    let head_only = expected(&st, HybridWeights::default());
+    assert_ne!(head_only, expected(&st, previous), "the weights must tell the two apart");
+    assert_eq!(search(&mut st), head_only);
+    let adapter_before = st.model.adapter_w.clone();
+    block(st.train(&enc, &adapter_two_epochs(), &mut |_| true)).unwrap();
+    assert_ne!(st.model.adapter_w, adapter_before, "the adapter must have trained");
+    let trained = expected(&st, HybridWeights::default());
+    assert_ne!(trained, head_only, "the adapter must change the ranking's scores");
     assert_eq!(search(&mut st), trained);
 }
 

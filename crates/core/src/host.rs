@@ -48,13 +48,6 @@ impl HostModel {
         Self { dim, adapter_w, adapter_b: vec![0.0; dim], head_w: vec![0.0; dim * n], head_b: vec![0.0; n] }
     }
 
-    /// Whether the adapter differs from the identity it starts as (trained here or received).
-    pub fn adapter_trained(&self) -> bool {
-        let d = self.dim;
-        self.adapter_b.iter().any(|b| *b != 0.0)
-            || self.adapter_w.iter().enumerate().any(|(i, w)| *w != if i / d == i % d { 1.0 } else { 0.0 })
-    }
-
     /// Number of head columns.
     pub fn n_docs(&self) -> usize {
         self.head_b.len()
@@ -213,29 +206,5 @@ impl HostModel {
             (Some(a), Some(b)) if a.len() == b.len() => Ok(a.iter().zip(b).map(|(x, y)| x - y).collect()),
             _ => Err(CoreError::Checkpoint(format!("no tensor {name:?} of one shape in both models"))),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_identity_adapter_is_untrained_and_any_change_trains_it() {
-        let start = HostModel::initial(3, 2);
-        assert!(!start.adapter_trained());
-        for (w, b) in [(0, None), (1, None), (8, None), (0, Some(2))] {
-            let mut m = start.clone();
-            match b {
-                Some(i) => m.adapter_b[i] = 1e-6,
-                None => m.adapter_w[w] += 1e-3,
-            }
-            assert!(m.adapter_trained(), "weight {w}, bias {b:?}");
-        }
-        // The head is not the adapter.
-        let mut head_only = start.clone();
-        head_only.head_w[0] = 1.0;
-        head_only.head_b[1] = 1.0;
-        assert!(!head_only.adapter_trained());
     }
 }

@@ -579,8 +579,7 @@ impl State {
                 let q_mips = embed_one(encoder, query, None).await?;
                 let q_car = embed_one(encoder, query, Some(self.adapter(&device))).await?;
                 let car = self.model.logits(&q_car, &self.key_emb);
-                let weights = HybridWeights::for_adapter(self.model.adapter_trained());
-                self.index.hybrid_scores(&car, &q_mips, query, weights)
+                self.index.hybrid_scores(&car, &q_mips, query, HybridWeights::default())
             }
         };
         // BM25 has evidence only for documents sharing a word with the query: the rest (score
