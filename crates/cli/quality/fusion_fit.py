@@ -66,7 +66,8 @@ def main():
     P = {k: prepare(v, ids) for k, v in sets.items()}
     print({k: len(v) for k, v in sets.items()})
     grid = [w for w in itertools.product((0.5, 1.0, 1.5, 2.0, 3.0), (0.0, 0.5, 1.0), (0.0, 0.25, 0.5, 0.75, 1.0))]
-    default = (1.0, 1.0, 0.5)
+    default = (1.0, 0.25, 0.25)  # HybridWeights::default() since stop 25 (fusion_settings.py)
+    grid += [default]
     res = {w: {k: top1(P[k], w) for k in ("questions, fit half (train)", "descriptions, fit half (even)")} for w in grid}
     d0 = res[default]
     print("default", default, d0)
@@ -78,12 +79,12 @@ def main():
     print("columns: " + " | ".join(sets))
     print(f"{'weights (CaR, MIPS, BM25)':<52}" + "".join(f"{k[:9]:>10}" for k in sets))
     extra = [tuple(float(x) for x in w.split(",")) for a in sys.argv if a.startswith("--weights=") for w in a[10:].split(";")]
-    shown = [("default", default), ("fit: both halves' sum", by_sum), ("fit: questions, descriptions kept", by_q),
+    shown = [("default", default), ("before stop 24", (1.0, 1.0, 0.5)), ("fit: both halves' sum", by_sum), ("fit: questions, descriptions kept", by_q),
              ("CaR alone", (1.0, 0.0, 0.0)), ("MIPS alone", (0.0, 1.0, 0.0))] + [("asked", w) for w in extra]
     for name, w in shown:
         print(f"{name + ' ' + str(w):<52}" + "".join(f"{top1(P[k], w):>10.3f}" for k in sets), flush=True)
     R = {k: prepare(v, ids, rrf) for k, v in sets.items()}
-    for w in (default, (1.0, 1.0, 1.0), by_sum, by_q):
+    for w in (default, (1.0, 1.0, 0.5), (1.0, 1.0, 1.0), by_sum, by_q):
         print(f"{'reciprocal ranks (k 60) ' + str(w):<52}" + "".join(f"{top1(R[k], w):>10.3f}" for k in sets), flush=True)
     if len(args) > 1:
         crows = load(args[1])
