@@ -11,25 +11,21 @@ Usage: python fusion_settings.py NAME=SCORES.jsonl[@CORPUS.jsonl] ...   (CORPUS:
   e.g. 1k=A.scores.jsonl 1k+clicks=B.scores.jsonl 10k=T.scores.jsonl@data/wiki-10k/corpus.jsonl"""
 import json, sys
 import numpy as np
-from fusion_fit import z
+from fusion_fit import load, top1, z
 
 PREVIOUS = (1.0, 1.0, 0.5)
 CARS = ("car_adapter", "car")  # the CaR with the adapter, the head alone
 HALVES = ("questions fit", "questions other", "descriptions fit", "descriptions other", "pq")
 
 
-def lines(path):
-    return [json.loads(l) for l in open(path)]
-
-
 def settings(args):
-    train_q = {r["query"] for r in lines("data/fanout-split/train.jsonl")}
-    questions = {r["query"] for r in lines("../shared/data/fanoutqa_test_questions.jsonl")}
+    train_q = {r["query"] for r in load("data/fanout-split/train.jsonl")}
+    questions = {r["query"] for r in load("../shared/data/fanoutqa_test_questions.jsonl")}
     out = {}
     for arg in args:
         name, rest = arg.split("=", 1)
         path, _, corpus = rest.partition("@")
-        pos = {r["id"]: i for i, r in enumerate(lines(corpus or "data/wiki-1k/corpus.jsonl"))}
+        pos = {r["id"]: i for i, r in enumerate(load(corpus or "data/wiki-1k/corpus.jsonl"))}
         rows = {car: {h: [] for h in HALVES} for car in CARS}
         qrows, drows = [], []
         for line in open(path):  # one row at a time: a 10k file is over a gigabyte
@@ -60,15 +56,10 @@ def settings(args):
     return out
 
 
-def top1(items, w):
-    w = np.asarray(w, np.float32)
-    return sum(int(np.argmax(w @ Z) in g) for Z, g in items) / max(len(items), 1)
-
-
 def main():
     S = settings(sys.argv[1:])
-    grid = [(1.0, m, b) for m in np.arange(0, 1.01, 0.125) for b in np.arange(0.125, 0.76, 0.125)] + [PREVIOUS]
-    grid = list(dict.fromkeys((1.0, float(m), float(b)) for _, m, b in grid))
+    steps = [(1.0, float(m), float(b)) for m in np.arange(0, 1.01, 0.125) for b in np.arange(0.125, 0.76, 0.125)]
+    grid = list(dict.fromkeys(steps + [PREVIOUS]))
     res = {w: {(n, c, h): top1(S[n][c][h], w) for n in S for c in CARS for h in HALVES} for w in grid}
     fit = [k for k in res[PREVIOUS] if k[2].endswith("fit")]
     total = {w: sum(res[w][k] for k in fit) for w in grid}

@@ -28,8 +28,9 @@ impl Default for HybridWeights {
     /// 1,000 and 10,033 documents: fitted on half of each dev set in all six of those settings
     /// (the best sum of the fitting halves among the weightings that lose no fitting half more
     /// than a point against the previous (1, 1, 0.5); crates/cli/QUALITY.md, "One hybrid
-    /// weighting for every setting", stop 25). The CaR's keys are the document embeddings moved
-    /// by training, so MIPS adds little beside them; BM25 adds the words.
+    /// weighting for every setting", stop 25). The CaR's keys already hold the document
+    /// embeddings (moved towards their pseudo-queries and questions), so MIPS adds little beside
+    /// them; BM25 adds the words.
     fn default() -> Self {
         Self { car: 1.0, mips: 0.25, bm25: 0.25 }
     }
