@@ -16,7 +16,7 @@ pub const BM25_K1: f32 = 0.9;
 pub const BM25_B: f32 = 0.4;
 
 /// Weights of the hybrid method's standardised scores.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct HybridWeights {
     pub car: f32,
     pub mips: f32,
