@@ -10,11 +10,11 @@ reads the same `fedsearch eval --scores-out` files as fusion_settings.py and
 Usage: python fusion_norms.py NAME=SCORES.jsonl[@CORPUS.jsonl] ...   (as fusion_settings.py)"""
 import json, re, sys
 import numpy as np
-from fusion_fit import load
+from fusion_fit import load, z
+from fusion_settings import HALVES, halves, kind
 
 DEFAULT = (1.0, 0.25, 0.25)
 CARS = ("car_adapter", "car")
-HALVES = ("questions fit", "questions other", "descriptions fit", "descriptions other", "pq")
 METHODS = ("car_adapter", "car", "mips", "bm25")
 
 
@@ -25,27 +25,17 @@ def read(arg, train_q, questions):
     path, _, corpus = rest.partition("@")
     ids = [r["id"] for r in load(corpus or "data/wiki-1k/corpus.jsonl")]
     pos = {d: i for i, d in enumerate(ids)}
-    raw, gold, kind, query = {m: [] for m in METHODS}, [], [], []
+    raw, gold, kinds, query = {m: [] for m in METHODS}, [], [], []
     for line in open(path):  # one row at a time: a 10k file is over a gigabyte
         r = json.loads(line)
         for m in METHODS:
             raw[m].append(np.asarray(r[m], np.float32))
         gold.append({pos[g] for g in r["gold"]})
         query.append(r["query"])
-        kind.append("pq" if r["set"] == "heldout" else "q" if r["query"] in questions else "d")
-    q = [i for i, k in enumerate(kind) if k == "q"]
-    d = [i for i, k in enumerate(kind) if k == "d"]
-    if any(query[i] in train_q for i in q):
-        qf, qo = [i for i in q if query[i] in train_q], [i for i in q if query[i] not in train_q]
-    else:  # only the test half scored (its training half were clicks): split it by position
-        qf, qo = q[0::2], q[1::2]
-    halves = dict(zip(HALVES, map(np.asarray, (qf, qo, d[0::2], d[1::2], [i for i, k in enumerate(kind) if k == "pq"]))))
-    print(name, {h: len(v) for h, v in halves.items()}, flush=True)
-    return name, ({m: np.stack(v) for m, v in raw.items()}, gold, halves, query, ids)
-
-
-def z(S):
-    return (S - S.mean(1, keepdims=True)) / np.maximum(S.std(1, keepdims=True), 1e-6)
+        kinds.append(kind(r, questions))
+    by_half = {h: np.asarray(v) for h, v in halves(kinds, query, train_q).items()}
+    print(name, {h: len(v) for h, v in by_half.items()}, flush=True)
+    return name, ({m: np.stack(v) for m, v in raw.items()}, gold, by_half, query, ids)
 
 
 def z_top(k):
@@ -89,10 +79,10 @@ def main():
     shown = [k for k in keys if not k[2].endswith("fit")]
     res = {}
     for norm, f in NORMS.items():
-        for n, (raw, gold, halves, _, _) in S.items():
+        for n, (raw, gold, by_half, _, _) in S.items():
             N = {m: f(v) for m, v in raw.items()}
             for c in CARS:
-                for h, idx in halves.items():
+                for h, idx in by_half.items():
                     for w in grid:
                         res[(norm, w, n, c, h)] = top1(w[0] * N[c][idx] + w[1] * N["mips"][idx] + w[2] * N["bm25"][idx], gold, idx)
     base = {k: res[("z (the default)", DEFAULT) + k] for k in keys}
@@ -108,16 +98,17 @@ def main():
                 continue
             w = max(cand, key=lambda w: total[w])
             print(f"{norm + ' ' + label + ' ' + str(w[1:]):<44}{total[w]:7.3f}{worst[w]:+7.3f} |" + "".join(f"{res[(norm, w) + k]:7.3f}" for k in shown))
+    Z = {n: {m: z(v) for m, v in raw.items()} for n, (raw, _, _, _, _) in S.items()}  # the default's z-scores
     print("2. both CaRs: adapter + x * head + 0.25 * (1 + x) * (MIPS + BM25), z-scores; halves as in 1")
-    for n, (raw, gold, halves, _, _) in S.items():
-        N = {m: z(v) for m, v in raw.items()}
+    for n, (_, gold, by_half, _, _) in S.items():
+        N = Z[n]
         for x in (0.0, 0.25, 0.5, 1.0):
-            figures = [top1(N["car_adapter"][i] + x * N["car"][i] + 0.25 * (1 + x) * (N["mips"][i] + N["bm25"][i]), gold, i) for i in halves.values()]
+            figures = [top1(N["car_adapter"][i] + x * N["car"][i] + 0.25 * (1 + x) * (N["mips"][i] + N["bm25"][i]), gold, i) for i in by_half.values()]
             print(f"   {n} x={x}: " + " ".join(f"{h} {v:.3f}" for h, v in zip(HALVES, figures)))
     print("3. questions that name a gold article's title (parenthesis dropped) and those that do not")
-    for n, (raw, gold, halves, query, ids) in S.items():
-        N = {m: z(v) for m, v in raw.items()}
-        idx = np.sort(np.concatenate([halves["questions fit"], halves["questions other"]]))
+    for n, (_, gold, by_half, query, ids) in S.items():
+        N = Z[n]
+        idx = np.sort(np.concatenate([by_half["questions fit"], by_half["questions other"]]))
         title = lambda d: re.sub(r" \(.*\)$", "", ids[d]).lower()
         named = np.array([any(title(g) in query[i].lower() for g in gold[i]) for i in idx])
         for c in CARS:

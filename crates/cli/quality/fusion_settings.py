@@ -18,6 +18,24 @@ CARS = ("car_adapter", "car")  # the CaR with the adapter, the head alone
 HALVES = ("questions fit", "questions other", "descriptions fit", "descriptions other", "pq")
 
 
+def halves(kinds, queries, train_q):
+    """Row indices of each half, from each row's kind ("q" a question, "d" a description, "pq" a
+    held-out pseudo-query) and query: questions split as data/fanout-split (a run trained with
+    the training half as clicks scores only the test half: that half is split by position),
+    descriptions by position (even lines fit, odd lines measure)."""
+    q = [i for i, k in enumerate(kinds) if k == "q"]
+    d = [i for i, k in enumerate(kinds) if k == "d"]
+    if any(queries[i] in train_q for i in q):
+        qf, qo = [i for i in q if queries[i] in train_q], [i for i in q if queries[i] not in train_q]
+    else:  # only the test half scored: its training half were clicks
+        qf, qo = q[0::2], q[1::2]
+    return dict(zip(HALVES, (qf, qo, d[0::2], d[1::2], [i for i, k in enumerate(kinds) if k == "pq"])))
+
+
+def kind(row, questions):
+    return "pq" if row["set"] == "heldout" else "q" if row["query"] in questions else "d"
+
+
 def settings(args):
     train_q = {r["query"] for r in load("data/fanout-split/train.jsonl")}
     questions = {r["query"] for r in load("../shared/data/fanoutqa_test_questions.jsonl")}
@@ -26,31 +44,16 @@ def settings(args):
         name, rest = arg.split("=", 1)
         path, _, corpus = rest.partition("@")
         pos = {r["id"]: i for i, r in enumerate(load(corpus or "data/wiki-1k/corpus.jsonl"))}
-        rows = {car: {h: [] for h in HALVES} for car in CARS}
-        qrows, drows = [], []
+        items, kinds, queries = {car: [] for car in CARS}, [], []
         for line in open(path):  # one row at a time: a 10k file is over a gigabyte
             r = json.loads(line)
             gold = {pos[g] for g in r["gold"]}
             for car in CARS:
-                Z = np.stack([z(r[car]), z(r["mips"]), z(r["bm25"])])
-                item = (Z, gold)
-                if r["set"] == "heldout":
-                    rows[car]["pq"].append(item)
-                elif r["query"] in questions:
-                    qrows.append((car, r["query"] in train_q, item))
-                else:
-                    drows.append((car, item))
-        clicks = not any(t for _, t, _ in qrows)  # only the test half scored: its training half were clicks
-        for car in CARS:
-            q = [(t, it) for c, t, it in qrows if c == car]
-            if clicks:
-                rows[car]["questions fit"] = [it for _, it in q[0::2]]
-                rows[car]["questions other"] = [it for _, it in q[1::2]]
-            else:
-                rows[car]["questions fit"] = [it for t, it in q if t]
-                rows[car]["questions other"] = [it for t, it in q if not t]
-            d = [it for c, it in drows if c == car]
-            rows[car]["descriptions fit"], rows[car]["descriptions other"] = d[0::2], d[1::2]
+                items[car].append((np.stack([z(r[car]), z(r["mips"]), z(r["bm25"])]), gold))
+            kinds.append(kind(r, questions))
+            queries.append(r["query"])
+        idx = halves(kinds, queries, train_q)
+        rows = {car: {h: [items[car][i] for i in idx[h]] for h in HALVES} for car in CARS}
         out[name] = rows
         print(name, {h: len(v) for h, v in rows["car"].items()}, flush=True)
     return out
